@@ -1,0 +1,450 @@
+package fsm
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+)
+
+// DedupeWindow is how many log entries a request ID is remembered for. It is a
+// constant, not a setting: pruning happens in Apply and must be identical on
+// every replica.
+const DedupeWindow = 100_000
+
+// dedupePrunePerBatch bounds the records one ApplyBatch prunes.
+const dedupePrunePerBatch = 512
+
+// FSM is one shard replica's state machine. It implements raft.BatchingFSM.
+type FSM struct {
+	store  *Store
+	db     *badger.DB
+	id     ShardID
+	logger *slog.Logger
+
+	// mu guards gen against the swap at the end of Restore. Readers hold it
+	// shared for the length of their read; ApplyBatch runs on the goroutine that
+	// swaps, so it reads gen without locking.
+	mu  sync.RWMutex
+	gen uint32
+
+	applied  atomic.Uint64 // last index whose effects are in Badger
+	meta     appliedMeta   // owned by the apply goroutine
+	notifyMu sync.Mutex
+	notify   chan struct{} // closed and replaced whenever applied grows
+
+	// failRestore, set by tests, makes Restore stop as a crash would after
+	// staging that many records.
+	failRestore int
+}
+
+// appliedMeta is stored at [gen]['a'] with every applied batch.
+type appliedMeta struct {
+	Index    uint64
+	Term     uint64
+	Commands uint64 // commands applied (duplicates included), for replay checks
+}
+
+func (m appliedMeta) encode() []byte {
+	b := make([]byte, 0, 24)
+	b = binary.BigEndian.AppendUint64(b, m.Index)
+	b = binary.BigEndian.AppendUint64(b, m.Term)
+	return binary.BigEndian.AppendUint64(b, m.Commands)
+}
+
+func decodeAppliedMeta(b []byte) (appliedMeta, error) {
+	if len(b) != 24 {
+		return appliedMeta{}, fmt.Errorf("applied index record of %d bytes", len(b))
+	}
+	return appliedMeta{
+		Index:    binary.BigEndian.Uint64(b),
+		Term:     binary.BigEndian.Uint64(b[8:]),
+		Commands: binary.BigEndian.Uint64(b[16:]),
+	}, nil
+}
+
+// ID returns the replica's shard.
+func (f *FSM) ID() ShardID { return f.id }
+
+// Applied returns the last raft index whose effects are in the store.
+func (f *FSM) Applied() uint64 { return f.applied.Load() }
+
+// AppliedCommands returns how many commands this replica has applied.
+// Replaying the log tail after a crash must not change it.
+func (f *FSM) AppliedCommands() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var m appliedMeta
+	_ = f.db.View(func(txn *badger.Txn) error {
+		var err error
+		m, err = f.readMeta(txn, f.gen)
+		return err
+	})
+	return m.Commands
+}
+
+// WaitApplied blocks until Applied() >= index or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.notifyMu.Lock()
+		ch := f.notify
+		f.notifyMu.Unlock()
+		if f.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("fsm: wait for index %d (applied %d): %w", index, f.applied.Load(), ctx.Err())
+		}
+	}
+}
+
+// AppliedChanged returns a channel closed the next time Applied grows.
+func (f *FSM) AppliedChanged() <-chan struct{} {
+	f.notifyMu.Lock()
+	defer f.notifyMu.Unlock()
+	return f.notify
+}
+
+func (f *FSM) setApplied(m appliedMeta) {
+	f.meta = m
+	f.applied.Store(m.Index)
+	f.notifyMu.Lock()
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.notifyMu.Unlock()
+}
+
+// recover runs at open: it finishes or undoes an interrupted restore, drops
+// generations older than the current one and loads the applied index.
+func (f *FSM) recover() error {
+	var gen, staging uint32
+	err := f.db.View(func(txn *badger.Txn) error {
+		var err error
+		if gen, err = readUint32(txn, pointerKey(f.id, spaceCurrentGen)); err != nil {
+			return err
+		}
+		staging, err = readUint32(txn, pointerKey(f.id, spaceRestoring))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if gen == 0 {
+		gen = 1
+		if err := f.db.Update(func(txn *badger.Txn) error {
+			return txn.Set(pointerKey(f.id, spaceCurrentGen), binary.BigEndian.AppendUint32(nil, gen))
+		}); err != nil {
+			return err
+		}
+	}
+	if staging != 0 {
+		f.logger.Warn("removing interrupted snapshot restore", "generation", staging)
+		if err := f.db.DropPrefix(genPrefix(f.id, staging)); err != nil {
+			return err
+		}
+		if err := f.db.Update(func(txn *badger.Txn) error { return txn.Delete(pointerKey(f.id, spaceRestoring)) }); err != nil {
+			return err
+		}
+	}
+	if err := f.dropOlderGenerations(gen); err != nil {
+		return err
+	}
+	if err := f.db.Sync(); err != nil {
+		return err
+	}
+	f.gen = gen
+	var m appliedMeta
+	if err := f.db.View(func(txn *badger.Txn) error {
+		var err error
+		m, err = f.readMeta(txn, gen)
+		return err
+	}); err != nil {
+		return err
+	}
+	f.setApplied(m)
+	return nil
+}
+
+// dropOlderGenerations removes any generation in [1, current) that a crash
+// after a restore's swap left behind.
+func (f *FSM) dropOlderGenerations(current uint32) error {
+	for {
+		var stale uint32
+		err := f.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: shardPrefix(f.id)})
+			defer it.Close()
+			it.Seek(genPrefix(f.id, 1))
+			if it.Valid() {
+				g := binary.BigEndian.Uint32(it.Item().Key()[shardPrefixLen:])
+				if g < current {
+					stale = g
+				}
+			}
+			return nil
+		})
+		if err != nil || stale == 0 {
+			return err
+		}
+		f.logger.Info("dropping old generation", "generation", stale)
+		if err := f.db.DropPrefix(genPrefix(f.id, stale)); err != nil {
+			return err
+		}
+	}
+}
+
+func readUint32(txn *badger.Txn, key []byte) (uint32, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var v uint32
+	err = item.Value(func(b []byte) error {
+		if len(b) != 4 {
+			return fmt.Errorf("pointer of %d bytes", len(b))
+		}
+		v = binary.BigEndian.Uint32(b)
+		return nil
+	})
+	return v, err
+}
+
+func (f *FSM) readMeta(txn *badger.Txn, gen uint32) (appliedMeta, error) {
+	item, err := txn.Get(newKeyspace(f.id, gen).applied())
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return appliedMeta{}, nil
+	}
+	if err != nil {
+		return appliedMeta{}, err
+	}
+	var m appliedMeta
+	err = item.Value(func(b []byte) error {
+		m, err = decodeAppliedMeta(b)
+		return err
+	})
+	return m, err
+}
+
+// Apply implements raft.FSM for a single entry.
+func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch implements raft.BatchingFSM. All entries of the batch go into one
+// Badger transaction together with the new applied index; if the batch is too
+// large for one transaction it is split at entry boundaries, each part carrying
+// the applied index of its last entry. Entries at or below the applied index
+// are skipped (their response is nil). The response of a command entry is a
+// []Result, one per Command of the group.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	resp := make([]any, len(logs))
+	a := f.newApplier()
+	for i, l := range logs {
+		if l.Index <= f.meta.Index {
+			continue
+		}
+		if l.Type == raft.LogCommand {
+			cmds, err := DecodeGroup(l.Data)
+			if err != nil {
+				// Every replica holds the same bytes: applying nothing and
+				// continuing would diverge from a replica with a fixed decoder.
+				panic(fmt.Sprintf("fsm: %v: undecodable entry at index %d: %v", f.id, l.Index, err))
+			}
+			a.makeRoom(cmds)
+			resp[i] = a.applyEntry(l.Index, cmds)
+		}
+		a.meta.Index, a.meta.Term = l.Index, l.Term
+	}
+	a.commit()
+	return resp
+}
+
+// applier accumulates one Badger transaction of an ApplyBatch.
+type applier struct {
+	f      *FSM
+	ks     keyspace
+	txn    *badger.Txn
+	meta   appliedMeta
+	bytes  int64
+	count  int64
+	pruned bool
+}
+
+func (f *FSM) newApplier() *applier {
+	return &applier{f: f, ks: newKeyspace(f.id, f.gen), txn: f.db.NewTransaction(true), meta: f.meta}
+}
+
+// makeRoom commits the transaction so far if cmds might not fit beside it.
+func (a *applier) makeRoom(cmds []Command) {
+	var b, c int64
+	for _, cmd := range cmds {
+		cb, cc := footprint(cmd, a.f.store.opts.ValueThreshold)
+		b, c = b+cb, c+cc
+	}
+	lim := a.f.store.limits
+	if a.count > 0 && (a.bytes+b > 2*lim.MaxFootprint || a.count+c > 2*lim.MaxCount) {
+		a.commit()
+		a.txn = a.f.db.NewTransaction(true)
+	}
+	a.bytes += b
+	a.count += c
+}
+
+func (a *applier) commit() {
+	if a.meta.Index == a.f.meta.Index {
+		a.txn.Discard()
+		return
+	}
+	a.prune()
+	a.must(a.txn.Set(a.ks.applied(), a.meta.encode()))
+	a.must(a.txn.Commit())
+	a.f.setApplied(a.meta)
+	a.bytes, a.count = 0, 0
+}
+
+// must stops the replica on a storage error inside apply: carrying on would
+// acknowledge writes that are not in the state.
+func (a *applier) must(err error) {
+	if err != nil {
+		panic(fmt.Sprintf("fsm: %v: apply at index %d: %v", a.f.id, a.meta.Index, err))
+	}
+}
+
+func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
+	results := make([]Result, len(cmds))
+	pos := uint64(0)
+	for i, cmd := range cmds {
+		a.meta.Commands++
+		if cmd.RequestID != "" {
+			if r, ok := a.dedupe(cmd.RequestID); ok {
+				r.Duplicate = true
+				results[i] = r
+				pos += uint64(len(cmd.Ops))
+				continue
+			}
+		}
+		results[i] = a.applyCommand(index, &pos, cmd)
+		if cmd.RequestID != "" {
+			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode()...)))
+			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), nil))
+		}
+	}
+	return results
+}
+
+func (a *applier) dedupe(id string) (Result, bool) {
+	item, err := a.txn.Get(a.ks.dedupe(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Result{}, false
+	}
+	a.must(err)
+	var r Result
+	a.must(item.Value(func(b []byte) error {
+		if len(b) < 8 {
+			return fmt.Errorf("dedupe record of %d bytes", len(b))
+		}
+		r, err = decodeResult(b[8:])
+		return err
+	}))
+	return r, true
+}
+
+// applyCommand applies all ops of cmd or none. Conditions are checked in op
+// order against the state as changed by the command's earlier ops.
+func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
+	type pending struct {
+		key     []byte
+		version uint64 // 0: delete
+		value   []byte
+	}
+	overlay := make([]pending, 0, len(cmd.Ops))
+	current := func(key []byte) uint64 {
+		for i := len(overlay) - 1; i >= 0; i-- {
+			if bytes.Equal(overlay[i].key, key) {
+				return overlay[i].version
+			}
+		}
+		return a.version(key)
+	}
+	res := Result{Ops: make([]OpResult, len(cmd.Ops))}
+	for i, op := range cmd.Ops {
+		cur := current(op.Key)
+		if op.IfVersion != nil && *op.IfVersion != cur {
+			*pos += uint64(len(cmd.Ops))
+			return Result{Code: VersionMismatch, FailedOp: i, Key: op.Key, Current: cur}
+		}
+		res.Ops[i].Existed = cur != 0
+		switch op.Type {
+		case OpPut:
+			v := index<<20 | (*pos + uint64(i) + 1)
+			overlay = append(overlay, pending{key: op.Key, version: v, value: op.Value})
+			res.Ops[i].Version = v
+		case OpDelete:
+			if cur != 0 {
+				overlay = append(overlay, pending{key: op.Key})
+			}
+		}
+	}
+	*pos += uint64(len(cmd.Ops))
+	for _, p := range overlay {
+		k := a.ks.data(p.key)
+		if p.version == 0 {
+			a.must(a.txn.Delete(k))
+			continue
+		}
+		a.must(a.txn.Set(k, append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(p.value)), p.version), p.value...)))
+	}
+	return res
+}
+
+// version returns the stored version of key, 0 if absent.
+func (a *applier) version(key []byte) uint64 {
+	item, err := a.txn.Get(a.ks.data(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0
+	}
+	a.must(err)
+	var v uint64
+	a.must(item.Value(func(b []byte) error {
+		if len(b) < 8 {
+			return fmt.Errorf("value record of %d bytes", len(b))
+		}
+		v = binary.BigEndian.Uint64(b)
+		return nil
+	}))
+	return v
+}
+
+// prune forgets dedupe records older than DedupeWindow entries.
+func (a *applier) prune() {
+	if a.pruned || a.meta.Index <= DedupeWindow {
+		return
+	}
+	a.pruned = true
+	cutoff := a.meta.Index - DedupeWindow
+	prefix := a.ks.dedupeIdxPrefix()
+	it := a.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	var doomed [][]byte
+	for it.Rewind(); it.Valid() && len(doomed) < dedupePrunePerBatch; it.Next() {
+		k := it.Item().KeyCopy(nil)
+		if binary.BigEndian.Uint64(k[len(prefix):]) >= cutoff {
+			break
+		}
+		doomed = append(doomed, k)
+	}
+	it.Close()
+	for _, k := range doomed {
+		id := k[len(prefix)+8:]
+		a.must(a.txn.Delete(k))
+		a.must(a.txn.Delete(a.ks.dedupe(string(id))))
+	}
+}

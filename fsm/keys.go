@@ -1,0 +1,70 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// ShardID names a shard. Shard 0 is the cluster's meta group.
+type ShardID uint64
+
+func (id ShardID) String() string { return fmt.Sprintf("shard-%d", uint64(id)) }
+
+const (
+	shardPrefixLen = 8
+	genPrefixLen   = shardPrefixLen + 4
+
+	spaceCurrentGen = 'G'
+	spaceRestoring  = 'R'
+
+	spaceApplied   = 'a'
+	spaceData      = 'd'
+	spaceDedupe    = 'r'
+	spaceDedupeIdx = 'q'
+)
+
+func shardPrefix(id ShardID) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, shardPrefixLen), uint64(id))
+}
+
+// genPrefix is [shard][gen]. Generation 0 holds the replica's pointers.
+func genPrefix(id ShardID, gen uint32) []byte {
+	b := make([]byte, 0, genPrefixLen+1)
+	b = binary.BigEndian.AppendUint64(b, uint64(id))
+	return binary.BigEndian.AppendUint32(b, gen)
+}
+
+func pointerKey(id ShardID, space byte) []byte {
+	return append(genPrefix(id, 0), space)
+}
+
+// keyspace builds keys of one generation of one replica.
+type keyspace struct{ prefix []byte }
+
+func newKeyspace(id ShardID, gen uint32) keyspace { return keyspace{genPrefix(id, gen)} }
+
+func (k keyspace) key(space byte, parts ...[]byte) []byte {
+	n := len(k.prefix) + 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, k.prefix...)
+	b = append(b, space)
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	return b
+}
+
+func (k keyspace) applied() []byte         { return k.key(spaceApplied) }
+func (k keyspace) data(user []byte) []byte { return k.key(spaceData, user) }
+func (k keyspace) dataPrefix() []byte      { return k.key(spaceData) }
+func (k keyspace) dedupe(id string) []byte { return k.key(spaceDedupe, []byte(id)) }
+func (k keyspace) dedupeIdxPrefix() []byte { return k.key(spaceDedupeIdx) }
+func (k keyspace) dedupeIdx(index uint64, id string) []byte {
+	return k.key(spaceDedupeIdx, binary.BigEndian.AppendUint64(nil, index), []byte(id))
+}
+
+// userKey strips the data prefix from a stored data key.
+func (k keyspace) userKey(stored []byte) []byte { return stored[len(k.prefix)+1:] }

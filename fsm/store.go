@@ -1,0 +1,217 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+)
+
+// Options configure a node's Badger store. The sizes matter for correctness as
+// well as speed: the largest command a replica can apply depends on
+// MemTableSize, so every node of a cluster must use the same value (see Limits).
+type Options struct {
+	// Dir holds the Badger files. Ignored when InMemory is set.
+	Dir string
+	// InMemory keeps everything in memory (tests only: nothing survives Close).
+	InMemory bool
+	// Logger receives Badger's log lines. Default: discard.
+	Logger *slog.Logger
+
+	// MemTableSize bounds each memtable; it also caps one Badger transaction
+	// at 15% of it. Default 32 MiB.
+	MemTableSize int64
+	// NumMemtables bounds memtables held in memory. Default 3.
+	NumMemtables int
+	// BlockCacheSize and IndexCacheSize bound Badger's caches.
+	// Defaults 64 MiB and 32 MiB.
+	BlockCacheSize int64
+	IndexCacheSize int64
+	// ValueThreshold: values at least this large go to the value log.
+	// Default 1 KiB.
+	ValueThreshold int64
+	// ValueLogFileSize: default 256 MiB.
+	ValueLogFileSize int64
+	// NumCompactors: default 2.
+	NumCompactors int
+	// GCInterval is how often value-log GC runs; 0 turns it off.
+	// Default 5 minutes.
+	GCInterval time.Duration
+	// GCDiscardRatio is passed to RunValueLogGC. Default 0.5.
+	GCDiscardRatio float64
+}
+
+// DefaultOptions returns options for a small node (2 cores, a few GiB).
+func DefaultOptions(dir string) Options {
+	return Options{
+		Dir:              dir,
+		MemTableSize:     32 << 20,
+		NumMemtables:     3,
+		BlockCacheSize:   64 << 20,
+		IndexCacheSize:   32 << 20,
+		ValueThreshold:   1 << 10,
+		ValueLogFileSize: 256 << 20,
+		NumCompactors:    2,
+		GCInterval:       5 * time.Minute,
+		GCDiscardRatio:   0.5,
+	}
+}
+
+// Validate reports every problem with o.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Dir == "" && !o.InMemory {
+		errs = append(errs, errors.New("fsm: Dir is required"))
+	}
+	if o.MemTableSize < 4<<20 {
+		errs = append(errs, fmt.Errorf("fsm: MemTableSize %d is below 4 MiB", o.MemTableSize))
+	}
+	if o.NumMemtables < 1 {
+		errs = append(errs, errors.New("fsm: NumMemtables must be at least 1"))
+	}
+	if o.ValueThreshold < 64 || o.ValueThreshold > 1<<20 {
+		errs = append(errs, fmt.Errorf("fsm: ValueThreshold %d outside [64, 1 MiB]", o.ValueThreshold))
+	}
+	if o.NumCompactors < 2 {
+		errs = append(errs, errors.New("fsm: NumCompactors must be at least 2"))
+	}
+	if o.GCInterval > 0 && (o.GCDiscardRatio <= 0 || o.GCDiscardRatio >= 1) {
+		errs = append(errs, fmt.Errorf("fsm: GCDiscardRatio %v outside (0, 1)", o.GCDiscardRatio))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is one node's Badger database, shared by all its shard replicas.
+type Store struct {
+	db     *badger.DB
+	opts   Options
+	logger *slog.Logger
+	limits Limits
+
+	mu     sync.Mutex
+	shards map[ShardID]*FSM
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	close  sync.Once
+}
+
+// Open opens (or creates) the store and starts value-log GC.
+func Open(opts Options) (*Store, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	bo := badger.DefaultOptions(opts.Dir).
+		WithInMemory(opts.InMemory).
+		WithSyncWrites(false).
+		WithDetectConflicts(false).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(opts.NumMemtables).
+		WithNumLevelZeroTables(opts.NumMemtables).
+		WithNumLevelZeroTablesStall(opts.NumMemtables * 4).
+		WithBlockCacheSize(opts.BlockCacheSize).
+		WithIndexCacheSize(opts.IndexCacheSize).
+		WithValueThreshold(opts.ValueThreshold).
+		WithValueLogFileSize(opts.ValueLogFileSize).
+		WithNumCompactors(opts.NumCompactors).
+		WithCompression(options.Snappy).
+		WithLogger(badgerLogger{logger})
+	if opts.InMemory {
+		bo = bo.WithDir("").WithValueDir("")
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: open badger: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		db:     db,
+		opts:   opts,
+		logger: logger,
+		limits: limitsFor(db),
+		shards: make(map[ShardID]*FSM),
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	go s.gcLoop(ctx)
+	return s, nil
+}
+
+// Limits returns the largest command this store can apply in one transaction.
+func (s *Store) Limits() Limits { return s.limits }
+
+// Sync makes every write so far durable.
+func (s *Store) Sync() error { return s.db.Sync() }
+
+// Size reports the LSM and value-log sizes in bytes.
+func (s *Store) Size() (lsm, vlog int64) { return s.db.Size() }
+
+// Close stops GC and closes the database. It is idempotent. Replicas must be
+// shut down (their raft groups stopped) first.
+func (s *Store) Close() error {
+	var err error
+	s.close.Do(func() {
+		s.cancel()
+		<-s.done
+		err = s.db.Close()
+	})
+	return err
+}
+
+func (s *Store) gcLoop(ctx context.Context) {
+	defer close(s.done)
+	if s.opts.GCInterval <= 0 || s.opts.InMemory {
+		return
+	}
+	t := time.NewTicker(s.opts.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for ctx.Err() == nil {
+			err := s.db.RunValueLogGC(s.opts.GCDiscardRatio)
+			if err != nil {
+				if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+					s.logger.Warn("value log gc", "error", err)
+				}
+				break
+			}
+		}
+	}
+}
+
+// Shard opens the replica of shard id, recovering from an interrupted restore.
+// A replica is opened once per Store.
+func (s *Store) Shard(id ShardID) (*FSM, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.shards[id]; ok {
+		return nil, fmt.Errorf("fsm: %v is already open", id)
+	}
+	f := &FSM{store: s, db: s.db, id: id, logger: s.logger.With("shard", uint64(id)), notify: make(chan struct{})}
+	if err := f.recover(); err != nil {
+		return nil, fmt.Errorf("fsm: open %v: %w", id, err)
+	}
+	s.shards[id] = f
+	return f, nil
+}
+
+// badgerLogger routes Badger's logs to slog.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug(fmt.Sprintf(f, a...), "component", "badger") }
