@@ -1,0 +1,113 @@
+package shard
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+// Config configures one replica of a shard.
+type Config struct {
+	// ID is the shard; NodeID this replica's raft server ID (the node's name).
+	ID     fsm.ShardID
+	NodeID string
+	// Dir holds the raft log (raft.db) and snapshots, e.g. <data-dir>/raft/<shard>.
+	Dir string
+	// Store is the node's state store; Mux its shared raft port.
+	Store *Store
+	Mux   *Mux
+	// Logger: default discard.
+	Logger *slog.Logger
+
+	// Raft timing. Defaults: heartbeat 500ms, election 1s, lease 250ms,
+	// commit 20ms. Tests on loopback use shorter ones.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+
+	// MaxAppendEntries bounds entries per AppendEntries RPC and per FSM batch.
+	// Default 256 (see the README's measurements).
+	MaxAppendEntries int
+	// SnapshotInterval, SnapshotThreshold, TrailingLogs: as in raft.Config.
+	// Defaults 30s, 16384 and 10240.
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// SnapshotsRetained: default 2.
+	SnapshotsRetained int
+
+	// MaxInflight bounds group-commit entries proposed but not yet applied.
+	// Default 2.
+	MaxInflight int
+	// MaxQueue bounds proposals waiting for a group; beyond it Propose fails
+	// with ErrUnavailable. Default 8192.
+	MaxQueue int
+	// ReadTimeout bounds a read-index round when the caller's context has no
+	// deadline. Default 5s.
+	ReadTimeout time.Duration
+}
+
+// Store is the node-wide state store the replica's FSM lives in.
+type Store = fsm.Store
+
+// DefaultConfig returns a Config with every default filled in; the caller sets
+// ID, NodeID, Dir, Store and Mux.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      20 * time.Millisecond,
+		MaxAppendEntries:   256,
+		SnapshotInterval:   30 * time.Second,
+		SnapshotThreshold:  16384,
+		TrailingLogs:       10240,
+		SnapshotsRetained:  2,
+		MaxInflight:        2,
+		MaxQueue:           8192,
+		ReadTimeout:        5 * time.Second,
+	}
+}
+
+// Validate reports every problem with c.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("shard: NodeID is required"))
+	}
+	if c.Dir == "" {
+		errs = append(errs, errors.New("shard: Dir is required"))
+	}
+	if c.Store == nil {
+		errs = append(errs, errors.New("shard: Store is required"))
+	}
+	if c.Mux == nil {
+		errs = append(errs, errors.New("shard: Mux is required"))
+	}
+	if c.HeartbeatTimeout < 5*time.Millisecond || c.ElectionTimeout < c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("shard: need 5ms <= HeartbeatTimeout (%v) <= ElectionTimeout (%v)", c.HeartbeatTimeout, c.ElectionTimeout))
+	}
+	if c.LeaderLeaseTimeout <= 0 || c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("shard: LeaderLeaseTimeout %v must be in (0, HeartbeatTimeout]", c.LeaderLeaseTimeout))
+	}
+	if c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1024 {
+		errs = append(errs, fmt.Errorf("shard: MaxAppendEntries %d outside [1, 1024]", c.MaxAppendEntries))
+	}
+	if c.MaxInflight < 1 {
+		errs = append(errs, errors.New("shard: MaxInflight must be at least 1"))
+	}
+	if c.MaxQueue < 1 {
+		errs = append(errs, errors.New("shard: MaxQueue must be at least 1"))
+	}
+	if c.SnapshotThreshold == 0 || c.SnapshotInterval <= 0 || c.SnapshotsRetained < 1 {
+		errs = append(errs, errors.New("shard: snapshot settings must be positive"))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, errors.New("shard: ReadTimeout must be positive"))
+	}
+	return errors.Join(errs...)
+}

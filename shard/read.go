@@ -1,0 +1,319 @@
+package shard
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// Consistency selects how fresh a read must be.
+type Consistency int
+
+const (
+	// Linearizable reads reflect every write acknowledged before the read
+	// began. On the leader: commit index, a shared leadership check, wait for
+	// the local apply. On a follower: the same read index, fetched from the
+	// leader, then a wait for the local apply. No log entry is written.
+	Linearizable Consistency = iota
+	// Stale reads serve this replica's state as it is. ReadOptions.MaxStaleness
+	// bounds how long ago the replica last knew it was current.
+	Stale
+)
+
+// ReadOptions configure a read.
+type ReadOptions struct {
+	Consistency Consistency
+	// MaxStaleness (Stale only): fail with ErrTooStale if the replica's
+	// staleness exceeds it. 0: no bound.
+	MaxStaleness time.Duration
+}
+
+// ReadInfo describes the point a read was served at.
+type ReadInfo struct {
+	// Index: the replica's applied index when the read was served (at least
+	// the read index for linearizable reads).
+	Index uint64
+	// Staleness (Stale reads): on a leader, time since its leadership was
+	// last confirmed by a quorum; on a follower, time since it last heard
+	// from a leader. Zero for linearizable reads.
+	Staleness time.Duration
+}
+
+// Get reads one key. A missing key is an error wrapping fsm.ErrNotFound.
+func (s *Shard) Get(ctx context.Context, key []byte, o ReadOptions) (fsm.Item, ReadInfo, error) {
+	info, err := s.ReadBarrier(ctx, o)
+	if err != nil {
+		return fsm.Item{}, info, err
+	}
+	it, err := s.fsm.Get(key)
+	return it, info, err
+}
+
+// Scan reads a range of keys in order, at one consistent point.
+func (s *Shard) Scan(ctx context.Context, so fsm.ScanOptions, o ReadOptions) (fsm.ScanResult, ReadInfo, error) {
+	info, err := s.ReadBarrier(ctx, o)
+	if err != nil {
+		return fsm.ScanResult{}, info, err
+	}
+	res, err := s.fsm.Scan(so)
+	return res, info, err
+}
+
+// ReadBarrier returns once the local FSM may serve a read with consistency o.
+// Reads of s.FSM() that start after it returns see at least that state.
+func (s *Shard) ReadBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error) {
+	if s.ctx.Err() != nil {
+		return ReadInfo{}, ErrClosed
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.ReadTimeout)
+		defer cancel()
+	}
+	switch o.Consistency {
+	case Stale:
+		st := s.staleness()
+		info := ReadInfo{Index: s.fsm.Applied(), Staleness: st}
+		if o.MaxStaleness > 0 && st > o.MaxStaleness {
+			return info, fmt.Errorf("%w: %v is %v behind, limit %v", ErrTooStale, s.cfg.ID, st.Round(time.Millisecond), o.MaxStaleness)
+		}
+		return info, nil
+	case Linearizable:
+	default:
+		return ReadInfo{}, fmt.Errorf("%w: unknown consistency %d", fsm.ErrInvalid, o.Consistency)
+	}
+	var idx uint64
+	var err error
+	if s.raft.State() == raft.Leader {
+		idx, err = s.leaderReadIndex(ctx)
+	} else {
+		idx, err = s.remoteReadIndex(ctx)
+	}
+	if err != nil {
+		return ReadInfo{}, err
+	}
+	if err := s.waitLocal(ctx, idx); err != nil {
+		return ReadInfo{}, err
+	}
+	return ReadInfo{Index: s.fsm.Applied()}, nil
+}
+
+// leaderReadIndex returns an index such that every write acknowledged before
+// the call is at or below it: the commit index, recorded before a leadership
+// check that started after the call. It refuses until this leader has applied
+// an entry of its own term, since before that its commit index may lag the
+// previous leader's.
+func (s *Shard) leaderReadIndex(ctx context.Context) (uint64, error) {
+	for {
+		if err := s.leaderCheck(); err != nil {
+			return 0, err
+		}
+		term := s.raft.CurrentTerm()
+		s.readyMu.Lock()
+		ready, changed := s.readyTerm.Load() == term, s.readyChanged
+		s.readyMu.Unlock()
+		if ready {
+			break
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%w: new leader of %v not ready: %w", ErrUnavailable, s.cfg.ID, ctx.Err())
+		}
+	}
+	term := s.raft.CurrentTerm()
+	idx := s.raft.CommitIndex()
+	if err := s.verifier.verify(ctx); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return 0, s.leaderCheckOr(err)
+		}
+		return 0, fmt.Errorf("%w: confirm leadership of %v: %w", ErrUnavailable, s.cfg.ID, err)
+	}
+	if s.raft.CurrentTerm() != term {
+		return 0, s.leaderCheckOr(raft.ErrLeadershipLost)
+	}
+	return idx, nil
+}
+
+func (s *Shard) leaderCheckOr(err error) error {
+	if nl := s.leaderCheck(); nl != nil {
+		return nl
+	}
+	return &NotLeaderError{Shard: s.cfg.ID}
+}
+
+// remoteReadIndex asks the leader for a read index.
+func (s *Shard) remoteReadIndex(ctx context.Context) (uint64, error) {
+	addr, id := s.raft.LeaderWithID()
+	if addr == "" {
+		return 0, fmt.Errorf("%w: %v has no leader", ErrUnavailable, s.cfg.ID)
+	}
+	status, payload, err := s.call(ctx, string(addr), rpcReadIndex)
+	if err != nil {
+		return 0, fmt.Errorf("%w: read index from %s: %w", ErrUnavailable, id, err)
+	}
+	switch status {
+	case rpcOK:
+		if len(payload) != 8 {
+			return 0, fmt.Errorf("%w: bad read index reply from %s", ErrUnavailable, id)
+		}
+		return binary.BigEndian.Uint64(payload), nil
+	case rpcNotLeader:
+		return 0, fmt.Errorf("%w: %s is no longer leader of %v", ErrUnavailable, id, s.cfg.ID)
+	default:
+		return 0, fmt.Errorf("%w: read index from %s: %s", ErrUnavailable, id, payload)
+	}
+}
+
+// waitLocal waits until the local FSM reflects every entry up to idx.
+//
+// Raft does not hand the FSM every index (no-op and barrier entries never
+// reach it), so waiting for Applied() >= idx could wait forever. Instead,
+// once idx is committed locally, find the last entry at or below idx that
+// the FSM does receive and wait for that one. Only committed entries are
+// inspected: an uncommitted tail on a follower may still be replaced.
+func (s *Shard) waitLocal(ctx context.Context, idx uint64) error {
+	target := uint64(0)
+	for {
+		changed := s.fsm.AppliedChanged()
+		applied := s.fsm.Applied()
+		if applied >= idx || (target != 0 && applied >= target) {
+			return nil
+		}
+		if target == 0 && s.raft.CommitIndex() >= idx {
+			target = s.lastFSMEntry(idx, applied)
+			if applied >= target {
+				return nil
+			}
+		}
+		// Applies wake us; the timer covers an index reached only by
+		// entries the FSM never sees (and so never signals).
+		t := time.NewTimer(time.Millisecond)
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: %v waiting to apply index %d (applied %d): %w", ErrUnavailable, s.cfg.ID, idx, s.fsm.Applied(), ctx.Err())
+		case <-s.ctx.Done():
+			t.Stop()
+			return ErrClosed
+		}
+		t.Stop()
+	}
+}
+
+// lastFSMEntry returns the highest index in (floor, idx] holding an entry the
+// FSM applies, or floor if there is none. An index missing from the log was
+// compacted into a snapshot the FSM already holds.
+func (s *Shard) lastFSMEntry(idx, floor uint64) uint64 {
+	var l raft.Log
+	for i := idx; i > floor; i-- {
+		if err := s.log.GetLog(i, &l); err != nil {
+			return i
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return floor
+}
+
+// staleness is how long ago this replica last knew it was current.
+func (s *Shard) staleness() time.Duration {
+	if s.raft.State() == raft.Leader {
+		at := s.verifier.lastOK.Load()
+		if at == 0 {
+			return time.Duration(1<<63 - 1)
+		}
+		return time.Since(time.Unix(0, at))
+	}
+	last := s.raft.LastContact()
+	if last.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Since(last)
+}
+
+// keepLease confirms leadership every lease period while leader, so that the
+// staleness of stale reads on a leader stays meaningful without traffic.
+func (s *Shard) keepLease() {
+	defer s.wg.Done()
+	period := s.cfg.LeaderLeaseTimeout
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.raft.State() != raft.Leader {
+			continue
+		}
+		if at := s.verifier.lastOK.Load(); at != 0 && time.Since(time.Unix(0, at)) < period {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ElectionTimeout)
+		_ = s.verifier.verify(ctx)
+		cancel()
+	}
+}
+
+// verifier shares VerifyLeader rounds among concurrent reads. A caller joins
+// the next round to start, never one already in flight: a round that began
+// before the caller's read could have been answered by followers before a
+// newer leader was elected and acknowledged writes.
+type verifier struct {
+	raft    *raft.Raft
+	mu      sync.Mutex
+	next    []chan error
+	running bool
+	lastOK  atomic.Int64 // unix nanos of the start of the last successful round
+}
+
+func (v *verifier) verify(ctx context.Context) error {
+	ch := make(chan error, 1)
+	v.mu.Lock()
+	v.next = append(v.next, ch)
+	if !v.running {
+		v.running = true
+		go v.run()
+	}
+	v.mu.Unlock()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (v *verifier) run() {
+	for {
+		v.mu.Lock()
+		batch := v.next
+		v.next = nil
+		if len(batch) == 0 {
+			v.running = false
+			v.mu.Unlock()
+			return
+		}
+		v.mu.Unlock()
+		start := time.Now()
+		err := v.raft.VerifyLeader().Error()
+		if err == nil {
+			v.lastOK.Store(start.UnixNano())
+		}
+		for _, ch := range batch {
+			ch <- err
+		}
+	}
+}

@@ -1,0 +1,287 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// Shard is this node's replica of one shard: a hashicorp/raft group whose
+// state machine is an fsm.FSM.
+type Shard struct {
+	cfg    Config
+	logger *slog.Logger
+	raft   *raft.Raft
+	fsm    *fsm.FSM
+	logs   *raftboltdb.BoltStore
+	log    raft.LogStore // logs behind a cache
+	trans  *raft.NetworkTransport
+
+	raftLayer *Layer
+	rpcLayer  *Layer
+	rpcMu     sync.Mutex
+	rpcIdle   map[string][]*bufConn
+
+	proposals chan *proposal
+	inflight  chan struct{}
+	verifier  *verifier
+	// readyTerm is the term in which this replica, as leader, has applied an
+	// entry of its own term; until then it serves no linearizable read.
+	readyTerm    atomic.Uint64
+	readyChanged chan struct{}
+	readyMu      sync.Mutex
+	membership   sync.Mutex
+	snapInstalls atomic.Uint64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
+}
+
+// Open starts the replica. A replica with no raft state waits to be
+// bootstrapped (Bootstrap) or added to a group by its leader (AddReplica).
+//
+// Because restarts replay only the log tail (NoSnapshotRestoreOnStart), Open
+// first checks that the FSM's durable applied index reaches the latest
+// snapshot; if it does not (the snapshot was installed from a leader but the
+// FSM state was lost), it restores that snapshot before raft starts.
+func Open(cfg Config) (*Shard, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("shard", uint64(cfg.ID))
+	s := &Shard{
+		cfg:          cfg,
+		logger:       logger,
+		rpcIdle:      make(map[string][]*bufConn),
+		proposals:    make(chan *proposal, cfg.MaxQueue),
+		inflight:     make(chan struct{}, cfg.MaxInflight),
+		readyChanged: make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := s.open(); err != nil {
+		s.teardown()
+		return nil, fmt.Errorf("shard: open %v: %w", cfg.ID, err)
+	}
+	return s, nil
+}
+
+func (s *Shard) open() error {
+	cfg := s.cfg
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return err
+	}
+	var err error
+	if s.fsm, err = cfg.Store.Shard(cfg.ID); err != nil {
+		return err
+	}
+	s.logs, err = raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(cfg.Dir, "raft.db"),
+		BoltOptions: &bbolt.Options{
+			Timeout:        time.Second,
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+	hlog := newHCLogger(s.logger)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotsRetained, hlog)
+	if err != nil {
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	if err := s.catchUpFromSnapshot(snaps); err != nil {
+		return err
+	}
+	cache, err := raft.NewLogCache(4096, s.logs)
+	if err != nil {
+		return err
+	}
+	if s.raftLayer, err = cfg.Mux.Listen(KindRaft, cfg.ID); err != nil {
+		return err
+	}
+	if s.rpcLayer, err = cfg.Mux.Listen(KindRPC, cfg.ID); err != nil {
+		return err
+	}
+	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  s.raftLayer,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hlog,
+	})
+	notify := make(chan bool, 16)
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = true
+	rc.NotifyCh = notify
+	rc.NoLegacyTelemetry = true
+	s.log = cache
+	s.raft, err = raft.NewRaft(rc, (*fsmAdapter)(s), cache, s.logs, snaps, s.trans)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	s.verifier = &verifier{raft: s.raft}
+	s.wg.Add(4)
+	go s.watchLeadership(notify)
+	go s.runProposer()
+	go s.serveRPC()
+	go s.keepLease()
+	return nil
+}
+
+// catchUpFromSnapshot is the boot-time check of NoSnapshotRestoreOnStart.
+func (s *Shard) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	latest := list[0]
+	if s.fsm.Applied() >= latest.Index {
+		return nil
+	}
+	s.logger.Warn("state behind latest snapshot, restoring it", "applied_index", s.fsm.Applied(), "snapshot_index", latest.Index)
+	_, rc, err := snaps.Open(latest.ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", latest.ID, err)
+	}
+	return s.fsm.Restore(rc)
+}
+
+// Bootstrap makes this replica the first member of a new group with the given
+// replicas (which must include this one). It fails with raft.ErrCantBootstrap
+// if the replica already has state.
+func (s *Shard) Bootstrap(replicas []Replica) error {
+	cfg := raft.Configuration{}
+	for _, r := range replicas {
+		cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(r.ID), Address: raft.ServerAddress(r.Addr)})
+	}
+	if err := s.raft.BootstrapCluster(cfg).Error(); err != nil {
+		return fmt.Errorf("shard: bootstrap %v: %w", s.cfg.ID, err)
+	}
+	return nil
+}
+
+// ID returns the shard's ID.
+func (s *Shard) ID() fsm.ShardID { return s.cfg.ID }
+
+// FSM returns the replica's state machine (for reads at a point the caller
+// established, and for state hashes).
+func (s *Shard) FSM() *fsm.FSM { return s.fsm }
+
+// Snapshot takes a raft snapshot now (raft then compacts its log to
+// TrailingLogs).
+func (s *Shard) Snapshot() error {
+	if err := s.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return fmt.Errorf("shard: snapshot %v: %w", s.cfg.ID, err)
+	}
+	return nil
+}
+
+// Close stops the replica without handing leadership away (see
+// TransferLeadership for a graceful stop). Pending proposals end with
+// ErrOutcomeUnknown or ErrClosed. It is idempotent.
+func (s *Shard) Close() error {
+	s.once.Do(func() { s.err = s.teardown() })
+	return s.err
+}
+
+func (s *Shard) teardown() error {
+	s.cancel()
+	var errs []error
+	if s.raft != nil {
+		errs = append(errs, s.raft.Shutdown().Error())
+	}
+	if s.trans != nil {
+		errs = append(errs, s.trans.Close())
+	}
+	for _, l := range []*Layer{s.raftLayer, s.rpcLayer} {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+	s.wg.Wait()
+	s.closePeerConns()
+	if s.logs != nil {
+		errs = append(errs, s.logs.Close())
+	}
+	if s.fsm != nil {
+		s.fsm.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// watchLeadership makes a new leader ready for reads: it applies a barrier
+// (an entry of the new term) and only then records the term as ready.
+func (s *Shard) watchLeadership(notify <-chan bool) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case leader := <-notify:
+			if !leader {
+				continue
+			}
+			for s.ctx.Err() == nil && s.raft.State() == raft.Leader {
+				term := s.raft.CurrentTerm()
+				err := s.raft.Barrier(s.cfg.ElectionTimeout).Error()
+				if err == nil && s.raft.CurrentTerm() == term && s.raft.State() == raft.Leader {
+					s.setReady(term)
+					s.logger.Info("leader ready", "term", term)
+					break
+				}
+				if err != nil {
+					s.logger.Debug("leader barrier", "error", err)
+				}
+			}
+		}
+	}
+}
+
+func (s *Shard) setReady(term uint64) {
+	s.readyMu.Lock()
+	s.readyTerm.Store(term)
+	close(s.readyChanged)
+	s.readyChanged = make(chan struct{})
+	s.readyMu.Unlock()
+}
+
+// fsmAdapter counts snapshot installs on the way to the FSM.
+type fsmAdapter Shard
+
+func (a *fsmAdapter) Apply(l *raft.Log) any               { return a.fsm.Apply(l) }
+func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any   { return a.fsm.ApplyBatch(logs) }
+func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) { return a.fsm.Snapshot() }
+func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
+	a.snapInstalls.Add(1)
+	return a.fsm.Restore(rc)
+}
