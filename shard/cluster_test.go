@@ -104,6 +104,7 @@ type replica struct {
 
 type cluster struct {
 	t        testing.TB
+	mu       sync.Mutex // guards replica.shard against background goroutines
 	net      *faultNet
 	replicas []*replica
 	tune     func(*Config)
@@ -180,7 +181,16 @@ func (c *cluster) start(r *replica, addr string) {
 		st.Close()
 		t.Fatal(err)
 	}
+	c.mu.Lock()
 	r.shard = sh
+	c.mu.Unlock()
+}
+
+// shardOf returns r's running shard or nil; safe from any goroutine.
+func (c *cluster) shardOf(r *replica) *Shard {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return r.shard
 }
 
 // stop shuts a replica down as a crash of its process would (no leadership
@@ -189,10 +199,13 @@ func (c *cluster) stop(r *replica) {
 	if r.shard == nil {
 		return
 	}
-	r.shard.Close()
+	c.mu.Lock()
+	sh := r.shard
+	r.shard = nil
+	c.mu.Unlock()
+	sh.Close()
 	r.mux.Close()
 	r.store.Close()
-	r.shard = nil
 }
 
 func (c *cluster) restart(r *replica) { c.start(r, r.addr) }

