@@ -258,3 +258,19 @@ func readChunk(br *hashingReader) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// SnapshotApplied reads the header of a snapshot stream and returns the
+// applied index of the state it holds. That can be below raft's index for
+// the snapshot, which also counts entries the FSM never sees (no-ops,
+// barriers).
+func SnapshotApplied(r io.Reader) (uint64, error) {
+	hdr := make([]byte, len(snapshotMagic)+8+24)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return 0, fmt.Errorf("fsm: read snapshot header: %w", err)
+	}
+	if string(hdr[:len(snapshotMagic)]) != snapshotMagic {
+		return 0, errors.New("fsm: not a cairn snapshot")
+	}
+	m, err := decodeAppliedMeta(hdr[len(snapshotMagic)+8:])
+	return m.Index, err
+}

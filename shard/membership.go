@@ -118,22 +118,26 @@ type Status struct {
 	Ready       bool          `json:"ready"`           // leader: serves linearizable reads
 	Replicas    []Replica     `json:"replicas"`
 	Snapshots   uint64        `json:"snapshots_installed"`
+	// BootRestored: at open, the state was behind the latest snapshot and was
+	// restored from it (normally a restart replays only the log tail).
+	BootRestored bool `json:"boot_restored"`
 }
 
 // Status reports the replica's role, leader, indexes and membership.
 func (s *Shard) Status() Status {
 	addr, id := s.raft.LeaderWithID()
 	st := Status{
-		Shard:       uint64(s.cfg.ID),
-		Node:        s.cfg.NodeID,
-		Role:        roleName(s.raft.State()),
-		Leader:      string(id),
-		LeaderAddr:  string(addr),
-		Term:        s.raft.CurrentTerm(),
-		CommitIndex: s.raft.CommitIndex(),
-		Applied:     s.fsm.Applied(),
-		LastIndex:   s.raft.LastIndex(),
-		Snapshots:   s.snapInstalls.Load(),
+		Shard:        uint64(s.cfg.ID),
+		Node:         s.cfg.NodeID,
+		Role:         roleName(s.raft.State()),
+		Leader:       string(id),
+		LeaderAddr:   string(addr),
+		Term:         s.raft.CurrentTerm(),
+		CommitIndex:  s.raft.CommitIndex(),
+		Applied:      s.fsm.Applied(),
+		LastIndex:    s.raft.LastIndex(),
+		Snapshots:    s.snapInstalls.Load(),
+		BootRestored: s.bootRestored,
 	}
 	st.Ready = st.Role == "leader" && s.readyTerm.Load() == st.Term
 	if lc := s.raft.LastContact(); st.Role != "leader" && !lc.IsZero() {

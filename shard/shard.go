@@ -44,6 +44,7 @@ type Shard struct {
 	readyMu      sync.Mutex
 	membership   sync.Mutex
 	snapInstalls atomic.Uint64
+	bootRestored bool // Open restored the latest snapshot (state was behind)
 	// plantedLocalReads is a planted bug for tests: linearizable reads are
 	// served from local state without a read index. Tests set it to prove the
 	// stale-read test can fail.
@@ -163,6 +164,8 @@ func (s *Shard) open() error {
 }
 
 // catchUpFromSnapshot is the boot-time check of NoSnapshotRestoreOnStart.
+// Raft's index for a snapshot also counts entries the FSM never sees, so when
+// the FSM is below it, the snapshot's own header says whether it is behind.
 func (s *Shard) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
 	list, err := snaps.List()
 	if err != nil || len(list) == 0 {
@@ -172,11 +175,24 @@ func (s *Shard) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
 	if s.fsm.Applied() >= latest.Index {
 		return nil
 	}
-	s.logger.Warn("state behind latest snapshot, restoring it", "applied_index", s.fsm.Applied(), "snapshot_index", latest.Index)
 	_, rc, err := snaps.Open(latest.ID)
 	if err != nil {
 		return fmt.Errorf("open snapshot %s: %w", latest.ID, err)
 	}
+	holds, err := fsm.SnapshotApplied(rc)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", latest.ID, err)
+	}
+	if s.fsm.Applied() >= holds {
+		return nil
+	}
+	s.logger.Warn("state behind latest snapshot, restoring it", "applied_index", s.fsm.Applied(), "snapshot_index", latest.Index)
+	_, rc, err = snaps.Open(latest.ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", latest.ID, err)
+	}
+	s.bootRestored = true
 	return s.fsm.Restore(rc)
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -502,4 +504,58 @@ func (c *cluster) leaderAmong(rs []*replica, except *replica) *replica {
 	}
 	time.Sleep(5 * time.Millisecond)
 	return nil
+}
+
+// TestBootRestoresSnapshotWhenStateBehind covers the boot-time check that
+// NoSnapshotRestoreOnStart needs: if the FSM's durable state is behind the
+// latest snapshot (here: the Badger directory is lost), Open restores the
+// snapshot before raft starts, because raft will not replay entries the
+// snapshot covers.
+func TestBootRestoresSnapshotWhenStateBehind(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.bootstrap(1)
+	ctx := t.Context()
+	r := c.leader(10 * time.Second)
+	for i := range 200 {
+		mustOK(t)(r.shard.Propose(ctx, putCmd(fmt.Sprintf("s%03d", i), fmt.Sprintf("v%d", i))))
+	}
+	if err := r.shard.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	idx, want, err := r.shard.FSM().StateHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An ordinary restart replays only the log tail.
+	c.stop(r)
+	c.restart(r)
+	if r.shard.Status().BootRestored {
+		t.Fatal("a restart with intact state restored the snapshot")
+	}
+	if gotIdx, got, _ := r.shard.FSM().StateHash(); gotIdx != idx || got != want {
+		t.Fatalf("state after restart: index %d (want %d), hash equal %v", gotIdx, idx, got == want)
+	}
+	c.stop(r)
+	if err := os.RemoveAll(filepath.Join(r.dir, "data")); err != nil {
+		t.Fatal(err)
+	}
+	c.restart(r)
+	if !r.shard.Status().BootRestored {
+		t.Fatal("state was lost but the snapshot was not restored at boot")
+	}
+	if got := r.shard.FSM().Applied(); got < idx {
+		t.Fatalf("after boot with lost state: applied %d, snapshot covers %d", got, idx)
+	}
+	gotIdx, got, err := r.shard.FSM().StateHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotIdx != idx || got != want {
+		t.Fatalf("restored state at %d differs from the state at %d before the loss", gotIdx, idx)
+	}
+	c.leader(10 * time.Second)
+	it, _, err := r.shard.Get(ctx, []byte("s199"), ReadOptions{})
+	if err != nil || string(it.Value) != "v199" {
+		t.Fatalf("read after boot restore: %q %v", it.Value, err)
+	}
 }
