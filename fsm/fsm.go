@@ -35,6 +35,10 @@ type FSM struct {
 	mu  sync.RWMutex
 	gen uint32
 
+	// persisting is held shared while a snapshot streams from a generation,
+	// and exclusively by Restore before it drops the generation it replaced.
+	persisting sync.RWMutex
+
 	applied  atomic.Uint64 // last index whose effects are in Badger
 	meta     appliedMeta   // owned by the apply goroutine
 	notifyMu sync.Mutex

@@ -42,6 +42,8 @@ type fsmSnapshot struct {
 // raft may drop log entries up to the snapshot index, and the durable state
 // must already cover them, since a restart does not restore the snapshot.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	s.f.persisting.RLock()
+	defer s.f.persisting.RUnlock()
 	if err := s.f.db.Sync(); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("fsm: sync before snapshot: %w", err)
@@ -149,7 +151,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore %v: swap: %w", f.id, err)
 	}
 	f.setApplied(meta)
-	if err := f.db.DropPrefix(genPrefix(f.id, old)); err != nil {
+	f.persisting.Lock() // wait for snapshots still streaming the old state
+	err = f.db.DropPrefix(genPrefix(f.id, old))
+	f.persisting.Unlock()
+	if err != nil {
 		f.logger.Warn("dropping replaced generation", "generation", old, "error", err)
 	}
 	f.logger.Info("restored snapshot", "applied_index", meta.Index)

@@ -58,14 +58,22 @@ func (s *Shard) Propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error
 	default:
 		return fsm.Result{}, fmt.Errorf("%w: proposal queue of %v is full", ErrUnavailable, s.cfg.ID)
 	}
-	select {
-	case o := <-p.done:
-		return o.res, o.err
-	case <-ctx.Done():
-		if p.state.CompareAndSwap(queued, cancelled) {
-			return fsm.Result{}, ctx.Err()
+	closed := s.ctx.Done()
+	for {
+		select {
+		case o := <-p.done:
+			return o.res, o.err
+		case <-ctx.Done():
+			if p.state.CompareAndSwap(queued, cancelled) {
+				return fsm.Result{}, ctx.Err()
+			}
+			return fsm.Result{}, &OutcomeUnknownError{Shard: s.cfg.ID, RequestID: cmd.RequestID, Err: ctx.Err()}
+		case <-closed:
+			if p.state.CompareAndSwap(queued, cancelled) {
+				return fsm.Result{}, ErrClosed
+			}
+			closed = nil // claimed: raft's shutdown resolves its entry
 		}
-		return fsm.Result{}, &OutcomeUnknownError{Shard: s.cfg.ID, RequestID: cmd.RequestID, Err: ctx.Err()}
 	}
 }
 
