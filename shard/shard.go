@@ -110,6 +110,9 @@ func (s *Shard) open() error {
 		return fmt.Errorf("open raft log: %w", err)
 	}
 	hlog := newHCLogger(s.logger)
+	if err := s.removePartialSnapshots(); err != nil {
+		return err
+	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, cfg.SnapshotsRetained, hlog)
 	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
@@ -194,6 +197,22 @@ func (s *Shard) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
 	}
 	s.bootRestored = true
 	return s.fsm.Restore(rc)
+}
+
+// removePartialSnapshots deletes snapshot directories that a crash left
+// half-written; raft skips them but never removes them.
+func (s *Shard) removePartialSnapshots() error {
+	tmp, err := filepath.Glob(filepath.Join(s.cfg.Dir, "snapshots", "*.tmp"))
+	if err != nil {
+		return err
+	}
+	for _, dir := range tmp {
+		s.logger.Info("removing partial snapshot", "path", dir)
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("remove partial snapshot: %w", err)
+		}
+	}
+	return nil
 }
 
 // Bootstrap makes this replica the first member of a new group with the given
