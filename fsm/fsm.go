@@ -14,10 +14,17 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// DedupeWindow is how many log entries a request ID is remembered for. It is a
-// constant, not a setting: pruning happens in Apply and must be identical on
-// every replica.
+// DedupeWindow is how many log entries a request ID is remembered for: a retry
+// at most DedupeWindow entries after the first outcome is a duplicate. It is a
+// constant, not a setting: it decides outcomes in Apply and must be identical
+// on every replica.
 const DedupeWindow = 100_000
+
+// dedupeExpired reports whether a request recorded at index can no longer
+// match a retry at entry. Lookups and StateHash use it rather than whether
+// pruning has removed the record yet: how far pruning has got depends on
+// batch boundaries, which differ between replicas.
+func dedupeExpired(recorded, entry uint64) bool { return recorded+DedupeWindow < entry }
 
 // dedupePrunePerBatch bounds the records one ApplyBatch prunes.
 const dedupePrunePerBatch = 512
@@ -256,6 +263,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		if l.Index <= f.meta.Index {
 			continue
 		}
+		a.cur = l.Index
 		if l.Type == raft.LogCommand {
 			cmds, err := DecodeGroup(l.Data)
 			if err != nil {
@@ -278,6 +286,7 @@ type applier struct {
 	ks     keyspace
 	txn    *badger.Txn
 	meta   appliedMeta
+	cur    uint64 // entry being applied, for error messages
 	bytes  int64
 	count  int64
 	pruned bool
@@ -319,7 +328,7 @@ func (a *applier) commit() {
 // acknowledge writes that are not in the state.
 func (a *applier) must(err error) {
 	if err != nil {
-		panic(fmt.Sprintf("fsm: %v: apply at index %d: %v", a.f.id, a.meta.Index, err))
+		panic(fmt.Sprintf("fsm: %v: apply at index %d: %v", a.f.id, a.cur, err))
 	}
 }
 
@@ -329,7 +338,7 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 	for i, cmd := range cmds {
 		a.meta.Commands++
 		if cmd.RequestID != "" {
-			if r, ok := a.dedupe(cmd.RequestID); ok {
+			if r, ok := a.dedupe(index, cmd.RequestID); ok {
 				r.Duplicate = true
 				results[i] = r
 				pos += uint64(len(cmd.Ops))
@@ -345,21 +354,25 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 	return results
 }
 
-func (a *applier) dedupe(id string) (Result, bool) {
+func (a *applier) dedupe(index uint64, id string) (Result, bool) {
 	item, err := a.txn.Get(a.ks.dedupe(id))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Result{}, false
 	}
 	a.must(err)
 	var r Result
+	var expired bool
 	a.must(item.Value(func(b []byte) error {
 		if len(b) < 8 {
 			return fmt.Errorf("dedupe record of %d bytes", len(b))
 		}
+		if expired = dedupeExpired(binary.BigEndian.Uint64(b), index); expired {
+			return nil // not pruned yet
+		}
 		r, err = decodeResult(b[8:])
 		return err
 	}))
-	return r, true
+	return r, !expired
 }
 
 // applyCommand applies all ops of cmd or none. Conditions are checked in op
@@ -447,8 +460,30 @@ func (a *applier) prune() {
 	}
 	it.Close()
 	for _, k := range doomed {
-		id := k[len(prefix)+8:]
+		index, id := binary.BigEndian.Uint64(k[len(prefix):]), string(k[len(prefix)+8:])
 		a.must(a.txn.Delete(k))
-		a.must(a.txn.Delete(a.ks.dedupe(string(id))))
+		// The ID may have applied again after its record expired: keep that
+		// newer record.
+		if a.recordIndex(id) == index {
+			a.must(a.txn.Delete(a.ks.dedupe(id)))
+		}
 	}
+}
+
+// recordIndex returns the index of id's dedupe record, 0 if there is none.
+func (a *applier) recordIndex(id string) uint64 {
+	item, err := a.txn.Get(a.ks.dedupe(id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0
+	}
+	a.must(err)
+	var index uint64
+	a.must(item.Value(func(b []byte) error {
+		if len(b) < 8 {
+			return fmt.Errorf("dedupe record of %d bytes", len(b))
+		}
+		index = binary.BigEndian.Uint64(b)
+		return nil
+	}))
+	return index
 }

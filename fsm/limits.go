@@ -13,7 +13,8 @@ var (
 	ErrTooLarge = errors.New("fsm: command too large")
 )
 
-// Limits bound what one command may hold. They are checked by the proposer, so
+// Limits bound what one command may hold. In-memory stores (tests) accept
+// values slightly under 1 MiB, since Badger keeps them inline. They are checked by the proposer, so
 // that every entry in the log can be applied in one Badger transaction.
 type Limits struct {
 	MaxKeySize   int // bytes; default 4 KiB
@@ -31,10 +32,16 @@ type Limits struct {
 // metadata and the entry's skiplist node.
 const entryOverhead = 8 + 32
 
-func limitsFor(db *badger.DB) Limits {
+func limitsFor(db *badger.DB, opts Options) Limits {
+	maxValue := 1 << 20
+	if opts.InMemory {
+		// Stored values carry an 8-byte version header and must stay
+		// below the threshold, which is at most 1 MiB.
+		maxValue = maxInMemoryValue - 16
+	}
 	return Limits{
 		MaxKeySize:   4 << 10,
-		MaxValueSize: 1 << 20,
+		MaxValueSize: maxValue,
 		MaxOps:       1024,
 		// Leave room: an apply transaction holds one or more commands plus the
 		// applied index and dedupe pruning.

@@ -118,8 +118,10 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 }
 
 // StateHash returns the applied index and a SHA-256 over the replica's whole
-// state (data, dedupe records, applied-command count) read from one snapshot.
-// Replicas at the same applied index must have the same hash.
+// state (data, live dedupe records, applied-command count) read from one
+// snapshot. Replicas at the same applied index must have the same hash.
+// Expired dedupe records are left out: when pruning removes them depends on
+// batch boundaries.
 func (f *FSM) StateHash() (index uint64, sum [32]byte, err error) {
 	err = f.view(func(txn *badger.Txn, ks keyspace) error {
 		m, err := f.readMeta(txn, f.gen)
@@ -139,10 +141,16 @@ func (f *FSM) StateHash() (index uint64, sum [32]byte, err error) {
 			if k[0] == spaceApplied {
 				continue
 			}
-			binary.BigEndian.PutUint64(n[:], uint64(len(k)))
-			h.Write(n[:])
-			h.Write(k)
+			if k[0] == spaceDedupeIdx && len(k) >= 9 && dedupeExpired(binary.BigEndian.Uint64(k[1:]), m.Index+1) {
+				continue
+			}
 			if err := it.Item().Value(func(v []byte) error {
+				if k[0] == spaceDedupe && len(v) >= 8 && dedupeExpired(binary.BigEndian.Uint64(v), m.Index+1) {
+					return nil
+				}
+				binary.BigEndian.PutUint64(n[:], uint64(len(k)))
+				h.Write(n[:])
+				h.Write(k)
 				binary.BigEndian.PutUint64(n[:], uint64(len(v)))
 				h.Write(n[:])
 				h.Write(v)

@@ -126,7 +126,10 @@ func Open(opts Options) (*Store, error) {
 		WithCompression(options.Snappy).
 		WithLogger(badgerLogger{logger})
 	if opts.InMemory {
-		bo = bo.WithDir("").WithValueDir("")
+		// An in-memory Badger has no value log: every value stays in the
+		// LSM, so size estimates must count values inline too.
+		opts.ValueThreshold = maxInMemoryValue
+		bo = bo.WithDir("").WithValueDir("").WithValueThreshold(opts.ValueThreshold)
 	}
 	db, err := badger.Open(bo)
 	if err != nil {
@@ -137,7 +140,7 @@ func Open(opts Options) (*Store, error) {
 		db:     db,
 		opts:   opts,
 		logger: logger,
-		limits: limitsFor(db),
+		limits: limitsFor(db, opts),
 		shards: make(map[ShardID]*FSM),
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -208,10 +211,37 @@ func (s *Store) Shard(id ShardID) (*FSM, error) {
 	return f, nil
 }
 
+// maxInMemoryValue is Badger's largest value threshold (1 MiB).
+const maxInMemoryValue = 1 << 20
+
 // badgerLogger routes Badger's logs to slog.
 type badgerLogger struct{ l *slog.Logger }
 
-func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a...), "component", "badger") }
-func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a...), "component", "badger") }
-func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(fmt.Sprintf(f, a...), "component", "badger") }
-func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug(fmt.Sprintf(f, a...), "component", "badger") }
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (b badgerLogger) Infof(f string, a ...any) {
+	b.l.Debug(fmt.Sprintf(f, a...), "component", "badger")
+}
+func (b badgerLogger) Debugf(f string, a ...any) {
+	b.l.Debug(fmt.Sprintf(f, a...), "component", "badger")
+}
+
+// Footprint estimates the bytes and Badger entries cmd adds to an apply
+// transaction. Proposers use it to size group-commit entries.
+func (s *Store) Footprint(cmd Command) (bytes, count int64) {
+	return footprint(cmd, s.opts.ValueThreshold)
+}
+
+// Close releases the replica so that the Store can open it again (after its
+// raft group was shut down). Its data stays.
+func (f *FSM) Close() {
+	f.store.mu.Lock()
+	defer f.store.mu.Unlock()
+	if f.store.shards[f.id] == f {
+		delete(f.store.shards, f.id)
+	}
+}

@@ -1,0 +1,234 @@
+package fsm_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+// sameCommands compares decoded commands; nil and empty byte slices are equal
+// (the encoding does not tell them apart).
+func sameCommands(a, b []fsm.Command) error {
+	if len(a) != len(b) {
+		return fmt.Errorf("%d commands vs %d", len(a), len(b))
+	}
+	for i := range a {
+		if a[i].RequestID != b[i].RequestID {
+			return fmt.Errorf("command %d: request id %q vs %q", i, a[i].RequestID, b[i].RequestID)
+		}
+		if len(a[i].Ops) != len(b[i].Ops) {
+			return fmt.Errorf("command %d: %d ops vs %d", i, len(a[i].Ops), len(b[i].Ops))
+		}
+		for j, x := range a[i].Ops {
+			y := b[i].Ops[j]
+			if x.Type != y.Type || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) ||
+				(x.IfVersion == nil) != (y.IfVersion == nil) || (x.IfVersion != nil && *x.IfVersion != *y.IfVersion) {
+				return fmt.Errorf("command %d op %d: %+v vs %+v", i, j, x, y)
+			}
+		}
+	}
+	return nil
+}
+
+func randBytes(r *rand.Rand, max int) []byte {
+	b := make([]byte, r.IntN(max+1))
+	for i := range b {
+		b[i] = byte(r.UintN(256))
+	}
+	return b
+}
+
+// randGroup returns well-formed commands: puts carry values, deletes none.
+func randGroup(r *rand.Rand) []fsm.Command {
+	cmds := make([]fsm.Command, r.IntN(5))
+	for i := range cmds {
+		if r.IntN(2) == 0 {
+			cmds[i].RequestID = string(randBytes(r, 20))
+		}
+		cmds[i].Ops = make([]fsm.Op, r.IntN(6))
+		for j := range cmds[i].Ops {
+			var op fsm.Op
+			if r.IntN(3) == 0 {
+				op = fsm.Delete(randBytes(r, 30))
+			} else {
+				op = fsm.Put(randBytes(r, 30), randBytes(r, 300))
+			}
+			switch r.IntN(4) {
+			case 0:
+				op = op.If(0)
+			case 1:
+				op = op.If(r.Uint64())
+			case 2:
+				op = op.If(math.MaxUint64)
+			}
+			cmds[i].Ops[j] = op
+		}
+	}
+	return cmds
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	fixed := [][]fsm.Command{
+		nil,
+		{{}},
+		{{RequestID: "id", Ops: []fsm.Op{kv("k", "v"), del("k").If(0), kv("", "").If(math.MaxUint64)}}},
+		{{Ops: []fsm.Op{fsm.Put([]byte{0, 0xff}, bytes.Repeat([]byte{0xca}, 1<<16))}}},
+	}
+	for i := 0; i < 500; i++ {
+		fixed = append(fixed, randGroup(r))
+	}
+	for i, cmds := range fixed {
+		enc := fsm.EncodeGroup(cmds)
+		got, err := fsm.DecodeGroup(enc)
+		if err != nil {
+			t.Fatalf("group %d: decode: %v", i, err)
+		}
+		if err := sameCommands(cmds, got); err != nil {
+			t.Fatalf("group %d: %v", i, err)
+		}
+		// Encoding is canonical: decoded commands encode to the same bytes.
+		if again := fsm.EncodeGroup(got); !bytes.Equal(again, enc) {
+			t.Fatalf("group %d: re-encoding differs", i)
+		}
+		// Strict prefixes (all of them for the first groups, a sample after)
+		// and any extension are rejected.
+		for k := 0; k < len(enc); k++ {
+			n := k
+			if i >= 50 {
+				if k == 20 {
+					break
+				}
+				n = r.IntN(len(enc))
+			}
+			if _, err := fsm.DecodeGroup(enc[:n]); !errors.Is(err, fsm.ErrCorrupt) {
+				t.Fatalf("group %d: prefix of %d/%d bytes decoded (err %v)", i, n, len(enc), err)
+			}
+		}
+		if _, err := fsm.DecodeGroup(append(enc, 0)); !errors.Is(err, fsm.ErrCorrupt) {
+			t.Fatalf("group %d: trailing byte accepted (err %v)", i, err)
+		}
+	}
+}
+
+func TestDecodeGroupRejects(t *testing.T) {
+	valid := fsm.EncodeGroup([]fsm.Command{{Ops: []fsm.Op{kv("k", "v")}}})
+	patch := func(at int, b byte) []byte {
+		p := append([]byte(nil), valid...)
+		p[at] = b
+		return p
+	}
+	// Header (3) + count(1) + id len(1) + op count(1), then the op.
+	opAt := 6
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"short envelope", valid[:2]},
+		{"bad magic", patch(0, 0)},
+		{"unknown type", patch(1, 9)},
+		{"unknown version", patch(2, 9)},
+		{"unknown op type", patch(opAt, 3)},
+		{"zero op type", patch(opAt, 0)},
+		{"bad condition flag", patch(opAt+1, 2)},
+		{"key longer than input", patch(opAt+2, 100)},
+		{"count exceeds input", patch(3, 100)},
+		{"overlong varint", append(append([]byte(nil), valid[:3]...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01)},
+		{"too many writes in one entry", fsm.EncodeGroup([]fsm.Command{
+			{Ops: deletes(fsm.MaxOpsPerEntry / 2)},
+			{Ops: deletes(fsm.MaxOpsPerEntry/2 + 2)},
+		})},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmds, err := fsm.DecodeGroup(tt.data)
+			if !errors.Is(err, fsm.ErrCorrupt) || cmds != nil {
+				t.Fatalf("DecodeGroup = %v, %v; want ErrCorrupt", cmds, err)
+			}
+		})
+	}
+}
+
+func deletes(n int) []fsm.Op {
+	ops := make([]fsm.Op, n)
+	for i := range ops {
+		ops[i] = fsm.Delete(nil)
+	}
+	return ops
+}
+
+func TestDecodeGroupMaxOps(t *testing.T) {
+	ops := deletes(fsm.MaxOpsPerEntry)
+	cmds, err := fsm.DecodeGroup(fsm.EncodeGroup([]fsm.Command{{Ops: ops[:1000]}, {Ops: ops[1000:]}}))
+	if err != nil || len(cmds) != 2 || len(cmds[0].Ops)+len(cmds[1].Ops) != fsm.MaxOpsPerEntry {
+		t.Fatalf("entry with MaxOpsPerEntry writes: %d commands, %v", len(cmds), err)
+	}
+}
+
+func FuzzDecodeGroup(f *testing.F) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 20; i++ {
+		f.Add(fsm.EncodeGroup(randGroup(r)))
+	}
+	f.Add(fsm.EncodeGroup(nil))
+	f.Add(fsm.EncodeGroup([]fsm.Command{{RequestID: "r", Ops: []fsm.Op{kv("k", "v").If(7), del("d")}}}))
+	f.Add([]byte{})
+	f.Add([]byte{0xca, 1, 1})
+	f.Add([]byte{0xca, 1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte("garbage that is not a command"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cmds, err := fsm.DecodeGroup(data)
+		if err != nil {
+			if !errors.Is(err, fsm.ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			if cmds != nil {
+				t.Fatalf("commands returned with an error")
+			}
+			return
+		}
+		n := 0
+		for _, c := range cmds {
+			n += len(c.Ops)
+			for _, op := range c.Ops {
+				if op.Type != fsm.OpPut && op.Type != fsm.OpDelete {
+					t.Fatalf("decoded op of type %v", op.Type)
+				}
+				if op.Type == fsm.OpDelete && op.Value != nil {
+					t.Fatalf("decoded delete with a value")
+				}
+			}
+		}
+		if n > fsm.MaxOpsPerEntry {
+			t.Fatalf("decoded %d writes, more than MaxOpsPerEntry", n)
+		}
+		enc := fsm.EncodeGroup(cmds)
+		again, err := fsm.DecodeGroup(enc)
+		if err != nil {
+			t.Fatalf("re-encoded commands do not decode: %v", err)
+		}
+		if err := sameCommands(cmds, again); err != nil {
+			t.Fatalf("re-encoded commands decode differently: %v", err)
+		}
+		if len(enc) > len(data) {
+			t.Fatalf("re-encoding grew from %d to %d bytes", len(data), len(enc))
+		}
+	})
+}
+
+func TestOpTypeString(t *testing.T) {
+	for _, tt := range []struct {
+		t    fsm.OpType
+		want string
+	}{{fsm.OpPut, "put"}, {fsm.OpDelete, "delete"}, {9, "op(9)"}} {
+		if got := tt.t.String(); got != tt.want {
+			t.Errorf("%d.String() = %q, want %q", uint8(tt.t), got, tt.want)
+		}
+	}
+}

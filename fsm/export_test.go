@@ -1,0 +1,83 @@
+package fsm
+
+import (
+	"encoding/binary"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Test hooks into the replica's internals, for the black-box tests in fsm_test.
+
+// ErrCrashed is what Restore returns when SetFailRestore stopped it.
+var ErrCrashed = errCrashed
+
+// Key spaces of one generation, and of the pointer generation 0.
+const (
+	SpaceCurrentGen = spaceCurrentGen
+	SpaceRestoring  = spaceRestoring
+	SpaceApplied    = spaceApplied
+	SpaceData       = spaceData
+	SpaceDedupe     = spaceDedupe
+	SpaceDedupeIdx  = spaceDedupeIdx
+)
+
+// SetFailRestore makes Restore stop as a crash would after staging n records.
+func (f *FSM) SetFailRestore(n int) { f.failRestore = n }
+
+// Generation returns the replica's current generation.
+func (f *FSM) Generation() uint32 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.gen
+}
+
+// RawKeys counts the live keys stored under the replica's shard prefix, by
+// generation and key space.
+func (f *FSM) RawKeys() (map[uint32]map[byte]int, error) {
+	counts := make(map[uint32]map[byte]int)
+	err := f.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.Prefix = shardPrefix(f.id)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			gen := binary.BigEndian.Uint32(k[shardPrefixLen:])
+			if counts[gen] == nil {
+				counts[gen] = make(map[byte]int)
+			}
+			counts[gen][k[genPrefixLen]]++
+		}
+		return nil
+	})
+	return counts, err
+}
+
+// CountVersions counts every stored version in one key space of the current
+// generation, deletion markers included: a write that changed nothing visible
+// still shows up here.
+func (f *FSM) CountVersions(space byte) (int, error) {
+	n := 0
+	err := f.view(func(txn *badger.Txn, ks keyspace) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchValues = false
+		opts.AllVersions = true
+		opts.Prefix = ks.key(space)
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// WriteRaw stores key (relative to the generation prefix) in generation gen,
+// bypassing apply, to fake what a crash leaves behind.
+func (f *FSM) WriteRaw(gen uint32, key, value []byte) error {
+	return f.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(append(genPrefix(f.id, gen), key...), value)
+	})
+}

@@ -1,0 +1,269 @@
+package fsm_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+func countCommands(t testing.TB, logs []*raft.Log) uint64 {
+	t.Helper()
+	var n uint64
+	for _, l := range logs {
+		if l.Type == raft.LogCommand {
+			cmds, err := fsm.DecodeGroup(l.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += uint64(len(cmds))
+		}
+	}
+	return n
+}
+
+func wantResponses(t testing.TB, what string, logs []*raft.Log, resp []any, want []string) {
+	t.Helper()
+	if len(resp) != len(logs) {
+		t.Fatalf("%s: %d responses for %d entries", what, len(resp), len(logs))
+	}
+	for i, l := range logs {
+		if got := fmtResp(resp[i]); got != want[i] {
+			t.Fatalf("%s: entry %d: response %s, want %s", what, l.Index, got, want[i])
+		}
+	}
+}
+
+func wantAllNil(t testing.TB, what string, resp []any) {
+	t.Helper()
+	for i, r := range resp {
+		if r != nil {
+			t.Fatalf("%s: response %d of a replayed entry is %s, want nil", what, i, fmtResp(r))
+		}
+	}
+}
+
+// Replaying entries at or below the applied index changes nothing, in one
+// process and after a reopen from disk.
+func TestReplayIsIdempotent(t *testing.T) {
+	const n = 60
+	logs, want, m := randomLog(1, n+10)
+	head := logs[:n]
+
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	f := openShard(t, s, 1)
+	wantResponses(t, "first apply", head, applyInBatches(f, head, 5), want)
+	h := hashOf(t, f)
+	commands := f.AppliedCommands()
+	if h.Index != n || commands != countCommands(t, head) {
+		t.Fatalf("after 1..%d: hash index %d, %d commands; want %d", n, h.Index, commands, countCommands(t, head))
+	}
+
+	for _, size := range []int{n, 1, 7} {
+		wantAllNil(t, fmt.Sprintf("replay 1..%d in batches of %d", n, size), applyInBatches(f, head, size))
+		if got := hashOf(t, f); got != h || f.Applied() != n || f.AppliedCommands() != commands {
+			t.Fatalf("replay in batches of %d moved the state: %v -> %v, %d commands", size, h, got, f.AppliedCommands())
+		}
+	}
+
+	// An overlapping batch applies only its new part.
+	ref := memShard(t)
+	refResp := applyInBatches(ref, logs, 1)
+	wantResponses(t, "reference", logs, refResp, want)
+
+	overlap := logs[n/2:]
+	resp := f.ApplyBatch(overlap)
+	for i, l := range overlap {
+		if l.Index <= n {
+			if resp[i] != nil {
+				t.Fatalf("entry %d was applied twice: %s", l.Index, fmtResp(resp[i]))
+			}
+		} else if got := fmtResp(resp[i]); got != want[l.Index-1] {
+			t.Fatalf("entry %d: %s, want %s", l.Index, got, want[l.Index-1])
+		}
+	}
+	h = hashOf(t, f)
+	if ref := hashOf(t, ref); h != ref || h.Index != n+10 {
+		t.Fatalf("after the overlapping batch: %v, reference %v", h, ref)
+	}
+	commands = f.AppliedCommands()
+	if commands != countCommands(t, logs) || commands != m.commands {
+		t.Fatalf("%d commands applied, the log holds %d", commands, countCommands(t, logs))
+	}
+	if got, want := fmtItems(scanAll(t, f)), m.items(); !slices.Equal(got, want) {
+		t.Fatalf("data %q, model %q", got, want)
+	}
+
+	// The applied index, hash and command count survive a reopen, and
+	// replaying the whole log again changes nothing.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	f = openShard(t, s, 1)
+	if got := hashOf(t, f); got != h || f.Applied() != n+10 || f.AppliedCommands() != commands {
+		t.Fatalf("after reopen: hash %v applied %d commands %d; want %v, %d, %d", got, f.Applied(), f.AppliedCommands(), h, n+10, commands)
+	}
+	wantAllNil(t, "replay after reopen", f.ApplyBatch(logs))
+	wantAllNil(t, "replay after reopen, one by one", applyInBatches(f, logs, 1))
+	if got := hashOf(t, f); got != h || f.AppliedCommands() != commands {
+		t.Fatalf("replay after reopen moved the state: %v -> %v", h, got)
+	}
+	if got, want := fmtItems(scanAll(t, f)), m.items(); !slices.Equal(got, want) {
+		t.Fatalf("data after reopen %q, model %q", got, want)
+	}
+
+	// The reopened replica goes on applying like the reference.
+	more := cmdLog(n+11, fsm.Command{RequestID: m.ids[0], Ops: []fsm.Op{kv("k00", "x")}}, fsm.Command{Ops: []fsm.Op{kv("new", "y")}})
+	a, b := f.ApplyBatch([]*raft.Log{more}), ref.ApplyBatch([]*raft.Log{more})
+	if fmtResp(a[0]) != fmtResp(b[0]) || hashOf(t, f) != hashOf(t, ref) {
+		t.Fatalf("after reopen: %s vs reference %s", fmtResp(a[0]), fmtResp(b[0]))
+	}
+	if r := results(t, a[0], 2); !r[0].Duplicate || r[1].Ops[0].Version != ver(n+11, 2) {
+		t.Fatalf("entry after reopen: %s", fmtResp(a[0]))
+	}
+}
+
+// The same log gives the same state at the same index, whatever the batch
+// boundaries, and matches the model.
+func TestDeterminism(t *testing.T) {
+	const n = 400
+	logs, want, m := randomLog(42, n)
+
+	a := memShard(t)
+	hashes := make(map[uint64]stateSum, n)
+	for i, l := range logs {
+		wantResponses(t, "entry by entry", logs[i:i+1], a.ApplyBatch(logs[i:i+1]), want[i:i+1])
+		hashes[l.Index] = hashOf(t, a)
+	}
+	if got := fmtItems(scanAll(t, a)); !slices.Equal(got, m.items()) {
+		t.Fatalf("data %q, model %q", got, m.items())
+	}
+	if a.AppliedCommands() != m.commands {
+		t.Fatalf("%d commands applied, model %d", a.AppliedCommands(), m.commands)
+	}
+
+	for _, size := range []int{7, 64} {
+		b := openShard(t, openStore(t, ""), 1)
+		for start := 0; start < len(logs); start += size {
+			batch := logs[start:min(start+size, len(logs))]
+			wantResponses(t, fmt.Sprintf("batches of %d", size), batch, b.ApplyBatch(batch), want[start:])
+			last := batch[len(batch)-1].Index
+			if got := hashOf(t, b); got != hashes[last] {
+				t.Fatalf("batches of %d: hash at %d is %v, entry by entry %v", size, last, got, hashes[last])
+			}
+		}
+	}
+	// A different log gives a different hash: the hash sees the data.
+	other, _, _ := randomLog(43, n)
+	c := memShard(t)
+	c.ApplyBatch(other)
+	if hashOf(t, c) == hashes[n] {
+		t.Fatal("two different logs hash equal")
+	}
+}
+
+// A request ID is remembered for DedupeWindow entries, on every replica
+// alike: a retry exactly DedupeWindow entries later is a duplicate, one entry
+// later it applies again, whatever the batch boundaries and however far
+// pruning has got.
+func TestDedupeWindow(t *testing.T) {
+	const w = fsm.DedupeWindow
+	m := newModel()
+	var logs []*raft.Log
+	var want []string
+	add := func(l *raft.Log) {
+		logs = append(logs, l)
+		want = append(want, m.apply(l))
+	}
+	id := func(j int) string { return fmt.Sprintf("id-%02d", j) }
+	// Entry j (1..20) applies request id-j.
+	for j := 1; j <= 20; j++ {
+		add(cmdLog(uint64(j), fsm.Command{RequestID: id(j), Ops: []fsm.Op{kv(id(j), "first")}}))
+	}
+	// Entry 21 records more request IDs than one batch prunes, so that how
+	// many expired records are left depends on the batch boundaries.
+	var bulk []fsm.Command
+	for i := range 600 {
+		bulk = append(bulk, fsm.Command{RequestID: fmt.Sprintf("bulk-%03d", i)})
+	}
+	add(cmdLog(21, bulk...))
+	for i := 22; i <= w; i++ {
+		add(confLog(uint64(i)))
+	}
+	// Entry w+k retries IDs first applied around k entries into the log, some
+	// of them re-applied by an earlier retry.
+	const last = 40
+	for k := 1; k <= last; k++ {
+		var cmds []fsm.Command
+		for _, j := range []int{k, k - 1, k - 2, k - 4} {
+			if j >= 1 && j <= 20 {
+				cmds = append(cmds, fsm.Command{RequestID: id(j), Ops: []fsm.Op{kv(id(j), fmt.Sprint("retry at ", k))}})
+			}
+		}
+		if cmds == nil {
+			add(confLog(uint64(w + k)))
+			continue
+		}
+		add(cmdLog(uint64(w+k), cmds...))
+	}
+	// The model's own expectations, spelled out for two entries.
+	if want[w] != "[{ok 1.1/false dup=true}]" {
+		t.Fatalf("model: entry w+1 = %s", want[w])
+	}
+	// Entry w+2: id-2 is w entries old, id-1 one more.
+	if want[w+1] != fmt.Sprintf("[{ok 2.1/false dup=true}{ok %s/true dup=false}]", fmtVer(ver(w+2, 2))) {
+		t.Fatalf("model: entry w+2 = %s", want[w+1])
+	}
+
+	prefix, tail := logs[:w], logs[w:]
+	replicas := []struct {
+		name          string
+		prefix, sizes int
+		f             *fsm.FSM
+		hashes        map[uint64]stateSum
+		resp          []any
+	}{
+		{name: "entry by entry", prefix: w, sizes: 1},
+		{name: "batches of 7", prefix: 1000, sizes: 7},
+		{name: "batches of 3", prefix: 333, sizes: 3},
+	}
+	for i := range replicas {
+		r := &replicas[i]
+		r.f = openShard(t, openStore(t, ""), 1)
+		r.hashes = map[uint64]stateSum{}
+		wantResponses(t, r.name, prefix, applyInBatches(r.f, prefix, r.prefix), want[:w])
+		for start := 0; start < len(tail); start += r.sizes {
+			batch := tail[start:min(start+r.sizes, len(tail))]
+			wantResponses(t, r.name, batch, r.f.ApplyBatch(batch), want[w+start:])
+			r.hashes[batch[len(batch)-1].Index] = hashOf(t, r.f)
+		}
+	}
+	for _, r := range replicas[1:] {
+		for idx, h := range r.hashes {
+			if ref, ok := replicas[0].hashes[idx]; ok && ref != h {
+				t.Fatalf("%s: hash at %d is %v, entry by entry %v", r.name, idx, h, ref)
+			}
+		}
+	}
+	for _, r := range replicas {
+		if got := fmtItems(scanAll(t, r.f)); !slices.Equal(got, m.items()) {
+			t.Fatalf("%s: data %q, model %q", r.name, got, m.items())
+		}
+		// Records that can no longer match are pruned; live ones are kept.
+		live := 0
+		for _, rec := range m.seen {
+			if !(rec.index+w < w+last+1) {
+				live++
+			}
+		}
+		raw := rawKeys(t, r.f)[r.f.Generation()]
+		if raw[fsm.SpaceDedupe] != live || raw[fsm.SpaceDedupeIdx] != live {
+			t.Fatalf("%s: %d dedupe records and %d index entries, want the %d live ones", r.name, raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx], live)
+		}
+	}
+}
