@@ -33,21 +33,22 @@ type Limits struct {
 const entryOverhead = 8 + 32
 
 func limitsFor(db *badger.DB, opts Options) Limits {
-	maxValue := 1 << 20
-	if opts.InMemory {
-		// Stored values carry an 8-byte version header and must stay
-		// below the threshold, which is at most 1 MiB.
-		maxValue = maxInMemoryValue - 16
-	}
-	return Limits{
+	l := Limits{
 		MaxKeySize:   4 << 10,
-		MaxValueSize: maxValue,
+		MaxValueSize: 1 << 20,
 		MaxOps:       1024,
 		// Leave room: an apply transaction holds one or more commands plus the
 		// applied index and dedupe pruning.
 		MaxFootprint: db.MaxBatchSize() / 4,
 		MaxCount:     db.MaxBatchCount() / 4,
 	}
+	if opts.InMemory {
+		// Values stay inline: with their 8-byte version header they must be
+		// below Badger's threshold, and one must fit a transaction beside
+		// the largest key and a dedupe record.
+		l.MaxValueSize = min(maxInMemoryValue-16, int(l.MaxFootprint)-l.MaxKeySize-1024)
+	}
+	return l
 }
 
 // footprint estimates what cmd adds to a Badger transaction when values at or
