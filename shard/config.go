@@ -30,7 +30,9 @@ type Config struct {
 	CommitTimeout      time.Duration
 
 	// MaxAppendEntries bounds entries per AppendEntries RPC and per FSM batch.
-	// Default 256 (see the README's measurements).
+	// Default 64: 64, 256 and 1024 measured the same (group commit keeps few
+	// entries in flight, each holding many commands), and 64 keeps catch-up
+	// requests small (README, Benchmarks).
 	MaxAppendEntries int
 	// SnapshotInterval, SnapshotThreshold, TrailingLogs: as in raft.Config.
 	// Defaults 30s, 16384 and 10240.
@@ -41,7 +43,8 @@ type Config struct {
 	SnapshotsRetained int
 
 	// MaxInflight bounds group-commit entries proposed but not yet applied.
-	// Default 2.
+	// Default 2: measured as good as 1 and better than 4; with P concurrent
+	// proposers an entry carries about P/(MaxInflight+1) commands.
 	MaxInflight int
 	// MaxQueue bounds proposals waiting for a group; beyond it Propose fails
 	// with ErrUnavailable. Default 8192.
@@ -62,7 +65,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		CommitTimeout:      20 * time.Millisecond,
-		MaxAppendEntries:   256,
+		MaxAppendEntries:   64,
 		SnapshotInterval:   30 * time.Second,
 		SnapshotThreshold:  16384,
 		TrailingLogs:       10240,
