@@ -157,7 +157,7 @@ func (s *Shard) propose(batch []*proposal) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		err := f.Error()
+		err := s.await(f)
 		<-s.inflight
 		if err != nil {
 			rejected := s.rejection(err)

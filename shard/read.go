@@ -214,15 +214,21 @@ func (s *Shard) waitLocal(ctx context.Context, idx uint64) error {
 }
 
 // lastFSMEntry returns the highest index in (floor, idx] holding an entry the
-// FSM applies, or floor if there is none. An index missing from the log was
-// compacted into a snapshot the FSM already holds.
+// FSM applies, or floor if there is none. idx must be committed locally, so
+// a committed entry missing from the log was compacted into, or replaced by,
+// a snapshot the FSM already holds (even when the FSM's applied index is
+// below raft's index for that snapshot: the difference is entries the FSM
+// never sees), and so is every entry below it.
 func (s *Shard) lastFSMEntry(idx, floor uint64) uint64 {
 	var l raft.Log
 	for i := idx; i > floor; i-- {
-		if err := s.log.GetLog(i, &l); err != nil {
-			return i
-		}
-		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+		err := s.log.GetLog(i, &l)
+		switch {
+		case errors.Is(err, raft.ErrLogNotFound):
+			return floor
+		case err != nil:
+			return i // unexpected: wait for the FSM to pass it
+		case l.Type == raft.LogCommand || l.Type == raft.LogConfiguration:
 			return i
 		}
 	}

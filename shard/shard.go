@@ -292,7 +292,7 @@ func (s *Shard) watchLeadership(notify <-chan bool) {
 			}
 			for s.ctx.Err() == nil && s.raft.State() == raft.Leader {
 				term := s.raft.CurrentTerm()
-				err := s.raft.Barrier(s.cfg.ElectionTimeout).Error()
+				err := s.await(s.raft.Barrier(s.cfg.ElectionTimeout))
 				if err == nil && s.raft.CurrentTerm() == term && s.raft.State() == raft.Leader {
 					s.setReady(term)
 					s.logger.Info("leader ready", "term", term)
@@ -303,6 +303,21 @@ func (s *Shard) watchLeadership(notify <-chan bool) {
 				}
 			}
 		}
+	}
+}
+
+// await waits for a raft future, or for Close. Raft does not resolve futures
+// still queued in its apply channel when it shuts down, so a goroutine that
+// must stop on Close cannot block on Error alone; the helper goroutine left
+// behind in that case is the price.
+func (s *Shard) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.ctx.Done():
+		return raft.ErrRaftShutdown
 	}
 }
 

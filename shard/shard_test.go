@@ -559,3 +559,62 @@ func TestBootRestoresSnapshotWhenStateBehind(t *testing.T) {
 		t.Fatalf("read after boot restore: %q %v", it.Value, err)
 	}
 }
+
+// TestFollowerReadAfterSnapshotEndingInNoops: raft's index for a snapshot
+// counts the no-op and barrier entries a new leader appends, which the FSM
+// never sees. A follower that installed such a snapshot holds an empty log
+// and an FSM applied index below the snapshot's; its linearizable reads must
+// still complete while the group is idle.
+func TestFollowerReadAfterSnapshotEndingInNoops(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.TrailingLogs = 8
+		cfg.SnapshotThreshold = 16
+	})
+	c.bootstrap(3)
+	ctx := t.Context()
+	l := c.leader(10 * time.Second)
+	var f, other *replica
+	for _, r := range c.replicas {
+		switch {
+		case r == l:
+		case f == nil:
+			f = r
+		default:
+			other = r
+		}
+	}
+	c.stop(f)
+	for i := range 100 {
+		mustOK(t)(l.shard.Propose(ctx, putCmd(fmt.Sprintf("n%03d", i), "v")))
+	}
+	// A new leader appends entries of its term after the last command.
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := l.shard.TransferLeadership(tctx, Replica{ID: other.id, Addr: other.addr}); err != nil {
+		t.Fatal(err)
+	}
+	if nl := c.leader(5 * time.Second); nl != other {
+		t.Fatalf("leader is %s, want %s", nl.id, other.id)
+	}
+	if err := other.shard.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	st := other.shard.Status()
+	if st.Applied >= st.CommitIndex {
+		t.Fatalf("setup: the leader's log does not end in entries the FSM skips (applied %d, commit %d)", st.Applied, st.CommitIndex)
+	}
+	c.restart(f)
+	deadline := time.Now().Add(10 * time.Second)
+	for f.shard.Status().Snapshots == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("follower installed no snapshot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	it, _, err := f.shard.Get(rctx, []byte("n099"), ReadOptions{})
+	if err != nil || string(it.Value) != "v" {
+		t.Fatalf("linearizable read on the follower after the snapshot: %q, %v", it.Value, err)
+	}
+}
