@@ -424,8 +424,12 @@ func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 }
 
 // version returns the stored version of key, 0 if absent.
-func (a *applier) version(key []byte) uint64 {
-	item, err := a.txn.Get(a.ks.data(key))
+func (a *applier) version(key []byte) uint64 { return a.header(a.ks.data(key)) }
+
+// header returns the 8-byte big-endian header that data values (version) and
+// dedupe records (index) start with, 0 if the key is absent.
+func (a *applier) header(key []byte) uint64 {
+	item, err := a.txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return 0
 	}
@@ -433,7 +437,7 @@ func (a *applier) version(key []byte) uint64 {
 	var v uint64
 	a.must(item.Value(func(b []byte) error {
 		if len(b) < 8 {
-			return fmt.Errorf("value record of %d bytes", len(b))
+			return fmt.Errorf("record %q of %d bytes", key, len(b))
 		}
 		v = binary.BigEndian.Uint64(b)
 		return nil
@@ -464,26 +468,8 @@ func (a *applier) prune() {
 		a.must(a.txn.Delete(k))
 		// The ID may have applied again after its record expired: keep that
 		// newer record.
-		if a.recordIndex(id) == index {
+		if a.header(a.ks.dedupe(id)) == index {
 			a.must(a.txn.Delete(a.ks.dedupe(id)))
 		}
 	}
-}
-
-// recordIndex returns the index of id's dedupe record, 0 if there is none.
-func (a *applier) recordIndex(id string) uint64 {
-	item, err := a.txn.Get(a.ks.dedupe(id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0
-	}
-	a.must(err)
-	var index uint64
-	a.must(item.Value(func(b []byte) error {
-		if len(b) < 8 {
-			return fmt.Errorf("dedupe record of %d bytes", len(b))
-		}
-		index = binary.BigEndian.Uint64(b)
-		return nil
-	}))
-	return index
 }

@@ -222,8 +222,8 @@ func (c *cluster) addrs() []string {
 // linearizable reads, and returns it.
 func (c *cluster) leader(within time.Duration) *replica {
 	c.t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
+	var leader *replica
+	eventually(c.t, within, "one ready leader", func() bool {
 		var ready []*replica
 		for _, r := range c.replicas {
 			if r.shard != nil && r.shard.Status().Ready {
@@ -231,12 +231,11 @@ func (c *cluster) leader(within time.Duration) *replica {
 			}
 		}
 		if len(ready) == 1 {
-			return ready[0]
+			leader = ready[0]
 		}
-		time.Sleep(5 * time.Millisecond) // polling interval, bounded by deadline
-	}
-	c.t.Fatalf("no ready leader within %v", within)
-	return nil
+		return len(ready) == 1
+	})
+	return leader
 }
 
 // waitConverged waits until all running replicas have applied the same index
@@ -277,6 +276,18 @@ func (c *cluster) put(ctx context.Context, key, value string) (fsm.Result, error
 			continue
 		}
 		return res, err
+	}
+}
+
+// eventually polls cond until it holds, failing the test after within.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(2 * time.Millisecond) // polling interval
 	}
 }
 

@@ -236,13 +236,7 @@ func (w *writer) count() int {
 
 func waitAcked(t *testing.T, w *writer, n int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for w.count() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d writes acknowledged", w.count(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, 20*time.Second, fmt.Sprintf("%d writes acknowledged", n), func() bool { return w.count() >= n })
 }
 
 func TestFollowerCatchesUpFromLogAndSnapshot(t *testing.T) {
@@ -431,30 +425,20 @@ func isolatedLeaderRead(t *testing.T, planted bool) bool {
 	}
 	c.net.isolate(old.addr, c.addrs())
 	var nl *replica
-	deadline := time.Now().Add(10 * time.Second)
-	for nl == nil || nl == old {
-		if time.Now().After(deadline) {
-			t.Fatal("no new leader on the majority side")
-		}
-		nl = c.leaderAmong(c.replicas, old)
-	}
+	eventually(t, 10*time.Second, "a new leader on the majority side", func() bool {
+		nl = c.readyLeaderOtherThan(old)
+		return nl != nil
+	})
 	mustOK(t)(nl.shard.Propose(ctx, putCmd("reg", "v2")))
 	mu.Lock()
 	acked = time.Now()
 	mu.Unlock()
 	// Keep reading until plenty of reads began after the acknowledgement.
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	eventually(t, 10*time.Second, "200 reads after the write", func() bool {
 		mu.Lock()
-		n := readsAfter
-		mu.Unlock()
-		if n >= 200 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d reads after the write in 10s", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer mu.Unlock()
+		return readsAfter >= 200
+	})
 	stopReaders()
 	wg.Wait()
 	t.Logf("after the new write: %d stale, %d current, %d failed reads on the old leader", staleSeen, okAfter, failed)
@@ -474,19 +458,13 @@ func isolatedLeaderRead(t *testing.T, planted bool) bool {
 	c.net.heal()
 	if !planted {
 		// After healing, the old leader serves the new value.
-		deadline := time.Now().Add(10 * time.Second)
-		for {
+		eventually(t, 10*time.Second, "a linearizable read on the healed old leader", func() bool {
 			it, _, err := old.shard.Get(ctx, []byte("reg"), ReadOptions{})
-			if err == nil && string(it.Value) == "v2" {
-				break
-			}
 			if err == nil && string(it.Value) != "v2" {
 				t.Fatalf("after heal: linearizable read returned %q", it.Value)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after heal: %v", err)
-			}
-		}
+			return err == nil
+		})
 		hashes := c.waitConverged(10 * time.Second)
 		if hashes[old.id] != hashes[nl.id] {
 			t.Fatal("old leader diverged after heal")
@@ -495,14 +473,13 @@ func isolatedLeaderRead(t *testing.T, planted bool) bool {
 	return staleSeen > 0
 }
 
-// leaderAmong returns a ready leader other than except, or nil.
-func (c *cluster) leaderAmong(rs []*replica, except *replica) *replica {
-	for _, r := range rs {
+// readyLeaderOtherThan returns a ready leader other than except, or nil.
+func (c *cluster) readyLeaderOtherThan(except *replica) *replica {
+	for _, r := range c.replicas {
 		if r != except && r.shard != nil && r.shard.Status().Ready {
 			return r
 		}
 	}
-	time.Sleep(5 * time.Millisecond)
 	return nil
 }
 
@@ -604,13 +581,7 @@ func TestFollowerReadAfterSnapshotEndingInNoops(t *testing.T) {
 		t.Fatalf("setup: the leader's log does not end in entries the FSM skips (applied %d, commit %d)", st.Applied, st.CommitIndex)
 	}
 	c.restart(f)
-	deadline := time.Now().Add(10 * time.Second)
-	for f.shard.Status().Snapshots == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("follower installed no snapshot")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "the follower installs a snapshot", func() bool { return f.shard.Status().Snapshots > 0 })
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	it, _, err := f.shard.Get(rctx, []byte("n099"), ReadOptions{})
