@@ -72,7 +72,7 @@ func (s *Shard) Propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error
 			if p.state.CompareAndSwap(queued, cancelled) {
 				return fsm.Result{}, ErrClosed
 			}
-			closed = nil // claimed: raft's shutdown resolves its entry
+			closed = nil // claimed: its waiter reports the outcome
 		}
 	}
 }

@@ -114,24 +114,30 @@ func (s *Shard) ReadBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error
 // an entry of its own term, since before that its commit index may lag the
 // previous leader's.
 func (s *Shard) leaderReadIndex(ctx context.Context) (uint64, error) {
+	var term uint64
 	for {
 		if err := s.leaderCheck(); err != nil {
 			return 0, err
 		}
-		term := s.raft.CurrentTerm()
+		term = s.raft.CurrentTerm()
 		s.readyMu.Lock()
 		ready, changed := s.readyTerm.Load() == term, s.readyChanged
 		s.readyMu.Unlock()
 		if ready {
 			break
 		}
+		// Readiness is signalled; the timer re-checks leadership, which may
+		// be lost while waiting.
+		t := time.NewTimer(10 * time.Millisecond)
 		select {
 		case <-changed:
+		case <-t.C:
 		case <-ctx.Done():
+			t.Stop()
 			return 0, fmt.Errorf("%w: new leader of %v not ready: %w", ErrUnavailable, s.cfg.ID, ctx.Err())
 		}
+		t.Stop()
 	}
-	term := s.raft.CurrentTerm()
 	idx := s.raft.CommitIndex()
 	if err := s.verifier.verify(ctx); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
