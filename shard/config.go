@@ -21,6 +21,8 @@ type Config struct {
 	Mux   *Mux
 	// Logger: default discard.
 	Logger *slog.Logger
+	// Metrics: the node's shard metrics (NewMetrics); nil records none.
+	Metrics *Metrics
 
 	// Raft timing. Defaults: heartbeat 500ms, election 1s, lease 250ms,
 	// commit 20ms. Tests on loopback use shorter ones.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/hashicorp/raft"
@@ -42,6 +43,27 @@ type outcome struct {
 // A condition that failed (fsm.VersionMismatch) is a Result, not an error.
 // Concurrent proposals are coalesced into one log entry (group commit).
 func (s *Shard) Propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	start := time.Now()
+	res, err := s.propose1(ctx, cmd)
+	s.metrics.proposal(proposalOutcome(res, err), time.Since(start))
+	return res, err
+}
+
+func proposalOutcome(res fsm.Result, err error) string {
+	switch {
+	case err == nil && res.Code == fsm.OK:
+		return "applied"
+	case err == nil:
+		return "condition_failed"
+	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, fsm.ErrTooLarge):
+		return "invalid"
+	case errors.Is(err, ErrOutcomeUnknown):
+		return "unknown"
+	}
+	return "rejected"
+}
+
+func (s *Shard) propose1(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
 	if err := s.cfg.Store.Check(cmd); err != nil {
 		return fsm.Result{}, err
 	}
@@ -149,6 +171,7 @@ func (s *Shard) propose(batch []*proposal) {
 		<-s.inflight
 		return
 	}
+	s.metrics.entry(len(batch))
 	cmds := make([]fsm.Command, len(batch))
 	for i, p := range batch {
 		cmds[i] = p.cmd

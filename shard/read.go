@@ -69,6 +69,12 @@ func (s *Shard) Scan(ctx context.Context, so fsm.ScanOptions, o ReadOptions) (fs
 // ReadBarrier returns once the local FSM may serve a read with consistency o.
 // Reads of s.FSM() that start after it returns see at least that state.
 func (s *Shard) ReadBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error) {
+	info, err := s.readBarrier(ctx, o)
+	s.metrics.read(o.Consistency, err)
+	return info, err
+}
+
+func (s *Shard) readBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error) {
 	if s.ctx.Err() != nil {
 		return ReadInfo{}, ErrClosed
 	}

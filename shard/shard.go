@@ -45,6 +45,7 @@ type Shard struct {
 	membership   sync.Mutex
 	snapInstalls atomic.Uint64
 	bootRestored bool // Open restored the latest snapshot (state was behind)
+	metrics      shardMetrics
 	// plantedLocalReads is a planted bug for tests: linearizable reads are
 	// served from local state without a read index. Tests set it to prove the
 	// stale-read test can fail.
@@ -82,6 +83,7 @@ func Open(cfg Config) (*Shard, error) {
 		readyChanged: make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.metrics = cfg.Metrics.forShard(cfg.ID)
 	if err := s.open(); err != nil {
 		s.teardown()
 		return nil, fmt.Errorf("shard: open %v: %w", cfg.ID, err)
@@ -158,6 +160,7 @@ func (s *Shard) open() error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	s.verifier = &verifier{raft: s.raft}
+	cfg.Metrics.track(s)
 	s.wg.Add(4)
 	go s.watchLeadership(notify)
 	go s.runProposer()
@@ -196,6 +199,7 @@ func (s *Shard) catchUpFromSnapshot(snaps *raft.FileSnapshotStore) error {
 		return fmt.Errorf("open snapshot %s: %w", latest.ID, err)
 	}
 	s.bootRestored = true
+	s.metrics.snapshot("restored_at_boot")
 	return s.fsm.Restore(rc)
 }
 
@@ -255,6 +259,7 @@ func (s *Shard) Close() error {
 
 func (s *Shard) teardown() error {
 	s.cancel()
+	s.cfg.Metrics.untrack(s)
 	var errs []error
 	if s.raft != nil {
 		errs = append(errs, s.raft.Shutdown().Error())
@@ -329,13 +334,25 @@ func (s *Shard) setReady(term uint64) {
 	s.readyMu.Unlock()
 }
 
-// fsmAdapter counts snapshot installs on the way to the FSM.
+// fsmAdapter counts snapshot installs and records metrics on the way to the
+// FSM.
 type fsmAdapter Shard
 
-func (a *fsmAdapter) Apply(l *raft.Log) any               { return a.fsm.Apply(l) }
-func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any   { return a.fsm.ApplyBatch(logs) }
-func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) { return a.fsm.Snapshot() }
+func (a *fsmAdapter) Apply(l *raft.Log) any { return a.fsm.Apply(l) }
+func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
+	start := time.Now()
+	resp := a.fsm.ApplyBatch(logs)
+	a.metrics.applied(time.Since(start))
+	return resp
+}
+
+func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
+	a.metrics.snapshot("taken")
+	return a.fsm.Snapshot()
+}
+
 func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
 	a.snapInstalls.Add(1)
+	a.metrics.snapshot("installed")
 	return a.fsm.Restore(rc)
 }

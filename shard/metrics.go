@@ -1,0 +1,193 @@
+package shard
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the Prometheus metrics of all shard replicas of one node. Create
+// one per node with NewMetrics and pass it to every shard's Config; each
+// series carries a "shard" label. Gauges (role, term, indexes) are read from
+// the replicas at scrape time.
+type Metrics struct {
+	mu     sync.Mutex
+	shards map[fsm.ShardID]*Shard
+
+	proposals      *prometheus.CounterVec
+	proposeSeconds *prometheus.HistogramVec
+	entryCommands  *prometheus.HistogramVec
+	applySeconds   *prometheus.HistogramVec
+	reads          *prometheus.CounterVec
+	snapshots      *prometheus.CounterVec
+
+	isLeader, term, commitIndex, appliedIndex, lastContact *prometheus.Desc
+}
+
+const metricsNamespace = "cairn"
+
+// NewMetrics registers the shard metrics with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	labels := []string{"shard"}
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "shard", name), help, labels, nil)
+	}
+	m := &Metrics{
+		shards: map[fsm.ShardID]*Shard{},
+		proposals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: "shard", Name: "proposals_total",
+			Help: "Proposals by outcome: applied, condition_failed, rejected (nothing proposed), unknown (outcome unknown), invalid (bad input).",
+		}, []string{"shard", "outcome"}),
+		proposeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Subsystem: "shard", Name: "propose_seconds",
+			Help:    "Time from Propose to the applied result, for proposals that applied.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+		}, labels),
+		entryCommands: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Subsystem: "shard", Name: "entry_commands",
+			Help:    "Commands coalesced into one raft log entry by group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}, labels),
+		applySeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: metricsNamespace, Subsystem: "shard", Name: "apply_batch_seconds",
+			Help:    "Time the state machine takes to apply one batch of log entries.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 14),
+		}, labels),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: "shard", Name: "reads_total",
+			Help: "Read barriers by consistency (linearizable, stale) and outcome (ok, error).",
+		}, []string{"shard", "consistency", "outcome"}),
+		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metricsNamespace, Subsystem: "shard", Name: "snapshots_total",
+			Help: "Snapshots by kind: taken (of this replica's state), installed (from the leader), restored_at_boot.",
+		}, []string{"shard", "kind"}),
+		isLeader:     desc("is_leader", "1 if this replica leads the shard."),
+		term:         desc("term", "Current raft term."),
+		commitIndex:  desc("commit_index", "Raft commit index known to this replica."),
+		appliedIndex: desc("applied_index", "Last index whose effects are in the state machine."),
+		lastContact:  desc("last_contact_seconds", "Followers: seconds since the leader was last heard from (0 on the leader)."),
+	}
+	for _, c := range []prometheus.Collector{m.proposals, m.proposeSeconds, m.entryCommands, m.applySeconds, m.reads, m.snapshots, m} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Describe implements prometheus.Collector for the scrape-time gauges.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.isLeader, m.term, m.commitIndex, m.appliedIndex, m.lastContact} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	shards := make([]*Shard, 0, len(m.shards))
+	for _, s := range m.shards {
+		shards = append(shards, s)
+	}
+	m.mu.Unlock()
+	for _, s := range shards {
+		id := strconv.FormatUint(uint64(s.cfg.ID), 10)
+		leader := 0.0
+		if s.raft.State() == raft.Leader {
+			leader = 1
+		}
+		contact := 0.0
+		if lc := s.raft.LastContact(); leader == 0 && !lc.IsZero() {
+			contact = time.Since(lc).Seconds()
+		}
+		gauge := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, id)
+		}
+		gauge(m.isLeader, leader)
+		gauge(m.term, float64(s.raft.CurrentTerm()))
+		gauge(m.commitIndex, float64(s.raft.CommitIndex()))
+		gauge(m.appliedIndex, float64(s.fsm.Applied()))
+		gauge(m.lastContact, contact)
+	}
+}
+
+// shardMetrics is one replica's view of Metrics; its methods are no-ops when
+// the node has no metrics.
+type shardMetrics struct {
+	m  *Metrics
+	id string
+}
+
+func (m *Metrics) forShard(id fsm.ShardID) shardMetrics {
+	if m == nil {
+		return shardMetrics{}
+	}
+	return shardMetrics{m: m, id: strconv.FormatUint(uint64(id), 10)}
+}
+
+// track adds a running replica to the scrape-time gauges.
+func (m *Metrics) track(s *Shard) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.shards[s.cfg.ID] = s
+	m.mu.Unlock()
+}
+
+func (m *Metrics) untrack(s *Shard) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	if m.shards[s.cfg.ID] == s {
+		delete(m.shards, s.cfg.ID)
+	}
+	m.mu.Unlock()
+}
+
+func (sm shardMetrics) proposal(outcome string, took time.Duration) {
+	if sm.m == nil {
+		return
+	}
+	sm.m.proposals.WithLabelValues(sm.id, outcome).Inc()
+	if outcome == "applied" || outcome == "condition_failed" {
+		sm.m.proposeSeconds.WithLabelValues(sm.id).Observe(took.Seconds())
+	}
+}
+
+func (sm shardMetrics) entry(commands int) {
+	if sm.m != nil {
+		sm.m.entryCommands.WithLabelValues(sm.id).Observe(float64(commands))
+	}
+}
+
+func (sm shardMetrics) applied(took time.Duration) {
+	if sm.m != nil {
+		sm.m.applySeconds.WithLabelValues(sm.id).Observe(took.Seconds())
+	}
+}
+
+func (sm shardMetrics) read(c Consistency, err error) {
+	if sm.m == nil {
+		return
+	}
+	consistency, outcome := "linearizable", "ok"
+	if c == Stale {
+		consistency = "stale"
+	}
+	if err != nil {
+		outcome = "error"
+	}
+	sm.m.reads.WithLabelValues(sm.id, consistency, outcome).Inc()
+}
+
+func (sm shardMetrics) snapshot(kind string) {
+	if sm.m != nil {
+		sm.m.snapshots.WithLabelValues(sm.id, kind).Inc()
+	}
+}
