@@ -539,9 +539,9 @@ func TestBootRestoresSnapshotWhenStateBehind(t *testing.T) {
 
 // TestFollowerReadAfterSnapshotEndingInNoops: raft's index for a snapshot
 // counts the no-op and barrier entries a new leader appends, which the FSM
-// never sees. A follower that installed such a snapshot holds an empty log
-// and an FSM applied index below the snapshot's; its linearizable reads must
-// still complete while the group is idle.
+// never sees. A follower that installed such a snapshot lacks those entries
+// in its log and has an FSM applied index below the snapshot's; its
+// linearizable reads must still complete while the group is idle.
 func TestFollowerReadAfterSnapshotEndingInNoops(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *Config) {
 		cfg.TrailingLogs = 8
