@@ -1,0 +1,146 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+func testNodeConfig(dir string) Config {
+	c := DefaultConfig()
+	c.Name = "n1"
+	c.DataDir = dir
+	c.RaftAddr = "127.0.0.1:0"
+	c.Shards = 4
+	c.Shard.HeartbeatTimeout = 150 * time.Millisecond
+	c.Shard.ElectionTimeout = 150 * time.Millisecond
+	c.Shard.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.Shard.CommitTimeout = 5 * time.Millisecond
+	return c
+}
+
+func TestSingleNodeKVAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx := t.Context()
+	n, err := Start(ctx, testNodeConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { n.Close() }()
+	if got := len(n.Shards()); got != 5 {
+		t.Fatalf("%d shard replicas, want meta + 4", got)
+	}
+	versions := map[string]uint64{}
+	used := map[fsm.ShardID]bool{}
+	for i := range 200 {
+		key := fmt.Sprintf("key-%03d", i)
+		v, err := n.Put(ctx, []byte(key), []byte("v"+key), WriteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions[key] = v
+		used[n.Ring().Locate([]byte(key))] = true
+	}
+	if len(used) != 4 {
+		t.Fatalf("200 keys landed on %d of 4 shards", len(used))
+	}
+	zero := uint64(0)
+	if _, err := n.Put(ctx, []byte("key-000"), []byte("x"), WriteOptions{IfVersion: &zero}); !errors.Is(err, fsm.ErrVersionMismatch) {
+		t.Fatalf("create-if-absent on an existing key: %v", err)
+	}
+	if err := n.Delete(ctx, []byte("key-199"), WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	delete(versions, "key-199")
+	if err := n.Delete(ctx, []byte("key-199"), WriteOptions{}); !errors.Is(err, fsm.ErrNotFound) {
+		t.Fatalf("deleting an absent key: %v", err)
+	}
+	if _, err := n.Put(ctx, nil, []byte("x"), WriteOptions{}); !errors.Is(err, fsm.ErrInvalid) {
+		t.Fatalf("empty key: %v", err)
+	}
+
+	// Scan pages through every shard in key order, each key once.
+	var seen []string
+	var cursor []byte
+	for {
+		items, next, err := n.Scan(ctx, ScanOptions{Prefix: []byte("key-"), Limit: 17, Cursor: cursor}, shard.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range items {
+			seen = append(seen, string(it.Key))
+			if it.Version != versions[string(it.Key)] {
+				t.Fatalf("%s at version %d, written at %d", it.Key, it.Version, versions[string(it.Key)])
+			}
+		}
+		if next == nil {
+			break
+		}
+		cursor = next
+	}
+	if len(seen) != 199 {
+		t.Fatalf("scan returned %d keys, want 199", len(seen))
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i-1] >= seen[i] {
+			t.Fatalf("scan out of order: %s then %s", seen[i-1], seen[i])
+		}
+	}
+
+	// Restart: same ring, data intact, nothing re-bootstrapped.
+	epoch := n.Ring().Epoch()
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n, err = Start(ctx, testNodeConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Ring().Epoch() != epoch {
+		t.Fatalf("ring epoch %d after restart, was %d", n.Ring().Epoch(), epoch)
+	}
+	for key, v := range versions {
+		it, err := n.Get(ctx, []byte(key), shard.ReadOptions{})
+		if err != nil || it.Version != v || string(it.Value) != "v"+key {
+			t.Fatalf("%s after restart: %q@%d, %v (want @%d)", key, it.Value, it.Version, err, v)
+		}
+	}
+	if _, err := n.Get(ctx, []byte("key-199"), shard.ReadOptions{}); !errors.Is(err, fsm.ErrNotFound) {
+		t.Fatalf("deleted key after restart: %v", err)
+	}
+}
+
+func TestDataDirBelongsToOneNode(t *testing.T) {
+	dir := t.TempDir()
+	n, err := Start(t.Context(), testNodeConfig(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	cfg := testNodeConfig(dir)
+	cfg.Name = "n2"
+	if _, err := Start(t.Context(), cfg); err == nil {
+		t.Fatal("a node started on another node's data directory")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cfg := testNodeConfig(filepath.Join(t.TempDir(), "d"))
+	cfg.Join = []string{"127.0.0.1:7072"}
+	cfg.Shards = 0
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	for _, want := range []string{"Shards", "multi-node"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("Validate: %v; want it to mention %q", err, want)
+		}
+	}
+}
