@@ -1,0 +1,278 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// HTTP limits, checked before anything is proposed.
+const (
+	maxBodyBytes   = 4 << 20
+	requestTimeout = 10 * time.Second
+)
+
+// Handler returns the node's HTTP API (KV, cluster status, health, metrics).
+// gatherer serves /metrics; nil serves none.
+func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/kv/{key...}", n.handlePut)
+	mux.HandleFunc("GET /v1/kv/{key...}", n.handleGet)
+	mux.HandleFunc("DELETE /v1/kv/{key...}", n.handleDelete)
+	mux.HandleFunc("GET /v1/kv", n.handleScan)
+	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /readyz", n.handleReady)
+	if gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
+
+// NewServer wraps h with timeouts that bound slow clients.
+func NewServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+type apiError struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg, requestID string) {
+	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: msg, RequestID: requestID}})
+}
+
+// writeErr maps an error to the API's status codes.
+func writeErr(w http.ResponseWriter, err error, requestID string) {
+	var status int
+	var code string
+	switch {
+	case errors.Is(err, fsm.ErrTooLarge):
+		status, code = http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, fsm.ErrInvalid):
+		status, code = http.StatusBadRequest, "bad_request"
+	case errors.Is(err, fsm.ErrNotFound):
+		status, code = http.StatusNotFound, "not_found"
+	case errors.Is(err, fsm.ErrVersionMismatch):
+		status, code = http.StatusPreconditionFailed, "version_mismatch"
+	case errors.Is(err, shard.ErrOutcomeUnknown):
+		status, code = http.StatusGatewayTimeout, "outcome_unknown"
+	default:
+		// Not leader, no quorum, too stale, not hosted, closed, a deadline
+		// before proposing: nothing was proposed, so retrying is safe.
+		status, code = http.StatusServiceUnavailable, "unavailable"
+	}
+	writeError(w, status, code, err.Error(), requestID)
+}
+
+func badRequest(w http.ResponseWriter, msg string) {
+	writeError(w, http.StatusBadRequest, "bad_request", msg, "")
+}
+
+func parseWriteOptions(r *http.Request) (WriteOptions, error) {
+	var o WriteOptions
+	if s := r.URL.Query().Get("if_version"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return o, errors.New("if_version must be a non-negative integer")
+		}
+		o.IfVersion = &v
+	}
+	o.RequestID = r.Header.Get("Request-Id")
+	if len(o.RequestID) > 256 {
+		return o, errors.New("Request-Id longer than 256 bytes")
+	}
+	if o.RequestID == "" {
+		// Every write gets an ID, so that one whose outcome is unknown can
+		// be retried exactly once.
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		o.RequestID = hex.EncodeToString(b[:])
+	}
+	return o, nil
+}
+
+func parseReadOptions(r *http.Request) (shard.ReadOptions, error) {
+	var o shard.ReadOptions
+	q := r.URL.Query()
+	switch q.Get("consistency") {
+	case "", "linearizable":
+	case "stale":
+		o.Consistency = shard.Stale
+	default:
+		return o, errors.New("consistency must be linearizable or stale")
+	}
+	if s := q.Get("max_staleness"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return o, errors.New("max_staleness must be a duration such as 2s")
+		}
+		if o.Consistency != shard.Stale {
+			return o, errors.New("max_staleness needs consistency=stale")
+		}
+		o.MaxStaleness = d
+	}
+	return o, nil
+}
+
+func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
+	o, err := parseWriteOptions(r)
+	if err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	limit := n.store.Limits().MaxValueSize
+	value, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(min(limit+1, maxBodyBytes))))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) || len(value) > limit {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "value larger than "+strconv.Itoa(limit)+" bytes", "")
+		return
+	}
+	if err != nil {
+		badRequest(w, "read body: "+err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	w.Header().Set("Request-Id", o.RequestID)
+	v, err := n.Put(ctx, []byte(r.PathValue("key")), value, o)
+	if err != nil {
+		writeErr(w, err, o.RequestID)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]uint64{"version": v})
+}
+
+func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
+	o, err := parseWriteOptions(r)
+	if err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	w.Header().Set("Request-Id", o.RequestID)
+	if err := n.Delete(ctx, []byte(r.PathValue("key")), o); err != nil {
+		writeErr(w, err, o.RequestID)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"deleted": true})
+}
+
+func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
+	o, err := parseReadOptions(r)
+	if err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	it, err := n.Get(ctx, []byte(r.PathValue("key")), o)
+	if err != nil {
+		writeErr(w, err, "")
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Kv-Version", strconv.FormatUint(it.Version, 10))
+	_, _ = w.Write(it.Value)
+}
+
+type scanItem struct {
+	Key     string `json:"key"`
+	Value   []byte `json:"value"` // base64 in JSON
+	Version uint64 `json:"version"`
+}
+
+func (n *Node) handleScan(w http.ResponseWriter, r *http.Request) {
+	ro, err := parseReadOptions(r)
+	if err != nil {
+		badRequest(w, err.Error())
+		return
+	}
+	q := r.URL.Query()
+	so := ScanOptions{Prefix: []byte(q.Get("prefix")), Start: []byte(q.Get("start")), End: []byte(q.Get("end"))}
+	if s := q.Get("limit"); s != "" {
+		l, err := strconv.Atoi(s)
+		if err != nil || l < 1 || l > MaxScanLimit {
+			badRequest(w, "limit must be between 1 and "+strconv.Itoa(MaxScanLimit))
+			return
+		}
+		so.Limit = l
+	}
+	if c := q.Get("cursor"); c != "" {
+		if so.Cursor, err = base64.RawURLEncoding.DecodeString(c); err != nil || len(so.Cursor) == 0 {
+			badRequest(w, "cursor is not one this API returned")
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	defer cancel()
+	items, next, err := n.Scan(ctx, so, ro)
+	if err != nil {
+		writeErr(w, err, "")
+		return
+	}
+	out := struct {
+		Items  []scanItem `json:"items"`
+		Cursor string     `json:"cursor,omitempty"`
+	}{Items: make([]scanItem, 0, len(items))}
+	for _, it := range items {
+		out.Items = append(out.Items, scanItem{Key: string(it.Key), Value: it.Value, Version: it.Version})
+	}
+	if next != nil {
+		out.Cursor = base64.RawURLEncoding.EncodeToString(next)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) handleCluster(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"node":       n.cfg.Name,
+		"raft_addr":  n.RaftAddr(),
+		"ring_epoch": n.ring.Epoch(),
+		"shards":     n.Shards(),
+	})
+}
+
+func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
+	var notReady []string
+	for _, st := range n.Shards() {
+		if st.Leader == "" {
+			notReady = append(notReady, strconv.FormatUint(st.Shard, 10))
+		}
+	}
+	if len(notReady) > 0 {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "shards without a leader: "+strings.Join(notReady, ","), "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,190 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func startHTTP(t *testing.T) (*Node, *httptest.Server) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg := testNodeConfig(t.TempDir())
+	cfg.Registry = reg
+	n, err := Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(n.Handler(reg))
+	t.Cleanup(func() { srv.Close(); n.Close() })
+	return n, srv
+}
+
+func do(t *testing.T, method, url string, body []byte, hdr map[string]string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+func errCode(t *testing.T, b []byte) string {
+	t.Helper()
+	var e struct {
+		Error apiError `json:"error"`
+	}
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("error body %q: %v", b, err)
+	}
+	return e.Error.Code
+}
+
+func TestHTTPKV(t *testing.T) {
+	_, srv := startHTTP(t)
+	u := srv.URL + "/v1/kv/"
+
+	st, _, b := do(t, "PUT", u+"a%2Fb%20c", []byte("v1"), nil)
+	if st != 200 {
+		t.Fatalf("put: %d %s", st, b)
+	}
+	var put struct{ Version uint64 }
+	if err := json.Unmarshal(b, &put); err != nil || put.Version == 0 {
+		t.Fatalf("put body %s", b)
+	}
+	st, h, b := do(t, "GET", u+"a%2Fb%20c", nil, nil)
+	if st != 200 || string(b) != "v1" || h.Get("Kv-Version") != jsonNum(put.Version) {
+		t.Fatalf("get: %d %q version %s, want v1 @%d", st, b, h.Get("Kv-Version"), put.Version)
+	}
+	// Conditional writes.
+	st, _, b = do(t, "PUT", u+"a%2Fb%20c?if_version=0", []byte("v2"), nil)
+	if st != 412 || errCode(t, b) != "version_mismatch" {
+		t.Fatalf("create-if-absent on existing key: %d %s", st, b)
+	}
+	st, _, b = do(t, "PUT", u+"a%2Fb%20c?if_version="+jsonNum(put.Version), []byte("v2"), nil)
+	if st != 200 {
+		t.Fatalf("put at current version: %d %s", st, b)
+	}
+	// Request-Id makes a retry apply once.
+	hdr := map[string]string{"Request-Id": "req-42"}
+	_, h1, b1 := do(t, "PUT", u+"once", []byte("x"), hdr)
+	_, _, b2 := do(t, "PUT", u+"once", []byte("x"), hdr)
+	if !bytes.Equal(b1, b2) || h1.Get("Request-Id") != "req-42" {
+		t.Fatalf("retry with the same Request-Id: %s then %s", b1, b2)
+	}
+	// Errors.
+	for _, tc := range []struct {
+		method, path string
+		body         []byte
+		status       int
+		code         string
+	}{
+		{"GET", "missing", nil, 404, "not_found"},
+		{"DELETE", "missing", nil, 404, "not_found"},
+		{"PUT", "", []byte("x"), 400, "bad_request"},
+		{"PUT", strings.Repeat("k", 4097), []byte("x"), 413, "too_large"},
+		{"PUT", "big", make([]byte, 1<<20+1), 413, "too_large"},
+		{"PUT", "k?if_version=x", []byte("x"), 400, "bad_request"},
+		{"GET", "k?consistency=eventual", nil, 400, "bad_request"},
+		{"GET", "k?max_staleness=2s", nil, 400, "bad_request"},
+	} {
+		st, _, b := do(t, tc.method, u+tc.path, tc.body, nil)
+		if st != tc.status || errCode(t, b) != tc.code {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, st, b, tc.status, tc.code)
+		}
+	}
+	st, _, b = do(t, "GET", u+"a%2Fb%20c?consistency=stale&max_staleness=10s", nil, nil)
+	if st != 200 || string(b) != "v2" {
+		t.Fatalf("stale read: %d %q", st, b)
+	}
+	st, _, _ = do(t, "DELETE", u+"once", nil, nil)
+	if st != 200 {
+		t.Fatalf("delete: %d", st)
+	}
+}
+
+func jsonNum(v uint64) string { b, _ := json.Marshal(v); return string(b) }
+
+func TestHTTPScanClusterHealthMetrics(t *testing.T) {
+	_, srv := startHTTP(t)
+	for i := range 30 {
+		key := "s/" + string(rune('A'+i))
+		if st, _, b := do(t, "PUT", srv.URL+"/v1/kv/"+key, []byte(key), nil); st != 200 {
+			t.Fatalf("put %s: %d %s", key, st, b)
+		}
+	}
+	var keys []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		st, _, b := do(t, "GET", srv.URL+"/v1/kv?prefix=s/&limit=7&cursor="+cursor, nil, nil)
+		if st != 200 {
+			t.Fatalf("scan: %d %s", st, b)
+		}
+		var page struct {
+			Items []struct {
+				Key     string
+				Value   []byte
+				Version uint64
+			}
+			Cursor string
+		}
+		if err := json.Unmarshal(b, &page); err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range page.Items {
+			if string(it.Value) != it.Key || it.Version == 0 {
+				t.Fatalf("scan item %+v", it)
+			}
+			keys = append(keys, it.Key)
+		}
+		if page.Cursor == "" {
+			break
+		}
+		cursor = page.Cursor
+	}
+	if len(keys) != 30 {
+		t.Fatalf("scan returned %d keys over its pages, want 30", len(keys))
+	}
+	for i := 1; i < len(keys); i++ {
+		if keys[i-1] >= keys[i] {
+			t.Fatalf("scan out of order: %s, %s", keys[i-1], keys[i])
+		}
+	}
+	if st, _, b := do(t, "GET", srv.URL+"/v1/kv?cursor=!!", nil, nil); st != 400 {
+		t.Fatalf("bad cursor: %d %s", st, b)
+	}
+
+	st, _, b := do(t, "GET", srv.URL+"/v1/cluster", nil, nil)
+	var cl struct {
+		Node      string
+		RingEpoch uint64 `json:"ring_epoch"`
+		Shards    []struct{ Role string }
+	}
+	if err := json.Unmarshal(b, &cl); st != 200 || err != nil || cl.Node != "n1" || cl.RingEpoch != 1 || len(cl.Shards) != 5 {
+		t.Fatalf("cluster: %d %s", st, b)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if st, _, b := do(t, "GET", srv.URL+path, nil, nil); st != 200 {
+			t.Fatalf("%s: %d %s", path, st, b)
+		}
+	}
+	st, _, b = do(t, "GET", srv.URL+"/metrics", nil, nil)
+	if st != 200 || !bytes.Contains(b, []byte(`cairn_shard_proposals_total{outcome="applied",shard=`)) || !bytes.Contains(b, []byte("cairn_store_lsm_bytes")) {
+		t.Fatalf("metrics: %d, missing series", st)
+	}
+}
