@@ -34,7 +34,9 @@ func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("DELETE /v1/kv/{key...}", n.handleDelete)
 	mux.HandleFunc("GET /v1/kv", n.handleScan)
 	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	mux.HandleFunc("GET /readyz", n.handleReady)
 	if gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
