@@ -1,0 +1,318 @@
+// Package client is a Go client for the kvnode HTTP API.
+//
+// It reuses connections, retries only when the server said nothing was
+// proposed (503 unavailable) or the request never reached it, and reports a
+// write whose outcome is unknown as an error matching ErrOutcomeUnknown that
+// carries the request ID: retrying with that ID (RequestID) applies the
+// write at most once.
+package client
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Sentinel errors; an *APIError matches the one for its code with errors.Is.
+var (
+	ErrBadRequest      = errors.New("client: bad request")
+	ErrNotFound        = errors.New("client: not found")
+	ErrVersionMismatch = errors.New("client: version mismatch")
+	ErrTooLarge        = errors.New("client: too large")
+	ErrConflict        = errors.New("client: conflict")
+	ErrUnavailable     = errors.New("client: unavailable")
+	ErrOutcomeUnknown  = errors.New("client: outcome unknown")
+)
+
+// APIError is an error answer of the server, or a write whose fate the
+// client could not learn (Code "outcome_unknown", Status 0).
+type APIError struct {
+	Status    int
+	Code      string
+	Message   string
+	RequestID string
+}
+
+func (e *APIError) Error() string {
+	if e.RequestID != "" {
+		return fmt.Sprintf("client: %s (%d): %s [request %s]", e.Code, e.Status, e.Message, e.RequestID)
+	}
+	return fmt.Sprintf("client: %s (%d): %s", e.Code, e.Status, e.Message)
+}
+
+// Is matches the sentinel of e's code.
+func (e *APIError) Is(target error) bool {
+	m := map[string]error{
+		"bad_request": ErrBadRequest, "not_found": ErrNotFound, "version_mismatch": ErrVersionMismatch,
+		"too_large": ErrTooLarge, "conflict": ErrConflict, "unavailable": ErrUnavailable,
+		"outcome_unknown": ErrOutcomeUnknown,
+	}
+	return m[e.Code] == target
+}
+
+// Client talks to one node. It is safe for concurrent use.
+type Client struct {
+	base    string
+	hc      *http.Client
+	retries int
+	backoff time.Duration
+}
+
+// Option configures New.
+type Option func(*Client)
+
+// WithHTTPClient replaces the default HTTP client.
+func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.hc = hc } }
+
+// WithRetries sets how often a request that certainly did not take effect is
+// retried (default 5), starting at backoff (default 50ms, doubling, with
+// jitter).
+func WithRetries(n int, backoff time.Duration) Option {
+	return func(c *Client) { c.retries, c.backoff = n, backoff }
+}
+
+// New returns a client for the node at addr ("127.0.0.1:7070" or a URL).
+func New(addr string, opts ...Option) *Client {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	c := &Client{
+		base:    strings.TrimRight(addr, "/"),
+		hc:      &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
+		retries: 5,
+		backoff: 50 * time.Millisecond,
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// WriteOption conditions or identifies a write.
+type WriteOption func(*writeOpts)
+
+type writeOpts struct {
+	ifVersion *uint64
+	requestID string
+}
+
+// IfVersion makes the write conditional on the key's version (0: absent).
+func IfVersion(v uint64) WriteOption { return func(o *writeOpts) { o.ifVersion = &v } }
+
+// RequestID sets the write's request ID (default: a random one).
+func RequestID(id string) WriteOption { return func(o *writeOpts) { o.requestID = id } }
+
+// ReadOption selects a read's consistency.
+type ReadOption func(url.Values)
+
+// Stale reads any replica's state, at most maxStaleness old (0: no bound).
+func Stale(maxStaleness time.Duration) ReadOption {
+	return func(q url.Values) {
+		q.Set("consistency", "stale")
+		if maxStaleness > 0 {
+			q.Set("max_staleness", maxStaleness.String())
+		}
+	}
+}
+
+func keyPath(key string) string { return "/v1/kv/" + url.PathEscape(key) }
+
+func (c *Client) write(ctx context.Context, method, key string, body []byte, opts []WriteOption) ([]byte, error) {
+	var o writeOpts
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.requestID == "" {
+		var b [16]byte
+		_, _ = crand.Read(b[:])
+		o.requestID = hex.EncodeToString(b[:])
+	}
+	q := url.Values{}
+	if o.ifVersion != nil {
+		q.Set("if_version", strconv.FormatUint(*o.ifVersion, 10))
+	}
+	return c.do(ctx, method, keyPath(key), q, body, o.requestID)
+}
+
+// Put writes key and returns its new version.
+func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...WriteOption) (uint64, error) {
+	b, err := c.write(ctx, http.MethodPut, key, value, opts)
+	if err != nil {
+		return 0, err
+	}
+	var r struct{ Version uint64 }
+	if err := json.Unmarshal(b, &r); err != nil {
+		return 0, fmt.Errorf("client: put response: %w", err)
+	}
+	return r.Version, nil
+}
+
+// Delete removes key (ErrNotFound if it was absent).
+func (c *Client) Delete(ctx context.Context, key string, opts ...WriteOption) error {
+	_, err := c.write(ctx, http.MethodDelete, key, nil, opts)
+	return err
+}
+
+// Get returns key's value and version (linearizable unless Stale is given).
+func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) ([]byte, uint64, error) {
+	q := url.Values{}
+	for _, f := range opts {
+		f(q)
+	}
+	var version uint64
+	b, err := c.doHeader(ctx, http.MethodGet, keyPath(key), q, nil, "", func(h http.Header) {
+		version, _ = strconv.ParseUint(h.Get("Kv-Version"), 10, 64)
+	})
+	return b, version, err
+}
+
+// Item is one key of a scan.
+type Item struct {
+	Key     string `json:"key"`
+	Value   []byte `json:"value"`
+	Version uint64 `json:"version"`
+}
+
+// ScanRequest selects keys; Cursor continues a previous page.
+type ScanRequest struct {
+	Prefix, Start, End string
+	Limit              int
+	Cursor             string
+}
+
+// ScanPage is one page of a scan; Cursor is empty on the last page.
+type ScanPage struct {
+	Items  []Item `json:"items"`
+	Cursor string `json:"cursor"`
+}
+
+// Scan returns one page of keys in order.
+func (c *Client) Scan(ctx context.Context, sr ScanRequest, opts ...ReadOption) (ScanPage, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"prefix": sr.Prefix, "start": sr.Start, "end": sr.End, "cursor": sr.Cursor} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if sr.Limit > 0 {
+		q.Set("limit", strconv.Itoa(sr.Limit))
+	}
+	for _, f := range opts {
+		f(q)
+	}
+	var page ScanPage
+	b, err := c.do(ctx, http.MethodGet, "/v1/kv", q, nil, "")
+	if err == nil {
+		err = json.Unmarshal(b, &page)
+	}
+	return page, err
+}
+
+// Cluster returns the node's /v1/cluster document.
+func (c *Client) Cluster(ctx context.Context) (json.RawMessage, error) {
+	b, err := c.do(ctx, http.MethodGet, "/v1/cluster", nil, nil, "")
+	return json.RawMessage(b), err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, requestID string) ([]byte, error) {
+	return c.doHeader(ctx, method, path, q, body, requestID, nil)
+}
+
+// doHeader sends a request, retrying while nothing can have taken effect:
+// the server answered 503, or the connection failed before the request was
+// sent. A write whose request may have reached the server without an answer
+// is outcome_unknown.
+func (c *Client) doHeader(ctx context.Context, method, path string, q url.Values, body []byte, requestID string, onHeader func(http.Header)) ([]byte, error) {
+	u := c.base + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	isWrite := method != http.MethodGet
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		if requestID != "" {
+			req.Header.Set("Request-Id", requestID)
+		}
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			if isWrite && !neverSent(err) {
+				return nil, &APIError{Code: "outcome_unknown", Message: err.Error(), RequestID: requestID}
+			}
+			if attempt >= c.retries || ctx.Err() != nil {
+				return nil, &APIError{Code: "unavailable", Message: err.Error(), RequestID: requestID}
+			}
+			c.sleep(ctx, attempt)
+			continue
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			if isWrite {
+				return nil, &APIError{Status: resp.StatusCode, Code: "outcome_unknown", Message: err.Error(), RequestID: requestID}
+			}
+			return nil, fmt.Errorf("client: read response: %w", err)
+		}
+		if resp.StatusCode < 300 {
+			if onHeader != nil {
+				onHeader(resp.Header)
+			}
+			return b, nil
+		}
+		apiErr := decodeError(resp.StatusCode, b, requestID)
+		if resp.StatusCode == http.StatusServiceUnavailable && attempt < c.retries && ctx.Err() == nil {
+			c.sleep(ctx, attempt)
+			continue
+		}
+		return nil, apiErr
+	}
+}
+
+func decodeError(status int, b []byte, requestID string) *APIError {
+	var e struct {
+		Error struct {
+			Code      string `json:"code"`
+			Message   string `json:"message"`
+			RequestID string `json:"request_id"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(b, &e); err != nil || e.Error.Code == "" {
+		return &APIError{Status: status, Code: fmt.Sprintf("http_%d", status), Message: strings.TrimSpace(string(b)), RequestID: requestID}
+	}
+	if e.Error.RequestID != "" {
+		requestID = e.Error.RequestID
+	}
+	return &APIError{Status: status, Code: e.Error.Code, Message: e.Error.Message, RequestID: requestID}
+}
+
+// neverSent reports errors that prove the request did not reach a server:
+// the connection could not be made.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (c *Client) sleep(ctx context.Context, attempt int) {
+	d := c.backoff << min(attempt, 6)
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
