@@ -11,9 +11,9 @@ import (
 
 // Replica is one member of a shard's raft group.
 type Replica struct {
-	ID    string // node ID (raft server ID)
-	Addr  string // raft port address
-	Voter bool
+	ID    string `json:"id"`   // node ID (raft server ID)
+	Addr  string `json:"addr"` // raft port address
+	Voter bool   `json:"voter"`
 }
 
 // AddReplica adds a replica the way a new member should join: first as a

@@ -4,7 +4,8 @@
 //
 // With no flags it runs a one-node cluster on loopback: HTTP API on
 // 127.0.0.1:7070, raft port on 127.0.0.1:7071, data in ./kvnode-data.
-// SIGINT or SIGTERM stops it cleanly.
+// SIGINT or SIGTERM stops it cleanly. The subcommands get, put, delete, scan
+// and status talk to a running node (--addr, default 127.0.0.1:7070).
 package main
 
 import (
@@ -34,6 +35,15 @@ func main() {
 }
 
 func run(args []string) error {
+	if len(args) > 0 {
+		if _, ok := subcommands[args[0]]; ok {
+			return runCLI(args[0], args[1:], os.Stdout)
+		}
+		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+			fmt.Fprintln(os.Stderr, cliUsage)
+			return nil
+		}
+	}
 	cfg := node.DefaultConfig()
 	fs := flag.NewFlagSet("kvnode", flag.ContinueOnError)
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name (raft server ID)")
@@ -50,7 +60,7 @@ func run(args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown subcommand %q (the get, put, delete, scan and status subcommands are not implemented yet; use the HTTP API)", fs.Arg(0))
+		return fmt.Errorf("unknown subcommand %q\n%s", fs.Arg(0), cliUsage)
 	}
 	if *join != "" {
 		cfg.Join = strings.Split(*join, ",")

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/node"
+)
+
+func TestSubcommands(t *testing.T) {
+	cfg := node.DefaultConfig()
+	cfg.Name = "cli"
+	cfg.DataDir = t.TempDir()
+	cfg.RaftAddr = "127.0.0.1:0"
+	cfg.Shards = 2
+	cfg.Shard.HeartbeatTimeout = 150 * time.Millisecond
+	cfg.Shard.ElectionTimeout = 150 * time.Millisecond
+	cfg.Shard.LeaderLeaseTimeout = 100 * time.Millisecond
+	n, err := node.Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(n.Handler(nil))
+	defer func() { srv.Close(); n.Close() }()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := runCLI(args[0], append([]string{"--addr", addr}, args[1:]...), &out)
+		return out.String(), err
+	}
+	if out, err := run("put", "k1", "hello"); err != nil || !strings.HasPrefix(out, "version ") {
+		t.Fatalf("put: %q %v", out, err)
+	}
+	if out, err := run("get", "k1"); err != nil || out != "hello" {
+		t.Fatalf("get: %q %v", out, err)
+	}
+	if _, err := run("put", "--if-version", "0", "k1", "again"); !errors.Is(err, client.ErrVersionMismatch) {
+		t.Fatalf("conditional put: %v", err)
+	}
+	if _, err := run("put", "k2", "tab\there"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("scan", "--limit", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "k1\t") || !strings.HasSuffix(lines[1], `"tab\there"`) {
+		t.Fatalf("scan over pages of 1: %q", out)
+	}
+	if out, err := run("delete", "k1"); err != nil || out != "deleted\n" {
+		t.Fatalf("delete: %q %v", out, err)
+	}
+	if _, err := run("get", "k1"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("get deleted: %v", err)
+	}
+	out, err = run("status")
+	if err != nil || !strings.Contains(out, "node cli") || strings.Count(out, "leader") < 3 {
+		t.Fatalf("status: %q %v", out, err)
+	}
+	if _, err := run("get"); err == nil {
+		t.Fatal("get without a key succeeded")
+	}
+}
