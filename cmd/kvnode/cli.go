@@ -27,7 +27,9 @@ const cliUsage = `usage: kvnode [flags]                      run a node
        kvnode put [--addr A] [--if-version N] KEY VALUE   (VALUE "-" reads stdin)
        kvnode delete [--addr A] [--if-version N] KEY
        kvnode scan [--addr A] [--prefix P] [--start S] [--end E] [--limit N]
-       kvnode status [--addr A]`
+       kvnode status [--addr A]
+       kvnode bench [--addr A] [--clients N] [--duration D] [--keys N] [--value-size B]
+                    [--read-ratio R] [--consistency linearizable|stale] [--seed S]`
 
 // cliOpts are the subcommands' flags; each subcommand reads those it uses.
 type cliOpts struct {

@@ -39,6 +39,9 @@ func run(args []string) error {
 		if _, ok := subcommands[args[0]]; ok {
 			return runCLI(args[0], args[1:], os.Stdout)
 		}
+		if args[0] == "bench" {
+			return runBench(args[1:], os.Stdout)
+		}
 		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 			fmt.Fprintln(os.Stderr, cliUsage)
 			return nil
