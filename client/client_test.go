@@ -13,26 +13,13 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/client"
-	"github.com/cairndb/cairn/node"
+	"github.com/cairndb/cairn/internal/nodetest"
 )
 
 func startNode(t *testing.T) *client.Client {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.Name = "n1"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = "127.0.0.1:0"
-	cfg.Shards = 2
-	cfg.Shard.HeartbeatTimeout = 150 * time.Millisecond
-	cfg.Shard.ElectionTimeout = 150 * time.Millisecond
-	cfg.Shard.LeaderLeaseTimeout = 100 * time.Millisecond
-	n, err := node.Start(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(n.Handler(nil))
-	t.Cleanup(func() { srv.Close(); n.Close() })
-	return client.New(srv.URL)
+	_, url := nodetest.Start(t, "n1", 2)
+	return client.New(url)
 }
 
 func TestClientAgainstNode(t *testing.T) {

@@ -3,35 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairndb/cairn/client"
-	"github.com/cairndb/cairn/node"
+	"github.com/cairndb/cairn/internal/nodetest"
 )
 
 func TestBenchRunsMixedLoad(t *testing.T) {
-	cfg := node.DefaultConfig()
-	cfg.Name = "bench"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = "127.0.0.1:0"
-	cfg.Shards = 2
-	cfg.Shard.HeartbeatTimeout = 150 * time.Millisecond
-	cfg.Shard.ElectionTimeout = 150 * time.Millisecond
-	cfg.Shard.LeaderLeaseTimeout = 100 * time.Millisecond
-	n, err := node.Start(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(n.Handler(nil))
-	defer func() { srv.Close(); n.Close() }()
+	_, url := nodetest.Start(t, "bench", 2)
 
 	bc := benchConfig{clients: 4, duration: time.Second, keys: 50, valueSize: 32, readRatio: 0.5, consistency: "linearizable", seed: 3}
 	ctx, cancel := context.WithTimeout(t.Context(), bc.duration)
 	defer cancel()
-	c := client.New(srv.URL)
+	c := client.New(url)
 	res := bench(ctx, c, bc, func(int64, int64, time.Duration) {})
 	if res.errors != 0 {
 		t.Fatalf("%d errors, first: %v", res.errors, res.firstError)

@@ -3,31 +3,16 @@ package main
 import (
 	"bytes"
 	"errors"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cairndb/cairn/client"
-	"github.com/cairndb/cairn/node"
+	"github.com/cairndb/cairn/internal/nodetest"
 )
 
 func TestSubcommands(t *testing.T) {
-	cfg := node.DefaultConfig()
-	cfg.Name = "cli"
-	cfg.DataDir = t.TempDir()
-	cfg.RaftAddr = "127.0.0.1:0"
-	cfg.Shards = 2
-	cfg.Shard.HeartbeatTimeout = 150 * time.Millisecond
-	cfg.Shard.ElectionTimeout = 150 * time.Millisecond
-	cfg.Shard.LeaderLeaseTimeout = 100 * time.Millisecond
-	n, err := node.Start(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(n.Handler(nil))
-	defer func() { srv.Close(); n.Close() }()
-	addr := strings.TrimPrefix(srv.URL, "http://")
+	_, url := nodetest.Start(t, "cli", 2)
+	addr := strings.TrimPrefix(url, "http://")
 
 	run := func(args ...string) (string, error) {
 		var out bytes.Buffer
