@@ -1,0 +1,250 @@
+// Package gossip finds the nodes of a cluster and tracks which are alive,
+// with hashicorp/memberlist. Each node announces its raft and HTTP addresses
+// in its gossip metadata. Gossip is a hint channel: it never decides shard
+// ownership or raft membership.
+//
+// Memberlist does not probe a node again once it has been dead long enough
+// to be reaped, so a node that was cut off would stay apart; the seed list
+// is re-joined periodically for that reason. Without a SecretKey, gossip is
+// plaintext and anyone who reaches the port can join or forge messages.
+package gossip
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Config configures Start.
+type Config struct {
+	// Name is the node's name; BindAddr the gossip address (host:port; port
+	// 0 picks a free one).
+	Name     string
+	BindAddr string
+	// Seeds are gossip addresses of other nodes to join, now and every
+	// RejoinInterval (default 30s) while they are not alive members.
+	Seeds          []string
+	RejoinInterval time.Duration
+	// RaftAddr and HTTPAddr are announced to the other nodes.
+	RaftAddr string
+	HTTPAddr string
+	// SecretKey (16, 24 or 32 bytes) encrypts and authenticates gossip.
+	SecretKey []byte
+	// Local selects memberlist's timings for a single machine (tests).
+	Local  bool
+	Logger *slog.Logger
+}
+
+// Member is a node seen through gossip.
+type Member struct {
+	Name       string `json:"name"`
+	GossipAddr string `json:"gossip_addr"`
+	RaftAddr   string `json:"raft_addr"`
+	HTTPAddr   string `json:"http_addr"`
+}
+
+type meta struct {
+	Raft string `json:"r"`
+	HTTP string `json:"h"`
+}
+
+// Gossip is a running member of the cluster's gossip pool.
+type Gossip struct {
+	cfg  Config
+	ml   *memberlist.Memberlist
+	meta []byte
+
+	mu      sync.Mutex
+	changed chan struct{}
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+// Start joins the gossip pool (reachable seeds are joined right away; the
+// rest are retried in the background).
+func Start(cfg Config) (*Gossip, error) {
+	if cfg.Name == "" || cfg.BindAddr == "" {
+		return nil, errors.New("gossip: Name and BindAddr are required")
+	}
+	host, portStr, err := net.SplitHostPort(cfg.BindAddr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: BindAddr: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: BindAddr port: %w", err)
+	}
+	if cfg.RejoinInterval <= 0 {
+		cfg.RejoinInterval = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gossip{cfg: cfg, changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	if g.meta, err = json.Marshal(meta{Raft: cfg.RaftAddr, HTTP: cfg.HTTPAddr}); err != nil {
+		return nil, err
+	}
+	mc := memberlist.DefaultLANConfig()
+	if cfg.Local {
+		mc = memberlist.DefaultLocalConfig()
+	}
+	mc.Name = cfg.Name
+	mc.BindAddr = host
+	mc.BindPort = port
+	mc.AdvertisePort = port
+	mc.Delegate = delegate{g}
+	mc.Events = events{g}
+	mc.SecretKey = cfg.SecretKey
+	mc.Logger = log.New(slogWriter{cfg.Logger}, "", 0)
+	if g.ml, err = memberlist.Create(mc); err != nil {
+		return nil, fmt.Errorf("gossip: start: %w", err)
+	}
+	g.rejoin()
+	go g.rejoinLoop()
+	return g, nil
+}
+
+// Addr is the gossip address other nodes can use as a seed.
+func (g *Gossip) Addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Members returns the alive members (this node included), sorted by name.
+func (g *Gossip) Members() []Member {
+	var out []Member
+	for _, n := range g.ml.Members() {
+		var m meta
+		_ = json.Unmarshal(n.Meta, &m) // a member with bad metadata shows without addresses
+		out = append(out, Member{
+			Name:       n.Name,
+			GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
+			RaftAddr:   m.Raft,
+			HTTPAddr:   m.HTTP,
+		})
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Changed returns a channel closed at the next change of membership.
+func (g *Gossip) Changed() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.changed
+}
+
+func (g *Gossip) notify() {
+	g.mu.Lock()
+	close(g.changed)
+	g.changed = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *Gossip) rejoinLoop() {
+	defer close(g.done)
+	t := time.NewTicker(g.cfg.RejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+			g.rejoin()
+		}
+	}
+}
+
+// rejoin joins the seeds that are not alive members.
+func (g *Gossip) rejoin() {
+	alive := map[string]bool{}
+	for _, m := range g.Members() {
+		alive[m.GossipAddr] = true
+	}
+	var missing []string
+	for _, s := range g.cfg.Seeds {
+		if !alive[s] && s != g.Addr() {
+			missing = append(missing, s)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if _, err := g.ml.Join(missing); err != nil {
+		g.cfg.Logger.Debug("gossip join", "seeds", missing, "error", err)
+	}
+}
+
+// Close leaves the pool (telling the others, within timeout) and stops.
+// It is idempotent.
+func (g *Gossip) Close(timeout time.Duration) error {
+	var err error
+	g.once.Do(func() {
+		close(g.stop)
+		<-g.done
+		err = errors.Join(g.ml.Leave(timeout), g.ml.Shutdown())
+	})
+	return err
+}
+
+// Kill stops without telling the others, as a crash would (for tests).
+func (g *Gossip) Kill() error {
+	var err error
+	g.once.Do(func() {
+		close(g.stop)
+		<-g.done
+		err = g.ml.Shutdown()
+	})
+	return err
+}
+
+type delegate struct{ g *Gossip }
+
+func (d delegate) NodeMeta(limit int) []byte {
+	if len(d.g.meta) > limit {
+		return nil
+	}
+	return d.g.meta
+}
+func (delegate) NotifyMsg([]byte)                {}
+func (delegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (delegate) LocalState(bool) []byte          { return nil }
+func (delegate) MergeRemoteState([]byte, bool)   {}
+
+type events struct{ g *Gossip }
+
+func (e events) NotifyJoin(*memberlist.Node)   { e.g.notify() }
+func (e events) NotifyLeave(*memberlist.Node)  { e.g.notify() }
+func (e events) NotifyUpdate(*memberlist.Node) { e.g.notify() }
+
+// slogWriter routes memberlist's log lines to slog at debug level, warnings
+// and errors at their own.
+type slogWriter struct{ l *slog.Logger }
+
+var _ io.Writer = slogWriter{}
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	switch {
+	case strings.HasPrefix(line, "[ERR]"):
+		w.l.Error(line, "component", "gossip")
+	case strings.HasPrefix(line, "[WARN]"):
+		w.l.Warn(line, "component", "gossip")
+	default:
+		w.l.Debug(line, "component", "gossip")
+	}
+	return len(p), nil
+}
