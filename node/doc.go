@@ -8,6 +8,9 @@
 // each data shard; a restart reopens them and replays only their log tails.
 // Put, Get, Delete and Scan route keys through the ring to their shard, with
 // the shard package's guarantees (exact write outcomes, linearizable reads by
-// default). Gossip, joining nodes, forwarding to remote leaders and the HTTP
-// API are not built yet; Config.Validate rejects the settings that need them.
+// default), and Handler serves them as the HTTP API with cluster status,
+// health and metrics. Multi-node clusters (joining through gossip, which
+// internal/gossip provides but the node does not use yet, placement across
+// nodes, forwarding to remote leaders) are not built; Config.Validate rejects
+// the settings that need them.
 package node
