@@ -1,7 +1,8 @@
 // Package gossip finds the nodes of a cluster and tracks which are alive,
 // with hashicorp/memberlist. Each node announces its raft and HTTP addresses
-// in its gossip metadata. Gossip is a hint channel: it never decides shard
-// ownership or raft membership.
+// in its gossip metadata, plus a small opaque state that its owner sets
+// (SetState) and every other member sees. Gossip is a hint channel: it never
+// decides shard ownership or raft membership.
 //
 // Memberlist does not probe a node again once it has been dead long enough
 // to be reaped, so a node that was cut off would stay apart; the seed list
@@ -10,7 +11,7 @@
 package gossip
 
 import (
-	"encoding/json"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -52,21 +53,57 @@ type Member struct {
 	GossipAddr string `json:"gossip_addr"`
 	RaftAddr   string `json:"raft_addr"`
 	HTTPAddr   string `json:"http_addr"`
+	// State is what the member last set with SetState (nil if none).
+	State []byte `json:"-"`
 }
 
-type meta struct {
-	Raft string `json:"r"`
-	HTTP string `json:"h"`
+// metadata encoding: version(1) then three uvarint-length-prefixed fields:
+// raft address, HTTP address, state.
+const metaVersion = 1
+
+func encodeMeta(raft, http string, state []byte) []byte {
+	b := []byte{metaVersion}
+	for _, f := range [][]byte{[]byte(raft), []byte(http), state} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
+
+// decodeMeta never panics; a member with unreadable metadata shows without
+// addresses or state.
+func decodeMeta(b []byte) (raft, http string, state []byte) {
+	if len(b) == 0 || b[0] != metaVersion {
+		return "", "", nil
+	}
+	b = b[1:]
+	var fields [3][]byte
+	for i := range fields {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return "", "", nil
+		}
+		fields[i] = b[k : k+int(n)]
+		b = b[k+int(n):]
+	}
+	if len(fields[2]) > 0 {
+		state = append([]byte(nil), fields[2]...)
+	}
+	return string(fields[0]), string(fields[1]), state
 }
 
 // Gossip is a running member of the cluster's gossip pool.
 type Gossip struct {
-	cfg  Config
-	ml   *memberlist.Memberlist
-	meta []byte
+	cfg Config
+	ml  *memberlist.Memberlist
 
 	mu      sync.Mutex
+	meta    []byte
+	members map[string]Member
 	changed chan struct{}
+	// update wakes the goroutine that rebroadcasts this node's metadata
+	// after SetState.
+	update chan struct{}
 
 	stop chan struct{}
 	done chan struct{}
@@ -93,9 +130,14 @@ func Start(cfg Config) (*Gossip, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	g := &Gossip{cfg: cfg, changed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
-	if g.meta, err = json.Marshal(meta{Raft: cfg.RaftAddr, HTTP: cfg.HTTPAddr}); err != nil {
-		return nil, err
+	g := &Gossip{
+		cfg:     cfg,
+		meta:    encodeMeta(cfg.RaftAddr, cfg.HTTPAddr, nil),
+		members: map[string]Member{},
+		changed: make(chan struct{}),
+		update:  make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Local {
@@ -124,18 +166,15 @@ func (g *Gossip) Addr() string {
 }
 
 // Members returns the alive members (this node included), sorted by name.
+// Memberlist updates its own node records in place, so the members are
+// copied out of its event callbacks rather than read from ml.Members().
 func (g *Gossip) Members() []Member {
-	var out []Member
-	for _, n := range g.ml.Members() {
-		var m meta
-		_ = json.Unmarshal(n.Meta, &m) // a member with bad metadata shows without addresses
-		out = append(out, Member{
-			Name:       n.Name,
-			GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
-			RaftAddr:   m.Raft,
-			HTTPAddr:   m.HTTP,
-		})
+	g.mu.Lock()
+	out := make([]Member, 0, len(g.members))
+	for _, m := range g.members {
+		out = append(out, m)
 	}
+	g.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
@@ -147,11 +186,51 @@ func (g *Gossip) Changed() <-chan struct{} {
 	return g.changed
 }
 
-func (g *Gossip) notify() {
+// record updates the member table; memberlist calls its event delegate
+// with its node lock held, so n is stable here.
+func (g *Gossip) record(n *memberlist.Node, alive bool) {
 	g.mu.Lock()
+	if alive {
+		raft, http, state := decodeMeta(n.Meta)
+		g.members[n.Name] = Member{
+			Name:       n.Name,
+			GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
+			RaftAddr:   raft,
+			HTTPAddr:   http,
+			State:      state,
+		}
+	} else {
+		delete(g.members, n.Name)
+	}
 	close(g.changed)
 	g.changed = make(chan struct{})
 	g.mu.Unlock()
+}
+
+// MaxState is the longest state SetState accepts: memberlist carries at most
+// 512 bytes of metadata per node, and the addresses take their share.
+func (g *Gossip) MaxState() int {
+	return memberlist.MetaMaxSize - len(encodeMeta(g.cfg.RaftAddr, g.cfg.HTTPAddr, nil)) - binary.MaxVarintLen16
+}
+
+// SetState replaces the state this node announces; the others see it within
+// a gossip round or two. It fails if state is longer than MaxState.
+func (g *Gossip) SetState(state []byte) error {
+	if len(state) > g.MaxState() {
+		return fmt.Errorf("gossip: state of %d bytes exceeds %d", len(state), g.MaxState())
+	}
+	m := encodeMeta(g.cfg.RaftAddr, g.cfg.HTTPAddr, state)
+	g.mu.Lock()
+	same := string(m) == string(g.meta)
+	g.meta = m
+	g.mu.Unlock()
+	if !same {
+		select {
+		case g.update <- struct{}{}:
+		default: // an update is already pending; it will carry the newest state
+		}
+	}
+	return nil
 }
 
 func (g *Gossip) rejoinLoop() {
@@ -164,6 +243,12 @@ func (g *Gossip) rejoinLoop() {
 			return
 		case <-t.C:
 			g.rejoin()
+		case <-g.update:
+			// UpdateNode waits for the broadcast to go out (bounded), so a
+			// burst of SetState calls turns into few broadcasts.
+			if err := g.ml.UpdateNode(time.Second); err != nil {
+				g.cfg.Logger.Debug("gossip update", "error", err)
+			}
 		}
 	}
 }
@@ -214,6 +299,8 @@ func (g *Gossip) Kill() error {
 type delegate struct{ g *Gossip }
 
 func (d delegate) NodeMeta(limit int) []byte {
+	d.g.mu.Lock()
+	defer d.g.mu.Unlock()
 	if len(d.g.meta) > limit {
 		return nil
 	}
@@ -226,9 +313,9 @@ func (delegate) MergeRemoteState([]byte, bool)   {}
 
 type events struct{ g *Gossip }
 
-func (e events) NotifyJoin(*memberlist.Node)   { e.g.notify() }
-func (e events) NotifyLeave(*memberlist.Node)  { e.g.notify() }
-func (e events) NotifyUpdate(*memberlist.Node) { e.g.notify() }
+func (e events) NotifyJoin(n *memberlist.Node)   { e.g.record(n, true) }
+func (e events) NotifyLeave(n *memberlist.Node)  { e.g.record(n, false) }
+func (e events) NotifyUpdate(n *memberlist.Node) { e.g.record(n, true) }
 
 // slogWriter routes memberlist's log lines to slog at debug level, warnings
 // and errors at their own.

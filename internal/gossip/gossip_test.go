@@ -125,3 +125,57 @@ func freeUDPAndTCPPort(t *testing.T) string {
 	t.Fatal(fmt.Errorf("no free port"))
 	return ""
 }
+
+func TestStateReachesOtherMembers(t *testing.T) {
+	a := start(t, "a", "127.0.0.1:0", nil, nil)
+	b := start(t, "b", "127.0.0.1:0", []string{a.Addr()}, nil)
+	waitMembers(t, b, "a", "b")
+	stateOf := func(g *Gossip, name string) string {
+		for _, m := range g.Members() {
+			if m.Name == name {
+				return string(m.State)
+			}
+		}
+		return "<absent>"
+	}
+	for _, want := range []string{"forming", "leads 1,2", ""} {
+		if err := a.SetState([]byte(want)); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for stateOf(b, "a") != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("b sees a's state %q, want %q", stateOf(b, "a"), want)
+			}
+			select {
+			case <-b.Changed():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		for _, m := range b.Members() {
+			if m.Name == "a" && (m.RaftAddr != "a:7071" || m.HTTPAddr != "a:7070") {
+				t.Fatalf("addresses lost with the state update: %+v", m)
+			}
+		}
+	}
+	if err := a.SetState(make([]byte, a.MaxState()+1)); err == nil {
+		t.Fatal("state beyond MaxState accepted")
+	}
+	if err := a.SetState(make([]byte, a.MaxState())); err != nil {
+		t.Fatalf("state of exactly MaxState refused: %v", err)
+	}
+}
+
+func FuzzDecodeMeta(f *testing.F) {
+	f.Add(encodeMeta("10.0.0.1:7071", "10.0.0.1:7070", []byte("state")))
+	f.Add([]byte{metaVersion, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		raft, http, state := decodeMeta(b)
+		if raft == "" && http == "" && state == nil {
+			return
+		}
+		if got := encodeMeta(raft, http, state); !slices.Equal(got, b) && len(b) >= len(got) && !slices.Equal(got, b[:len(got)]) {
+			t.Fatalf("decode(%x) = %q %q %q, which encodes to %x", b, raft, http, state, got)
+		}
+	})
+}
