@@ -211,6 +211,20 @@ func (s *Store) Shard(id ShardID) (*FSM, error) {
 	return f, nil
 }
 
+// Drop deletes every key of shard id (all generations), for a replica that
+// moved to another node. The replica must not be open.
+func (s *Store) Drop(id ShardID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.shards[id]; ok {
+		return fmt.Errorf("fsm: drop %v: replica is open", id)
+	}
+	if err := s.db.DropPrefix(shardPrefix(id)); err != nil {
+		return fmt.Errorf("fsm: drop %v: %w", id, err)
+	}
+	return nil
+}
+
 // maxInMemoryValue is Badger's largest value threshold (1 MiB).
 const maxInMemoryValue = 1 << 20
 

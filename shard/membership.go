@@ -55,6 +55,55 @@ func (s *Shard) AddReplica(ctx context.Context, id, addr string, maxLag uint64) 
 	return nil
 }
 
+// AddNonvoter adds a replica that receives the log but never votes (or
+// updates the address of an existing member, keeping its suffrage).
+func (s *Shard) AddNonvoter(ctx context.Context, id, addr string) error {
+	s.membership.Lock()
+	defer s.membership.Unlock()
+	if err := s.leaderCheck(); err != nil {
+		return err
+	}
+	if err := s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx, s.cfg.ElectionTimeout)).Error(); err != nil {
+		return fmt.Errorf("shard: add non-voter %s to %v: %w", id, s.cfg.ID, err)
+	}
+	return nil
+}
+
+// Excludes reports, on a leader, whether replica id is out of the group for
+// good: the leader has applied an entry of its own term (so every entry it
+// inherited is committed), its configuration lacks id, and no membership
+// change is in flight on it. A replica that learns this may delete its copy.
+// It fails with ErrNotLeader elsewhere.
+func (s *Shard) Excludes(id string) (bool, error) {
+	if err := s.leaderCheck(); err != nil {
+		return false, err
+	}
+	if !s.membership.TryLock() {
+		return false, nil
+	}
+	defer s.membership.Unlock()
+	if s.readyTerm.Load() != s.raft.CurrentTerm() || s.raft.State() != raft.Leader {
+		return false, nil
+	}
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return false, err
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == id {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// Leader returns the leader's ID and raft address as this replica knows them
+// (empty when unknown), and whether this replica is the leader.
+func (s *Shard) Leader() (id, addr string, self bool) {
+	a, i := s.raft.LeaderWithID()
+	return string(i), string(a), s.raft.State() == raft.Leader
+}
+
 // RemoveReplica removes a replica from the group.
 func (s *Shard) RemoveReplica(ctx context.Context, id string) error {
 	s.membership.Lock()
