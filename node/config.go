@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"time"
 
 	"github.com/cairndb/cairn/shard"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,20 +24,49 @@ type Config struct {
 	// RaftAddr is the port all shard groups and node-to-node RPC share.
 	// Default 127.0.0.1:7071.
 	RaftAddr string
-	// HTTPAddr and GossipAddr: defaults 127.0.0.1:7070 and 127.0.0.1:7072.
-	// Not served yet (see Start).
-	HTTPAddr   string
+	// HTTPAddr is where the HTTP API is served (by the caller: see Handler);
+	// the node only announces it to the others. Default 127.0.0.1:7070.
+	HTTPAddr string
+	// GossipAddr is the memberlist address (TCP and UDP). Default
+	// 127.0.0.1:7072; port 0 picks a free one.
 	GossipAddr string
-	// Join lists gossip addresses of other nodes; BootstrapExpect is how many
-	// nodes form the first cluster. Multi-node clusters are not implemented
-	// yet: Validate rejects Join and BootstrapExpect > 1.
+	// AdvertiseHost is the host name or IP other nodes use to reach this
+	// one. Default: the host of each listen address, or, where that is a
+	// wildcard (0.0.0.0, ::), the address gossip detects. Containers set it
+	// to their service name, which stays valid when the container's IP
+	// changes.
+	AdvertiseHost string
+	// Join lists gossip addresses of other nodes. BootstrapExpect is how many
+	// nodes form a new cluster:
+	//   - no Join: the node forms a one-node cluster by itself (others can
+	//     join it later);
+	//   - Join and BootstrapExpect N > 1: the first N nodes (by name) that
+	//     see each other with the same N form the cluster together;
+	//   - Join and BootstrapExpect 1: the node joins an existing cluster and
+	//     never forms one.
+	// A node with existing state ignores both and rejoins its cluster.
 	Join            []string
 	BootstrapExpect int
+	// GossipKey (16, 24 or 32 bytes) encrypts and authenticates gossip.
+	// Without it, anyone who reaches the gossip port can join or forge
+	// messages. All nodes must use the same key.
+	GossipKey []byte
 	// Shards is the number of data shards created at bootstrap (default 4);
 	// Replicas the replicas per shard (default 3, fewer when the cluster has
-	// fewer nodes).
+	// fewer nodes). Both are decided by the node that creates the cluster's
+	// layout and are stored with it; later changes to the flags are ignored.
 	Shards   int
 	Replicas int
+	// ReplicaMaxLag is how many entries behind the leader's commit index a
+	// new replica may be when it is promoted to voter. Default 256.
+	ReplicaMaxLag uint64
+	// ReconcileInterval is how often the node re-checks that its replicas
+	// match the placement (it also does so whenever the placement changes).
+	// Default 1s.
+	ReconcileInterval time.Duration
+	// GossipLocal selects memberlist's timings for one machine (faster
+	// failure detection; tests and kvnode demo).
+	GossipLocal bool
 
 	// Logger: default discard. Registry: where metrics go; nil for none.
 	Logger   *slog.Logger
@@ -52,32 +83,39 @@ func DefaultConfig() Config {
 		name = "kvnode"
 	}
 	return Config{
-		Name:            name,
-		DataDir:         "./kvnode-data",
-		HTTPAddr:        "127.0.0.1:7070",
-		RaftAddr:        "127.0.0.1:7071",
-		GossipAddr:      "127.0.0.1:7072",
-		BootstrapExpect: 1,
-		Shards:          4,
-		Replicas:        3,
-		Shard:           shard.DefaultConfig(),
+		Name:              name,
+		DataDir:           "./kvnode-data",
+		HTTPAddr:          "127.0.0.1:7070",
+		RaftAddr:          "127.0.0.1:7071",
+		GossipAddr:        "127.0.0.1:7072",
+		BootstrapExpect:   1,
+		Shards:            4,
+		Replicas:          3,
+		ReplicaMaxLag:     256,
+		ReconcileInterval: time.Second,
+		Shard:             shard.DefaultConfig(),
 	}
 }
 
 // MaxShards bounds Shards at bootstrap.
 const MaxShards = 1024
 
+// MaxNameLen bounds node names (they travel in every raft configuration).
+const MaxNameLen = 128
+
 // Validate reports every problem with c.
 func (c Config) Validate() error {
 	var errs []error
-	if c.Name == "" {
-		errs = append(errs, errors.New("node: Name is required"))
+	if c.Name == "" || len(c.Name) > MaxNameLen {
+		errs = append(errs, fmt.Errorf("node: Name must be 1 to %d bytes", MaxNameLen))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("node: DataDir is required"))
 	}
-	if c.RaftAddr == "" {
-		errs = append(errs, errors.New("node: RaftAddr is required"))
+	for _, a := range []struct{ name, addr string }{{"RaftAddr", c.RaftAddr}, {"GossipAddr", c.GossipAddr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("node: %s %q: %w", a.name, a.addr, err))
+		}
 	}
 	if c.Shards < 1 || c.Shards > MaxShards {
 		errs = append(errs, fmt.Errorf("node: Shards %d outside [1, %d]", c.Shards, MaxShards))
@@ -85,11 +123,37 @@ func (c Config) Validate() error {
 	if c.Replicas < 1 {
 		errs = append(errs, fmt.Errorf("node: Replicas %d must be at least 1", c.Replicas))
 	}
-	if len(c.Join) > 0 || c.BootstrapExpect > 1 {
-		errs = append(errs, errors.New("node: multi-node clusters (Join, BootstrapExpect > 1) are not implemented yet"))
-	}
 	if c.BootstrapExpect < 1 {
 		errs = append(errs, errors.New("node: BootstrapExpect must be at least 1"))
 	}
+	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
+		errs = append(errs, fmt.Errorf("node: BootstrapExpect %d needs Join (the gossip addresses of the other nodes)", c.BootstrapExpect))
+	}
+	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		errs = append(errs, fmt.Errorf("node: GossipKey of %d bytes; want 16, 24 or 32", n))
+	}
+	if c.ReplicaMaxLag == 0 {
+		errs = append(errs, errors.New("node: ReplicaMaxLag must be positive"))
+	}
+	if c.ReconcileInterval <= 0 {
+		errs = append(errs, errors.New("node: ReconcileInterval must be positive"))
+	}
 	return errors.Join(errs...)
+}
+
+// advertise returns addr with its host replaced by the advertised host, or,
+// for a wildcard host with no AdvertiseHost, by fallback (the address gossip
+// detected).
+func (c Config) advertise(addr, fallback string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	switch {
+	case c.AdvertiseHost != "":
+		host = c.AdvertiseHost
+	case host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified():
+		host = fallback
+	}
+	return net.JoinHostPort(host, port)
 }

@@ -27,6 +27,9 @@ const (
 	// KindRPC carries node-to-node requests for one shard (read index,
 	// catch-up progress).
 	KindRPC byte = 2
+	// KindNode carries node-level requests (forwarded writes and reads,
+	// status); the node listens on it with shard 0.
+	KindNode byte = 3
 )
 
 // ErrMuxClosed is returned by Accept and Dial after Close.
