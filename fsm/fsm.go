@@ -159,7 +159,7 @@ func (f *FSM) recover() error {
 	}
 	if staging != 0 {
 		f.logger.Warn("removing interrupted snapshot restore", "generation", staging)
-		if err := f.db.DropPrefix(genPrefix(f.id, staging)); err != nil {
+		if err := deletePrefix(f.db, genPrefix(f.id, staging), nil); err != nil {
 			return err
 		}
 		if err := f.db.Update(func(txn *badger.Txn) error { return txn.Delete(pointerKey(f.id, spaceRestoring)) }); err != nil {
@@ -206,7 +206,7 @@ func (f *FSM) dropOlderGenerations(current uint32) error {
 			return err
 		}
 		f.logger.Info("dropping old generation", "generation", stale)
-		if err := f.db.DropPrefix(genPrefix(f.id, stale)); err != nil {
+		if err := deletePrefix(f.db, genPrefix(f.id, stale), nil); err != nil {
 			return err
 		}
 	}

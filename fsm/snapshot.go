@@ -111,7 +111,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	stage := f.gen + 1
 	marker := pointerKey(f.id, spaceRestoring)
-	if err := f.db.DropPrefix(genPrefix(f.id, stage)); err != nil {
+	if err := deletePrefix(f.db, genPrefix(f.id, stage), nil); err != nil {
 		return fmt.Errorf("fsm: restore %v: %w", f.id, err)
 	}
 	if err := f.db.Update(func(txn *badger.Txn) error {
@@ -128,7 +128,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if err != nil {
 		// Undo now; Store.Shard would do the same after a crash.
-		_ = f.db.DropPrefix(genPrefix(f.id, stage))
+		_ = deletePrefix(f.db, genPrefix(f.id, stage), nil)
 		_ = f.db.Update(func(txn *badger.Txn) error { return txn.Delete(marker) })
 		return fmt.Errorf("fsm: restore %v: %w", f.id, err)
 	}
@@ -152,7 +152,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.setApplied(meta)
 	f.persisting.Lock() // wait for snapshots still streaming the old state
-	err = f.db.DropPrefix(genPrefix(f.id, old))
+	err = deletePrefix(f.db, genPrefix(f.id, old), nil)
 	f.persisting.Unlock()
 	if err != nil {
 		f.logger.Warn("dropping replaced generation", "generation", old, "error", err)

@@ -219,10 +219,53 @@ func (s *Store) Drop(id ShardID) error {
 	if _, ok := s.shards[id]; ok {
 		return fmt.Errorf("fsm: drop %v: replica is open", id)
 	}
-	if err := s.db.DropPrefix(shardPrefix(id)); err != nil {
+	// Data first, the generation pointers last: a crash midway leaves a
+	// replica whose pointer still names a generation being deleted, which
+	// the next Drop finishes, rather than a pointerless half state.
+	if err := deletePrefix(s.db, shardPrefix(id), genPrefix(id, 1)); err != nil {
+		return fmt.Errorf("fsm: drop %v: %w", id, err)
+	}
+	if err := deletePrefix(s.db, genPrefix(id, 0), nil); err != nil {
 		return fmt.Errorf("fsm: drop %v: %w", id, err)
 	}
 	return nil
+}
+
+// deletePrefix deletes the keys under prefix (from the key from on, if
+// set) in batches. Badger's DropPrefix is not used because it refuses every
+// write to the database while it runs, and the database is shared: the
+// other shards' applies would fail.
+func deletePrefix(db *badger.DB, prefix, from []byte) error {
+	const chunk = 4096
+	seek := from
+	if seek == nil {
+		seek = prefix
+	}
+	for {
+		var keys [][]byte
+		err := db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Seek(seek); it.Valid() && len(keys) < chunk; it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		wb := db.NewWriteBatch()
+		for _, k := range keys {
+			if err := wb.Delete(k); err != nil {
+				wb.Cancel()
+				return err
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			return err
+		}
+		seek = append(keys[len(keys)-1], 0)
+	}
 }
 
 // maxInMemoryValue is Badger's largest value threshold (1 MiB).
