@@ -20,7 +20,8 @@ func ExampleStart() {
 	cfg := node.DefaultConfig()
 	cfg.Name = "example"
 	cfg.DataDir = dir
-	cfg.RaftAddr = "127.0.0.1:0" // any free port
+	cfg.RaftAddr = "127.0.0.1:0"   // any free port
+	cfg.GossipAddr = "127.0.0.1:0" // gossip: other nodes can join through it
 	ctx := context.Background()
 	n, err := node.Start(ctx, cfg)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -29,15 +28,18 @@ const (
 // gatherer serves /metrics; nil serves none.
 func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /v1/kv/{key...}", n.handlePut)
-	mux.HandleFunc("GET /v1/kv/{key...}", n.handleGet)
-	mux.HandleFunc("DELETE /v1/kv/{key...}", n.handleDelete)
-	mux.HandleFunc("GET /v1/kv", n.handleScan)
-	mux.HandleFunc("GET /v1/cluster", n.handleCluster)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	handle := func(pattern, route string, h http.HandlerFunc) {
+		mux.Handle(pattern, n.http.instrument(route, h))
+	}
+	handle("PUT /v1/kv/{key...}", "/v1/kv/{key}", n.handlePut)
+	handle("GET /v1/kv/{key...}", "/v1/kv/{key}", n.handleGet)
+	handle("DELETE /v1/kv/{key...}", "/v1/kv/{key}", n.handleDelete)
+	handle("GET /v1/kv", "/v1/kv", n.handleScan)
+	handle("GET /v1/cluster", "/v1/cluster", n.handleCluster)
+	handle("GET /healthz", "/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", n.handleReady)
+	handle("GET /readyz", "/readyz", n.handleReady)
 	if gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	}
@@ -257,23 +259,12 @@ func (n *Node) handleScan(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleCluster(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
-		"node":       n.cfg.Name,
-		"raft_addr":  n.RaftAddr(),
-		"ring_epoch": n.ring.Epoch(),
-		"shards":     n.Shards(),
-	})
+	writeJSON(w, http.StatusOK, n.Cluster())
 }
 
 func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
-	var notReady []string
-	for _, st := range n.Shards() {
-		if st.Leader == "" {
-			notReady = append(notReady, strconv.FormatUint(st.Shard, 10))
-		}
-	}
-	if len(notReady) > 0 {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "shards without a leader: "+strings.Join(notReady, ","), "")
+	if err := n.ready(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error(), "")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

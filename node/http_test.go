@@ -17,10 +17,7 @@ func startHTTP(t *testing.T) (*Node, *httptest.Server) {
 	reg := prometheus.NewRegistry()
 	cfg := testNodeConfig(t.TempDir())
 	cfg.Registry = reg
-	n, err := Start(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := startReady(t, cfg)
 	srv := httptest.NewServer(n.Handler(reg))
 	t.Cleanup(func() { srv.Close(); n.Close() })
 	return n, srv

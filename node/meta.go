@@ -149,15 +149,21 @@ func decodePlacement(b []byte) (ring.Placement, placementJSON, error) {
 func encodePlacement(p ring.Placement, base placementJSON) ([]byte, error) {
 	pj := base
 	pj.Epoch = p.Epoch
-	pj.Replicas = map[string][]string{}
+	pj.Replicas = replicaNames(p)
+	return json.Marshal(pj)
+}
+
+// replicaNames is p's replica lists keyed as stored.
+func replicaNames(p ring.Placement) map[string][]string {
+	out := map[string][]string{}
 	for id, nodes := range p.Replicas {
 		names := make([]string, len(nodes))
 		for i, nd := range nodes {
 			names[i] = string(nd)
 		}
-		pj.Replicas[strconv.FormatUint(uint64(id), 10)] = names
+		out[strconv.FormatUint(uint64(id), 10)] = names
 	}
-	return json.Marshal(pj)
+	return out
 }
 
 func nodeKey(name string) []byte { return append(bytes.Clone(metaNodePrefix), name...) }

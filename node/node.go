@@ -2,51 +2,74 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/gossip"
+	"github.com/cairndb/cairn/internal/peer"
 	"github.com/cairndb/cairn/ring"
 	"github.com/cairndb/cairn/shard"
+	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/raft"
 )
 
-// MetaShard is the meta group: it holds the ring and the placement.
-const MetaShard fsm.ShardID = 0
-
-// Keys of the meta group's state.
-var (
-	metaRingKey      = []byte("ring")
-	metaPlacementKey = []byte("placement")
-)
-
-// Node is a running Cairn node: its store, raft port, meta replica and the
-// data shard replicas placed on it.
+// Node is a running Cairn node: its store, raft port, gossip member, meta
+// replica and the data shard replicas placed on it.
 type Node struct {
 	cfg     Config
 	logger  *slog.Logger
 	store   *fsm.Store
 	mux     *shard.Mux
 	metrics *shard.Metrics
-	meta    *shard.Shard
-	ring    *ring.Ring
-	place   ring.Placement
-	shards  map[fsm.ShardID]*shard.Shard
+	http    *httpMetrics
+	gossip  *gossip.Gossip
+	peers   *peer.Pool
+	rpc     *peer.Server
+	// raftAddr and httpAddr are the addresses other nodes use.
+	raftAddr, httpAddr string
+
+	meta *shard.Shard
+
+	mu     sync.RWMutex
+	shards map[fsm.ShardID]*shard.Shard // data shard replicas open here
+	busy   map[fsm.ShardID]bool         // membership work in flight, by shard
+
+	view        atomic.Pointer[view]
+	viewMu      sync.Mutex
+	viewChanged chan struct{}
+	// learned holds leader addresses that peers reported (not_leader
+	// answers), by shard; gossiped holds those announced through gossip.
+	learned  sync.Map // fsm.ShardID → string
+	gossiped atomic.Pointer[map[fsm.ShardID]string]
+	// forming is this node's bootstrap proposal while it forms a cluster.
+	forming atomic.Uint64
+	kick    chan struct{} // wakes the reconciler
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
 }
 
-// Start opens the node's data directory and brings its shards up. A node
-// whose directory is new bootstraps a one-node cluster: the meta group, the
-// ring of cfg.Shards data shards and their placement, each shard a group of
-// its own. A node restarting from an existing directory reopens what the
-// meta group says it holds. Start returns once every shard of the node has a
-// leader ready to serve, or ctx ends.
+// Start opens the node's data directory and brings its parts up: the store,
+// the raft port, gossip, and the replicas the node holds. It does not wait
+// for other nodes: a node that forms or joins a cluster, or restarts while
+// its peers are down, serves requests once the cluster is ready (requests
+// meanwhile wait within their deadline, then fail as unavailable). WaitReady
+// waits for that point.
+//
+// A node with no Join and no state forms a one-node cluster by itself.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -55,7 +78,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, logger: logger.With("node", cfg.Name), shards: map[fsm.ShardID]*shard.Shard{}}
+	n := &Node{
+		cfg:         cfg,
+		logger:      logger.With("node", cfg.Name),
+		shards:      map[fsm.ShardID]*shard.Shard{},
+		busy:        map[fsm.ShardID]bool{},
+		viewChanged: make(chan struct{}),
+		kick:        make(chan struct{}, 1),
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	if err := n.start(ctx); err != nil {
 		n.Close()
 		return nil, err
@@ -76,45 +107,125 @@ func (n *Node) start(ctx context.Context) error {
 	if n.mux, err = shard.Listen(n.cfg.RaftAddr, shard.MuxConfig{Logger: n.logger}); err != nil {
 		return err
 	}
-	if n.cfg.Registry != nil {
-		if n.metrics, err = shard.NewMetrics(n.cfg.Registry); err != nil {
-			return fmt.Errorf("node: metrics: %w", err)
-		}
-		if err := n.store.RegisterMetrics(n.cfg.Registry); err != nil {
-			return fmt.Errorf("node: metrics: %w", err)
-		}
-	}
-	self := shard.Replica{ID: n.cfg.Name, Addr: n.mux.Addr().String(), Voter: true}
-	if n.meta, err = n.openShard(MetaShard, []shard.Replica{self}); err != nil {
+	if err := n.registerMetrics(); err != nil {
 		return err
 	}
-	if err := waitReady(ctx, n.meta); err != nil {
+	gossipBind, err := n.resolveGossipBind()
+	if err != nil {
 		return err
 	}
-	if err := n.loadOrCreateLayout(ctx); err != nil {
+	fallback := advertiseFallback(gossipBind)
+	n.raftAddr = n.cfg.advertise(n.mux.Addr().String(), fallback)
+	n.httpAddr = n.cfg.advertise(n.cfg.HTTPAddr, fallback)
+	n.mux.Advertise(n.raftAddr)
+	n.peers = peer.NewPool(func(ctx context.Context, addr string) (net.Conn, error) {
+		return n.mux.Dial(ctx, addr, shard.KindNode, 0)
+	}, n.logger)
+	ln, err := n.mux.Listen(shard.KindNode, 0)
+	if err != nil {
 		return err
 	}
-	for _, id := range n.ring.Shards() {
-		var reps []shard.Replica
-		for _, nodeID := range n.place.Replicas[id] {
-			if string(nodeID) != n.cfg.Name {
-				return fmt.Errorf("node: %v is placed on %s; multi-node clusters are not implemented yet", id, nodeID)
-			}
-			reps = append(reps, self)
-		}
-		s, err := n.openShard(id, reps)
-		if err != nil {
+	if n.rpc, err = peer.Serve(ln, (*peerHandler)(n)); err != nil {
+		return err
+	}
+	if n.meta, err = n.openShard(MetaShard); err != nil {
+		return err
+	}
+	if v, err := readView(n.meta.FSM()); err == nil {
+		n.setView(v)
+	} else {
+		return err
+	}
+	if n.gossip, err = gossip.Start(gossip.Config{
+		Name:          n.cfg.Name,
+		BindAddr:      gossipBind,
+		AdvertiseAddr: n.gossipAdvertise(),
+		Seeds:         n.cfg.Join,
+		RaftAddr:      n.raftAddr,
+		HTTPAddr:      n.httpAddr,
+		SecretKey:     n.cfg.GossipKey,
+		Local:         n.cfg.GossipLocal,
+		Logger:        n.logger,
+	}); err != nil {
+		return err
+	}
+	if !n.inCluster() && len(n.cfg.Join) == 0 {
+		// A node on its own forms a one-node cluster right away.
+		self := shard.Replica{ID: n.cfg.Name, Addr: n.raftAddr, Voter: true}
+		if err := n.meta.Bootstrap([]shard.Replica{self}); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return err
 		}
-		n.shards[id] = s
+		n.logger.Info("formed a one-node cluster")
 	}
-	for _, s := range n.shards {
-		if err := waitReady(ctx, s); err != nil {
-			return err
-		}
+	n.wg.Add(4)
+	go n.watchMeta()
+	go n.watchGossip()
+	go n.announceLoop()
+	go n.reconcileLoop()
+	if !n.inCluster() {
+		n.wg.Add(1)
+		go n.form()
 	}
-	n.logger.Info("node started", "raft_addr", self.Addr, "shards", len(n.shards), "ring_epoch", n.ring.Epoch())
+	n.logger.Info("node started", "raft_addr", n.raftAddr, "http_addr", n.httpAddr, "gossip_addr", n.gossip.Addr(), "in_cluster", n.inCluster())
 	return nil
+}
+
+// resolveGossipBind returns the gossip bind address; port 0 is resolved to
+// a port that is free for both TCP and UDP, because memberlist needs both
+// and must know its port before it binds.
+func (n *Node) resolveGossipBind() (string, error) {
+	host, port, err := net.SplitHostPort(n.cfg.GossipAddr)
+	if err != nil {
+		return "", fmt.Errorf("node: GossipAddr: %w", err)
+	}
+	if port != "0" {
+		return n.cfg.GossipAddr, nil
+	}
+	for range 50 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return "", fmt.Errorf("node: gossip port: %w", err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr, nil
+		}
+	}
+	return "", errors.New("node: no port free for both TCP and UDP gossip")
+}
+
+// advertiseFallback is the host other nodes use when this node listens on a
+// wildcard address and AdvertiseHost is unset: the gossip host if it is
+// specific, or else a private IP of this machine (as memberlist picks).
+func advertiseFallback(gossipBind string) string {
+	host, _, _ := net.SplitHostPort(gossipBind)
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return host
+	}
+	if ip, err := sockaddr.GetPrivateIP(); err == nil && ip != "" {
+		return ip
+	}
+	return "127.0.0.1"
+}
+
+// gossipAdvertise is the IP memberlist announces: AdvertiseHost resolved,
+// when set (memberlist needs an IP, not a name).
+func (n *Node) gossipAdvertise() string {
+	if n.cfg.AdvertiseHost == "" {
+		return ""
+	}
+	if ip := net.ParseIP(n.cfg.AdvertiseHost); ip != nil {
+		return ip.String()
+	}
+	ips, err := net.LookupIP(n.cfg.AdvertiseHost)
+	if err != nil || len(ips) == 0 {
+		n.logger.Warn("advertise host does not resolve; gossip announces the detected address", "host", n.cfg.AdvertiseHost, "error", err)
+		return ""
+	}
+	return ips[0].String()
 }
 
 // claimDataDir records name in dir (with fsync) on first use and refuses a
@@ -167,169 +278,238 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// openShard opens this node's replica of id and, if it has no raft state
-// yet, bootstraps it with replicas.
-func (n *Node) openShard(id fsm.ShardID, replicas []shard.Replica) (*shard.Shard, error) {
+func (n *Node) shardDir(id fsm.ShardID) string {
+	return filepath.Join(n.cfg.DataDir, "raft", strconv.FormatUint(uint64(id), 10))
+}
+
+// openShard opens this node's replica of id. A replica with no raft state
+// waits to be bootstrapped or added by its group's leader.
+func (n *Node) openShard(id fsm.ShardID) (*shard.Shard, error) {
 	sc := n.cfg.Shard
 	sc.ID = id
 	sc.NodeID = n.cfg.Name
-	sc.Dir = filepath.Join(n.cfg.DataDir, "raft", strconv.FormatUint(uint64(id), 10))
+	sc.Dir = n.shardDir(id)
 	sc.Store = n.store
 	sc.Mux = n.mux
 	sc.Logger = n.logger
 	sc.Metrics = n.metrics
-	s, err := shard.Open(sc)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.Bootstrap(replicas); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
+	return shard.Open(sc)
 }
 
-func waitReady(ctx context.Context, s *shard.Shard) error {
-	for !s.Status().Ready {
+// localShards lists the data shard replicas on disk, so that a restart
+// reopens replicas the placement may no longer list (they are removed by
+// the reconciler once their group lets them go).
+func (n *Node) localShards() ([]fsm.ShardID, error) {
+	entries, err := os.ReadDir(filepath.Join(n.cfg.DataDir, "raft"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node: list replicas: %w", err)
+	}
+	var ids []fsm.ShardID
+	for _, e := range entries {
+		id, err := strconv.ParseUint(e.Name(), 10, 64)
+		if err != nil || !e.IsDir() || id == uint64(MetaShard) {
+			continue
+		}
+		ids = append(ids, fsm.ShardID(id))
+	}
+	return ids, nil
+}
+
+// inCluster reports whether this node's meta replica belongs to a group.
+func (n *Node) inCluster() bool { return len(n.meta.Status().Replicas) > 0 }
+
+func (n *Node) setView(v *view) {
+	n.view.Store(v)
+	n.viewMu.Lock()
+	close(n.viewChanged)
+	n.viewChanged = make(chan struct{})
+	n.viewMu.Unlock()
+	n.wake()
+}
+
+func (n *Node) viewChange() <-chan struct{} {
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
+	return n.viewChanged
+}
+
+// wake asks the reconciler for a pass.
+func (n *Node) wake() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watchMeta refreshes the view whenever the local meta replica applies.
+func (n *Node) watchMeta() {
+	defer n.wg.Done()
+	f := n.meta.FSM()
+	for {
+		changed := f.AppliedChanged()
+		if old := n.view.Load(); old == nil || f.Applied() != old.metaIndex {
+			v, err := readView(f)
+			if err != nil {
+				n.logger.Error("read cluster state", "error", err)
+			} else {
+				n.setView(v)
+			}
+		}
+		select {
+		case <-changed:
+		case <-n.ctx.Done():
+			return
+		}
+	}
+}
+
+// WaitReady waits until this node knows the cluster's layout and every
+// shard has a leader that serves, or ctx ends.
+func (n *Node) WaitReady(ctx context.Context) error {
+	for {
+		if err := n.ready(); err == nil {
+			return nil
+		} else if ctx.Err() != nil {
+			return fmt.Errorf("node: not ready: %w (%w)", err, ctx.Err())
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node: %v has no ready leader: %w", s.ID(), ctx.Err())
-		case <-time.After(5 * time.Millisecond): // poll until the leader's barrier applied
+		case <-n.viewChange():
+		case <-time.After(20 * time.Millisecond): // leaders change without view changes
 		}
+	}
+}
+
+// ready reports why the node cannot serve every shard yet, or nil.
+func (n *Node) ready() error {
+	v := n.view.Load()
+	if !v.hasLayout() {
+		return errors.New("cluster layout not known yet")
+	}
+	var missing []string
+	for _, id := range append([]fsm.ShardID{MetaShard}, v.ring.Shards()...) {
+		if n.leaderAddr(id) == "" {
+			missing = append(missing, strconv.FormatUint(uint64(id), 10))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("no known leader for shards %s", strings.Join(missing, ","))
 	}
 	return nil
 }
 
-// placementJSON is how the meta group stores the placement.
-type placementJSON struct {
-	Epoch    uint64              `json:"epoch"`
-	Replicas map[string][]string `json:"replicas"` // shard ID → node names
-}
+// Ring returns the ring the node routes with (nil before the cluster's
+// layout exists).
+func (n *Node) Ring() *ring.Ring { return n.view.Load().ring }
 
-// loadOrCreateLayout reads the ring and placement from the meta group, or
-// writes them on first start (conditionally: only if absent).
-func (n *Node) loadOrCreateLayout(ctx context.Context) error {
-	for {
-		rItem, rErr := n.metaGet(ctx, metaRingKey)
-		pItem, pErr := n.metaGet(ctx, metaPlacementKey)
-		if rErr == nil && pErr == nil {
-			return n.decodeLayout(rItem.Value, pItem.Value)
-		}
-		if !errors.Is(rErr, fsm.ErrNotFound) || !errors.Is(pErr, fsm.ErrNotFound) {
-			return fmt.Errorf("node: read cluster layout: %w", errors.Join(rErr, pErr))
-		}
-		ids := make([]fsm.ShardID, n.cfg.Shards)
-		for i := range ids {
-			ids[i] = fsm.ShardID(i + 1)
-		}
-		r, err := ring.New(1, ring.DefaultVNodes, ids)
-		if err != nil {
-			return err
-		}
-		p, err := ring.Place(ids, []ring.NodeID{ring.NodeID(n.cfg.Name)}, n.cfg.Replicas)
-		if err != nil {
-			return err
-		}
-		rb, _ := r.MarshalBinary()
-		pb, err := encodePlacement(p)
-		if err != nil {
-			return err
-		}
-		res, err := n.meta.Propose(ctx, fsm.Command{Ops: []fsm.Op{
-			fsm.Put(metaRingKey, rb).If(0),
-			fsm.Put(metaPlacementKey, pb).If(0),
-		}})
-		if err != nil {
-			return fmt.Errorf("node: write cluster layout: %w", err)
-		}
-		if res.Code == fsm.OK {
-			n.logger.Info("bootstrapped cluster layout", "shards", n.cfg.Shards)
-		}
-		// Either way, read back what the meta group holds.
-	}
-}
+// RaftAddr returns the address other nodes reach this node's raft port at.
+func (n *Node) RaftAddr() string { return n.raftAddr }
 
-func (n *Node) metaGet(ctx context.Context, key []byte) (fsm.Item, error) {
-	it, _, err := n.meta.Get(ctx, key, shard.ReadOptions{})
-	return it, err
-}
+// GossipAddr returns the node's gossip address (a seed for others' Join).
+func (n *Node) GossipAddr() string { return n.gossip.Addr() }
 
-func encodePlacement(p ring.Placement) ([]byte, error) {
-	pj := placementJSON{Epoch: p.Epoch, Replicas: map[string][]string{}}
-	for id, nodes := range p.Replicas {
-		names := make([]string, len(nodes))
-		for i, nd := range nodes {
-			names[i] = string(nd)
-		}
-		pj.Replicas[strconv.FormatUint(uint64(id), 10)] = names
-	}
-	return json.Marshal(pj)
-}
-
-func (n *Node) decodeLayout(rb, pb []byte) error {
-	r, err := ring.Decode(rb)
-	if err != nil {
-		return fmt.Errorf("node: stored ring: %w", err)
-	}
-	var pj placementJSON
-	if err := json.Unmarshal(pb, &pj); err != nil {
-		return fmt.Errorf("node: stored placement: %w", err)
-	}
-	p := ring.Placement{Epoch: pj.Epoch, Replicas: map[fsm.ShardID][]ring.NodeID{}}
-	for k, names := range pj.Replicas {
-		id, err := strconv.ParseUint(k, 10, 64)
-		if err != nil {
-			return fmt.Errorf("node: stored placement: shard %q: %w", k, err)
-		}
-		for _, name := range names {
-			p.Replicas[fsm.ShardID(id)] = append(p.Replicas[fsm.ShardID(id)], ring.NodeID(name))
-		}
-	}
-	for _, id := range r.Shards() {
-		if len(p.Replicas[id]) == 0 {
-			return fmt.Errorf("node: stored placement has no replicas for %v", id)
-		}
-	}
-	n.ring, n.place = r, p
-	return nil
-}
-
-// Ring returns the ring the node routes with.
-func (n *Node) Ring() *ring.Ring { return n.ring }
-
-// RaftAddr returns the address of the node's raft port.
-func (n *Node) RaftAddr() string { return n.mux.Addr().String() }
+// Name returns the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
 
 // Shards returns the status of every shard replica on the node, meta first.
 func (n *Node) Shards() []shard.Status {
 	st := []shard.Status{n.meta.Status()}
-	for _, id := range n.ring.Shards() {
-		if s := n.shards[id]; s != nil {
-			st = append(st, s.Status())
-		}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for _, id := range sortedIDs(n.shards) {
+		st = append(st, n.shards[id].Status())
 	}
 	return st
 }
 
-// Close stops the node: data shards, the meta group, the raft port, the
-// store, in that order. It is safe on a partly started node.
+// localShard returns this node's replica of id, or nil.
+func (n *Node) localShard(id fsm.ShardID) *shard.Shard {
+	if id == MetaShard {
+		return n.meta
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.shards[id]
+}
+
+// Shutdown hands every shard this node leads to another replica (HandOff,
+// bounded by ctx), then closes the node. Use it for planned stops: clients
+// see a short pause instead of an election timeout.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.HandOff(ctx)
+	return n.Close()
+}
+
+// HandOff transfers the leadership of every shard this node leads to
+// another voter, in parallel, and returns when all transfers ended or ctx
+// did. Requests keep being served (and routed to the new leaders).
+func (n *Node) HandOff(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, s := range n.replicas() {
+		if _, _, self := s.Leader(); !self || len(s.Status().Replicas) < 2 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.TransferLeadership(ctx, shard.Replica{}); err != nil {
+				n.logger.Warn("leadership transfer before shutdown", "shard", uint64(s.ID()), "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// replicas returns every replica open on the node, meta first.
+func (n *Node) replicas() []*shard.Shard {
+	out := []*shard.Shard{n.meta}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for _, id := range sortedIDs(n.shards) {
+		out = append(out, n.shards[id])
+	}
+	return out
+}
+
+// Close stops the node without handing leadership away: background work,
+// gossip (leaving the pool), peer RPC, data shards, the meta group, the raft
+// port, the store, in that order. It is idempotent and safe on a partly
+// started node.
 func (n *Node) Close() error {
+	n.once.Do(func() { n.err = n.close() })
+	return n.err
+}
+
+func (n *Node) close() error {
+	n.cancel()
+	n.wg.Wait()
 	var errs []error
+	if n.gossip != nil {
+		errs = append(errs, n.gossip.Close(time.Second))
+	}
+	if n.rpc != nil {
+		errs = append(errs, n.rpc.Close())
+	}
+	n.mu.Lock()
 	for _, s := range n.shards {
 		errs = append(errs, s.Close())
 	}
 	n.shards = map[fsm.ShardID]*shard.Shard{}
+	n.mu.Unlock()
 	if n.meta != nil {
 		errs = append(errs, n.meta.Close())
-		n.meta = nil
+	}
+	if n.peers != nil {
+		errs = append(errs, n.peers.Close())
 	}
 	if n.mux != nil {
 		errs = append(errs, n.mux.Close())
-		n.mux = nil
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
-		n.store = nil
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -17,6 +18,8 @@ func testNodeConfig(dir string) Config {
 	c.Name = "n1"
 	c.DataDir = dir
 	c.RaftAddr = "127.0.0.1:0"
+	c.GossipAddr = "127.0.0.1:0"
+	c.GossipLocal = true
 	c.Shards = 4
 	c.Shard.HeartbeatTimeout = 150 * time.Millisecond
 	c.Shard.ElectionTimeout = 150 * time.Millisecond
@@ -25,13 +28,26 @@ func testNodeConfig(dir string) Config {
 	return c
 }
 
-func TestSingleNodeKVAndRestart(t *testing.T) {
-	dir := t.TempDir()
-	ctx := t.Context()
-	n, err := Start(ctx, testNodeConfig(dir))
+// startReady starts a node and waits until it serves every shard.
+func startReady(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := Start(t.Context(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		n.Close()
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestSingleNodeKVAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx := t.Context()
+	n := startReady(t, testNodeConfig(dir))
 	defer func() { n.Close() }()
 	if got := len(n.Shards()); got != 5 {
 		t.Fatalf("%d shard replicas, want meta + 4", got)
@@ -98,10 +114,7 @@ func TestSingleNodeKVAndRestart(t *testing.T) {
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
-	n, err = Start(ctx, testNodeConfig(dir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n = startReady(t, testNodeConfig(dir))
 	if n.Ring().Epoch() != epoch {
 		t.Fatalf("ring epoch %d after restart, was %d", n.Ring().Epoch(), epoch)
 	}
@@ -132,13 +145,14 @@ func TestDataDirBelongsToOneNode(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	cfg := testNodeConfig(filepath.Join(t.TempDir(), "d"))
-	cfg.Join = []string{"127.0.0.1:7072"}
+	cfg.BootstrapExpect = 3
 	cfg.Shards = 0
+	cfg.GossipKey = []byte("short")
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("invalid config accepted")
 	}
-	for _, want := range []string{"Shards", "multi-node"} {
+	for _, want := range []string{"Shards", "needs Join", "GossipKey"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("Validate: %v; want it to mention %q", err, want)
 		}

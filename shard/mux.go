@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -46,6 +47,8 @@ type Mux struct {
 	ln     net.Listener
 	dial   DialFunc
 	logger *slog.Logger
+
+	advertise atomic.Pointer[string]
 
 	mu     sync.Mutex
 	routes map[route]*Layer
@@ -90,8 +93,27 @@ func NewMux(ln net.Listener, cfg MuxConfig) *Mux {
 	return m
 }
 
-// Addr is the address peers dial.
+// Addr is the address the mux listens on.
 func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// Advertise sets the address other nodes reach this mux at, when it differs
+// from the listen address (a wildcard host, a container). Raft tells its
+// followers the leader's address from it, so set it before opening shards.
+func (m *Mux) Advertise(addr string) { m.advertise.Store(&addr) }
+
+// advertised returns the address set by Advertise, or the listen address.
+func (m *Mux) advertised() net.Addr {
+	if a := m.advertise.Load(); a != nil {
+		return advertisedAddr(*a)
+	}
+	return m.ln.Addr()
+}
+
+// advertisedAddr is an address given as a string (it may hold a host name).
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
 
 // Close stops accepting and closes every layer. It is idempotent.
 func (m *Mux) Close() error {
@@ -204,7 +226,36 @@ type Layer struct {
 	once  sync.Once
 	done  chan struct{}
 	qmu   sync.Mutex
+
+	// Accepted connections, until their user closes them: Close interrupts
+	// them and waits for their users (raft's handlers, which may be writing
+	// to the raft log) to let go.
+	cmu      sync.Mutex
+	accepted map[*acceptedConn]struct{}
+	users    sync.WaitGroup
 }
+
+// acceptedConn reports its user's Close to the layer.
+type acceptedConn struct {
+	net.Conn
+	l    *Layer
+	once sync.Once
+}
+
+func (c *acceptedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.cmu.Lock()
+		delete(c.l.accepted, c)
+		c.l.cmu.Unlock()
+		c.l.users.Done()
+	})
+	return err
+}
+
+// layerDrainTimeout bounds how long Close waits for users of accepted
+// connections.
+const layerDrainTimeout = 10 * time.Second
 
 var _ raft.StreamLayer = (*Layer)(nil)
 
@@ -224,17 +275,33 @@ func (l *Layer) enqueue(c net.Conn) bool {
 	}
 }
 
-// Accept implements net.Listener.
+// Accept implements net.Listener. The caller must Close what it accepts.
 func (l *Layer) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.queue:
-		return c, nil
+		l.cmu.Lock()
+		defer l.cmu.Unlock()
+		select {
+		case <-l.done:
+			_ = c.Close()
+			return nil, ErrMuxClosed
+		default:
+		}
+		ac := &acceptedConn{Conn: c, l: l}
+		if l.accepted == nil {
+			l.accepted = map[*acceptedConn]struct{}{}
+		}
+		l.accepted[ac] = struct{}{}
+		l.users.Add(1)
+		return ac, nil
 	case <-l.done:
 		return nil, ErrMuxClosed
 	}
 }
 
-// Close unregisters the route. It is idempotent.
+// Close unregisters the route, interrupts the connections it accepted and
+// waits (bounded) until their users closed them, so that nothing served
+// through the layer runs after Close. It is idempotent.
 func (l *Layer) Close() error {
 	l.mux.mu.Lock()
 	if l.mux.routes[l.route] == l {
@@ -242,13 +309,27 @@ func (l *Layer) Close() error {
 	}
 	l.mux.mu.Unlock()
 	l.closeQueue()
+	l.cmu.Lock()
+	for c := range l.accepted {
+		_ = c.Conn.Close()
+	}
+	l.cmu.Unlock()
+	drained := make(chan struct{})
+	go func() { l.users.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(layerDrainTimeout):
+		l.mux.logger.Warn("connections still in use after close", "kind", l.route.kind, "shard", uint64(l.route.shard))
+	}
 	return nil
 }
 
 func (l *Layer) closeQueue() {
 	l.once.Do(func() {
 		l.qmu.Lock()
+		l.cmu.Lock()
 		close(l.done)
+		l.cmu.Unlock()
 		l.qmu.Unlock()
 		for {
 			select {
@@ -261,8 +342,9 @@ func (l *Layer) closeQueue() {
 	})
 }
 
-// Addr implements net.Listener.
-func (l *Layer) Addr() net.Addr { return l.mux.Addr() }
+// Addr implements net.Listener. It is the advertised address: raft uses it
+// as this node's address in what it sends to peers.
+func (l *Layer) Addr() net.Addr { return l.mux.advertised() }
 
 // Dial implements raft.StreamLayer: it reaches the same route on a peer.
 func (l *Layer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/node"
 )
 
 // subcommands talk to a running node over its HTTP API.
@@ -22,7 +24,8 @@ var subcommands = map[string]func(c *client.Client, o cliOpts, args []string, ou
 	"status": cmdStatus,
 }
 
-const cliUsage = `usage: kvnode [flags]                      run a node
+const cliUsage = `usage: kvnode [flags]                      run a node (kvnode -h lists the flags)
+       kvnode demo [--dir D] [--base-port P]      run a 3-node cluster on loopback
        kvnode get [--addr A] [--stale D] KEY
        kvnode put [--addr A] [--if-version N] KEY VALUE   (VALUE "-" reads stdin)
        kvnode delete [--addr A] [--if-version N] KEY
@@ -159,37 +162,56 @@ func cmdStatus(c *client.Client, o cliOpts, args []string, out io.Writer) error 
 	if err != nil {
 		return err
 	}
-	var st struct {
-		Node      string `json:"node"`
-		RaftAddr  string `json:"raft_addr"`
-		RingEpoch uint64 `json:"ring_epoch"`
-		Shards    []struct {
-			Shard    uint64 `json:"shard"`
-			Role     string `json:"role"`
-			Leader   string `json:"leader"`
-			Term     uint64 `json:"term"`
-			Commit   uint64 `json:"commit_index"`
-			Applied  uint64 `json:"applied_index"`
-			Replicas []struct {
-				ID    string `json:"id"`
-				Voter bool   `json:"voter"`
-			} `json:"replicas"`
-		} `json:"shards"`
-	}
+	var st node.ClusterStatus
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
-	fmt.Fprintf(out, "node %s  raft %s  ring epoch %d\n", st.Node, st.RaftAddr, st.RingEpoch)
-	fmt.Fprintf(out, "%-6s %-9s %-12s %6s %8s %8s  %s\n", "SHARD", "ROLE", "LEADER", "TERM", "COMMIT", "APPLIED", "REPLICAS")
-	for _, s := range st.Shards {
-		var reps []string
-		for _, r := range s.Replicas {
-			if !r.Voter {
-				r.ID += "(non-voter)"
-			}
-			reps = append(reps, r.ID)
+	ready := "ready"
+	if !st.Ready {
+		ready = "NOT READY: " + st.NotReady
+	}
+	fmt.Fprintf(out, "node %s  cluster %s  ring epoch %d  placement epoch %d  replicas %d  %s\n",
+		st.Node, st.ClusterID, st.RingEpoch, st.PlacementEpoch, st.Replicas, ready)
+	fmt.Fprintf(out, "\n%-12s %-6s %-22s %-22s %s\n", "NODE", "ALIVE", "RAFT", "HTTP", "LEADS")
+	for _, nd := range st.Nodes {
+		alive := "yes"
+		if !nd.Alive {
+			alive = "NO"
 		}
-		fmt.Fprintf(out, "%-6d %-9s %-12s %6d %8d %8d  %s\n", s.Shard, s.Role, s.Leader, s.Term, s.Commit, s.Applied, strings.Join(reps, ","))
+		if !nd.Registered {
+			alive += "*"
+		}
+		fmt.Fprintf(out, "%-12s %-6s %-22s %-22s %s\n", nd.Name, alive, nd.RaftAddr, nd.HTTPAddr, joinIDs(nd.Leads))
+	}
+	fmt.Fprintf(out, "\n%-6s %-12s %-24s %-9s %6s %8s %8s\n", "SHARD", "LEADER", "REPLICAS", "LOCAL", "TERM", "COMMIT", "APPLIED")
+	for _, sh := range st.Shards {
+		role, term, commit, applied := "-", "-", "-", "-"
+		if l := sh.Local; l != nil {
+			role, term = l.Role, strconv.FormatUint(l.Term, 10)
+			commit, applied = strconv.FormatUint(l.CommitIndex, 10), strconv.FormatUint(l.Applied, 10)
+			for _, r := range l.Replicas {
+				if r.ID == st.Node && !r.Voter {
+					role += "(nv)"
+				}
+			}
+		}
+		leader := sh.Leader
+		if leader == "" {
+			leader = "?"
+		}
+		reps := strings.Join(sh.Replicas, ",")
+		if sh.Shard == 0 {
+			reps = "(all nodes)"
+		}
+		fmt.Fprintf(out, "%-6d %-12s %-24s %-9s %6s %8s %8s\n", sh.Shard, leader, reps, role, term, commit, applied)
 	}
 	return nil
+}
+
+func joinIDs(ids []uint64) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.FormatUint(id, 10)
+	}
+	return strings.Join(s, ",")
 }

@@ -3,19 +3,27 @@
 //	kvnode [flags]
 //
 // With no flags it runs a one-node cluster on loopback: HTTP API on
-// 127.0.0.1:7070, raft port on 127.0.0.1:7071, data in ./kvnode-data.
-// SIGINT or SIGTERM stops it cleanly. The subcommands get, put, delete, scan
-// and status talk to a running node (--addr, default 127.0.0.1:7070).
+// 127.0.0.1:7070, raft port on 127.0.0.1:7071, gossip on 127.0.0.1:7072,
+// data in ./kvnode-data. Nodes started with --join and --bootstrap-expect N
+// form one cluster as soon as N of them see each other. SIGINT or SIGTERM
+// hands this node's shard leaderships to other replicas and stops cleanly.
+//
+// The subcommands get, put, delete, scan and status talk to a running node
+// (--addr, default 127.0.0.1:7070); bench puts load on one; demo runs a
+// three-node cluster on loopback.
 package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -39,76 +47,129 @@ func run(args []string) error {
 		if _, ok := subcommands[args[0]]; ok {
 			return runCLI(args[0], args[1:], os.Stdout)
 		}
-		if args[0] == "bench" {
+		switch args[0] {
+		case "bench":
 			return runBench(args[1:], os.Stdout)
-		}
-		if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		case "demo":
+			return runDemo(args[1:], os.Stdout)
+		case "help", "-h", "--help":
 			fmt.Fprintln(os.Stderr, cliUsage)
 			return nil
 		}
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, args, os.Stderr)
+}
+
+// serverFlags parses a node's flags into its configuration.
+func serverFlags(args []string) (node.Config, serverOpts, error) {
 	cfg := node.DefaultConfig()
+	var o serverOpts
 	fs := flag.NewFlagSet("kvnode", flag.ContinueOnError)
-	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name (raft server ID)")
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name (raft server ID), unique in the cluster")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP API address")
-	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "raft and peer RPC address")
-	fs.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip address (multi-node clusters: not implemented yet)")
-	join := fs.String("join", "", "comma-separated gossip addresses to join (not implemented yet)")
-	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "nodes that form the first cluster (only 1 is implemented)")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "raft and node-to-node RPC address")
+	fs.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "gossip address (TCP and UDP)")
+	fs.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host name or IP other nodes reach this one at (default: the listen host, or a private IP when listening on 0.0.0.0)")
+	join := fs.String("join", "", "comma-separated gossip addresses of other nodes")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "with --join: nodes that form a new cluster together (1: only join an existing one)")
 	fs.IntVar(&cfg.Shards, "shards", cfg.Shards, "data shards created at bootstrap")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas per shard")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	gossipKey := fs.String("gossip-key", os.Getenv("CAIRN_GOSSIP_KEY"), "base64 key (16, 24 or 32 bytes) that encrypts gossip (default $CAIRN_GOSSIP_KEY)")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to hand leadership away and drain requests")
+	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return cfg, o, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown subcommand %q\n%s", fs.Arg(0), cliUsage)
+		return cfg, o, fmt.Errorf("unknown subcommand %q\n%s", fs.Arg(0), cliUsage)
 	}
 	if *join != "" {
 		cfg.Join = strings.Split(*join, ",")
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	if *gossipKey != "" {
+		k, err := base64.StdEncoding.DecodeString(*gossipKey)
+		if err != nil {
+			return cfg, o, fmt.Errorf("--gossip-key: %w", err)
+		}
+		cfg.GossipKey = k
 	}
-	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg.Registry = reg
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return cfg, o, fmt.Errorf("--log-level: %w", err)
+	}
+	o.level = level
+	return cfg, o, cfg.Validate()
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
-	n, err := node.Start(startCtx, cfg)
-	cancel()
+type serverOpts struct {
+	pprof           bool
+	logLevel        string
+	level           slog.Level
+	shutdownTimeout time.Duration
+}
+
+// serve runs a node until ctx ends, then stops it gracefully.
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, o, err := serverFlags(args)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Registry = reg
 
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 	}
-	srv := node.NewServer(cfg.HTTPAddr, n.Handler(reg))
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	n, err := node.Start(startCtx, cfg)
+	cancel()
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", n.Handler(reg))
+	if o.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	srv := node.NewServer(cfg.HTTPAddr, mux)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	cfg.Logger.Info("kvnode ready", "http_addr", ln.Addr().String(), "raft_addr", n.RaftAddr(), "data_dir", cfg.DataDir)
-	fmt.Fprintf(os.Stderr, "kvnode %s: HTTP API on http://%s (try: curl -X PUT -d hello http://%s/v1/kv/greeting)\n", cfg.Name, ln.Addr(), ln.Addr())
+	cfg.Logger.Info("kvnode serving", "http_addr", ln.Addr().String(), "raft_addr", n.RaftAddr(), "gossip_addr", n.GossipAddr(), "data_dir", cfg.DataDir)
+	fmt.Fprintf(stderr, "kvnode %s: HTTP API on http://%s (try: curl -X PUT -d hello http://%s/v1/kv/greeting)\n", cfg.Name, ln.Addr(), ln.Addr())
 
 	select {
 	case err := <-errc:
+		n.Close()
 		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
+		return nil
 	case <-ctx.Done():
-		cfg.Logger.Info("shutting down")
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	cfg.Logger.Info("stopping: handing leadership away")
+	stopCtx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	// Leadership goes first: requests in flight here are retried by the
+	// node at the new leaders (writes keep their request IDs). Then the
+	// HTTP server drains and the node closes.
+	n.HandOff(stopCtx)
+	if err := srv.Shutdown(stopCtx); err != nil {
 		cfg.Logger.Warn("http shutdown", "error", err)
 	}
-	return n.Close()
+	err = n.Close()
+	cfg.Logger.Info("stopped", "error", err)
+	return err
 }

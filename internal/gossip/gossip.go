@@ -33,6 +33,9 @@ type Config struct {
 	// 0 picks a free one).
 	Name     string
 	BindAddr string
+	// AdvertiseAddr is the IP other members reach this one at; default: the
+	// bind address, or a private IP of the machine when bound to 0.0.0.0.
+	AdvertiseAddr string
 	// Seeds are gossip addresses of other nodes to join, now and every
 	// RejoinInterval (default 30s) while they are not alive members.
 	Seeds          []string
@@ -94,8 +97,9 @@ func decodeMeta(b []byte) (raft, http string, state []byte) {
 
 // Gossip is a running member of the cluster's gossip pool.
 type Gossip struct {
-	cfg Config
-	ml  *memberlist.Memberlist
+	cfg  Config
+	ml   *memberlist.Memberlist
+	addr string // advertised; read once, since memberlist rewrites its node record in place
 
 	mu      sync.Mutex
 	meta    []byte
@@ -147,6 +151,7 @@ func Start(cfg Config) (*Gossip, error) {
 	mc.BindAddr = host
 	mc.BindPort = port
 	mc.AdvertisePort = port
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
 	mc.Delegate = delegate{g}
 	mc.Events = events{g}
 	mc.SecretKey = cfg.SecretKey
@@ -154,16 +159,15 @@ func Start(cfg Config) (*Gossip, error) {
 	if g.ml, err = memberlist.Create(mc); err != nil {
 		return nil, fmt.Errorf("gossip: start: %w", err)
 	}
+	self := g.ml.LocalNode()
+	g.addr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
 	g.rejoin()
 	go g.rejoinLoop()
 	return g, nil
 }
 
 // Addr is the gossip address other nodes can use as a seed.
-func (g *Gossip) Addr() string {
-	n := g.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (g *Gossip) Addr() string { return g.addr }
 
 // Members returns the alive members (this node included), sorted by name.
 // Memberlist updates its own node records in place, so the members are

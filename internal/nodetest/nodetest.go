@@ -3,6 +3,7 @@
 package nodetest
 
 import (
+	"context"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -20,12 +21,20 @@ func Start(t testing.TB, name string, shards int) (*node.Node, string) {
 	cfg.Name = name
 	cfg.DataDir = t.TempDir()
 	cfg.RaftAddr = "127.0.0.1:0"
+	cfg.GossipAddr = "127.0.0.1:0"
+	cfg.GossipLocal = true
 	cfg.Shards = shards
 	cfg.Shard.HeartbeatTimeout = 150 * time.Millisecond
 	cfg.Shard.ElectionTimeout = 150 * time.Millisecond
 	cfg.Shard.LeaderLeaseTimeout = 100 * time.Millisecond
 	n, err := node.Start(t.Context(), cfg)
 	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		n.Close()
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(n.Handler(nil))

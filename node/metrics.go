@@ -1,0 +1,95 @@
+package node
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// httpMetrics are the HTTP API's metrics: requests by route, method and
+// status code, and their latency.
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+}
+
+// nodeMetrics describe the node's view of the cluster, read at scrape time.
+type nodeMetrics struct {
+	n                         *Node
+	members, ringEpoch, place *prometheus.Desc
+}
+
+func (m nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- m.members
+	ch <- m.ringEpoch
+	ch <- m.place
+}
+
+func (m nodeMetrics) Collect(ch chan<- prometheus.Metric) {
+	if g := m.n.gossip; g != nil {
+		ch <- prometheus.MustNewConstMetric(m.members, prometheus.GaugeValue, float64(len(g.Members())))
+	}
+	if v := m.n.view.Load(); v.hasLayout() {
+		ch <- prometheus.MustNewConstMetric(m.ringEpoch, prometheus.GaugeValue, float64(v.ring.Epoch()))
+		ch <- prometheus.MustNewConstMetric(m.place, prometheus.GaugeValue, float64(v.place.Epoch))
+	}
+}
+
+// registerMetrics registers the shard, store, node and HTTP metrics with
+// the configured registry (none without one).
+func (n *Node) registerMetrics() error {
+	reg := n.cfg.Registry
+	if reg == nil {
+		return nil
+	}
+	var err error
+	if n.metrics, err = shard.NewMetrics(reg); err != nil {
+		return fmt.Errorf("node: metrics: %w", err)
+	}
+	if err := n.store.RegisterMetrics(reg); err != nil {
+		return fmt.Errorf("node: metrics: %w", err)
+	}
+	n.http = &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "cairn", Subsystem: "http", Name: "requests_total",
+			Help: "HTTP API requests by route, method and status code.",
+		}, []string{"route", "method", "code"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "cairn", Subsystem: "http", Name: "request_seconds",
+			Help:    "HTTP API request latency by route, method and status code.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
+		}, []string{"route", "method", "code"}),
+	}
+	nm := nodeMetrics{
+		n:         n,
+		members:   prometheus.NewDesc("cairn_node_gossip_members", "Alive members this node sees through gossip, itself included.", nil, nil),
+		ringEpoch: prometheus.NewDesc("cairn_node_ring_epoch", "Epoch of the ring this node routes with.", nil, nil),
+		place:     prometheus.NewDesc("cairn_node_placement_epoch", "Epoch of the placement this node acts on.", nil, nil),
+	}
+	for _, c := range []prometheus.Collector{n.http.requests, n.http.seconds, nm} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("node: metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// instrument records h's requests under route.
+func (m *httpMetrics) instrument(route string, h http.HandlerFunc) http.Handler {
+	if m == nil {
+		return h
+	}
+	l := prometheus.Labels{"route": route}
+	return promhttp.InstrumentHandlerCounter(m.requests.MustCurryWith(l),
+		promhttp.InstrumentHandlerDuration(m.seconds.MustCurryWith(l), h))
+}
+
+func sortedIDs[V any](m map[fsm.ShardID]V) []fsm.ShardID {
+	return slices.Sorted(maps.Keys(m))
+}

@@ -1,0 +1,103 @@
+package node
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+// ClusterStatus is one node's view of the cluster (GET /v1/cluster).
+type ClusterStatus struct {
+	Node           string `json:"node"`
+	ClusterID      string `json:"cluster_id,omitempty"`
+	RaftAddr       string `json:"raft_addr"`
+	HTTPAddr       string `json:"http_addr"`
+	GossipAddr     string `json:"gossip_addr"`
+	RingEpoch      uint64 `json:"ring_epoch"`
+	PlacementEpoch uint64 `json:"placement_epoch"`
+	Replicas       int    `json:"replication_factor,omitempty"`
+	// Ready: this node knows the layout and a leader for every shard;
+	// otherwise NotReady says what is missing.
+	Ready    bool          `json:"ready"`
+	NotReady string        `json:"not_ready,omitempty"`
+	Nodes    []NodeStatus  `json:"nodes"`
+	Shards   []ShardStatus `json:"shards"`
+}
+
+// NodeStatus is a node as the registry and gossip show it.
+type NodeStatus struct {
+	NodeInfo
+	// Registered: in the meta group's registry; Alive: gossip sees it.
+	Registered bool     `json:"registered"`
+	Alive      bool     `json:"alive"`
+	Leads      []uint64 `json:"leads"`
+}
+
+// ShardStatus is a shard: where it is placed, who leads it, and this
+// node's replica of it, if any.
+type ShardStatus struct {
+	Shard uint64 `json:"shard"`
+	// Replicas are the nodes placed for the shard (for the meta group,
+	// every registered node).
+	Replicas   []string      `json:"replicas"`
+	Leader     string        `json:"leader"`
+	LeaderAddr string        `json:"leader_addr"`
+	Local      *shard.Status `json:"local,omitempty"`
+}
+
+// Cluster returns this node's view of the cluster.
+func (n *Node) Cluster() ClusterStatus {
+	v := n.view.Load()
+	cs := ClusterStatus{
+		Node: n.cfg.Name, RaftAddr: n.raftAddr, HTTPAddr: n.httpAddr, GossipAddr: n.gossip.Addr(),
+		Nodes: []NodeStatus{}, Shards: []ShardStatus{},
+	}
+	if err := n.ready(); err != nil {
+		cs.NotReady = err.Error()
+	} else {
+		cs.Ready = true
+	}
+	byAddr := map[string]string{} // raft address → node name
+	nodes := map[string]*NodeStatus{}
+	for name, ni := range v.nodes {
+		nodes[name] = &NodeStatus{NodeInfo: ni, Registered: true, Leads: []uint64{}}
+		byAddr[ni.RaftAddr] = name
+	}
+	for _, m := range n.gossip.Members() {
+		ns := nodes[m.Name]
+		if ns == nil {
+			ns = &NodeStatus{NodeInfo: NodeInfo{Name: m.Name, RaftAddr: m.RaftAddr, HTTPAddr: m.HTTPAddr, GossipAddr: m.GossipAddr}, Leads: []uint64{}}
+			nodes[m.Name] = ns
+			byAddr[m.RaftAddr] = m.Name
+		}
+		ns.Alive = true
+	}
+	ids := []fsm.ShardID{MetaShard}
+	if v.hasLayout() {
+		cs.ClusterID = v.layout.ClusterID
+		cs.RingEpoch, cs.PlacementEpoch, cs.Replicas = v.ring.Epoch(), v.place.Epoch, v.layout.ReplicationFactor
+		ids = append(ids, v.ring.Shards()...)
+	}
+	for _, id := range ids {
+		ss := ShardStatus{Shard: uint64(id), Replicas: []string{}}
+		for _, r := range v.replicasOf(id) {
+			ss.Replicas = append(ss.Replicas, string(r))
+		}
+		if s := n.localShard(id); s != nil {
+			st := s.Status()
+			ss.Local = &st
+		}
+		ss.LeaderAddr = n.leaderAddr(id)
+		ss.Leader = byAddr[ss.LeaderAddr]
+		if ns := nodes[ss.Leader]; ns != nil {
+			ns.Leads = append(ns.Leads, uint64(id))
+		}
+		cs.Shards = append(cs.Shards, ss)
+	}
+	for _, name := range slices.Sorted(maps.Keys(nodes)) {
+		cs.Nodes = append(cs.Nodes, *nodes[name])
+	}
+	return cs
+}
