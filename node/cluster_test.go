@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,8 +38,9 @@ func clusterConfig(t *testing.T, name string, expect int, seeds []string) Config
 	return c
 }
 
-// startCluster starts k nodes that form one cluster together.
-func startCluster(t *testing.T, k, shards int) *testCluster {
+// startCluster starts k nodes that form one cluster together; mutate, if
+// given, adjusts each node's configuration.
+func startCluster(t *testing.T, k, shards int, mutate ...func(*Config)) *testCluster {
 	t.Helper()
 	tc := &testCluster{t: t, nodes: map[string]*Node{}, cfgs: map[string]Config{}}
 	var wg sync.WaitGroup
@@ -45,6 +48,9 @@ func startCluster(t *testing.T, k, shards int) *testCluster {
 	var errs []error
 	first := clusterConfig(t, "n1", k, []string{"127.0.0.1:1"}) // no one there: n1 is the seed
 	first.Shards = shards
+	for _, m := range mutate {
+		m(&first)
+	}
 	n1, err := Start(t.Context(), first)
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +64,9 @@ func startCluster(t *testing.T, k, shards int) *testCluster {
 			defer wg.Done()
 			c := clusterConfig(t, name, k, []string{tc.seed})
 			c.Shards = shards
+			for _, m := range mutate {
+				m(&c)
+			}
 			n, err := Start(t.Context(), c)
 			mu.Lock()
 			defer mu.Unlock()
@@ -359,4 +368,112 @@ func TestJoiningNodeTakesReplicas(t *testing.T) {
 		}
 	}
 	tc.checkConverged()
+}
+
+// A node cut off from the rest answers 504 outcome_unknown for a write it
+// proposed but could not commit, and 503 unavailable (nothing proposed) for
+// a shard whose leader it cannot reach; it serves no linearizable read. Once
+// the others return, retrying the unknown write with its Request-Id applies
+// it exactly once.
+func TestHTTPUnknownOutcomeAndUnavailableUnderPartition(t *testing.T) {
+	// Long leases keep the cut-off leader in office while the request times
+	// out, so its proposal is appended but cannot commit.
+	tc := startCluster(t, 3, 2, func(c *Config) {
+		c.Shard.HeartbeatTimeout = 3 * time.Second
+		c.Shard.ElectionTimeout = 3 * time.Second
+		c.Shard.LeaderLeaseTimeout = 3 * time.Second
+		c.RequestTimeout = 700 * time.Millisecond
+	})
+	waitFor(t, "placement realized", 60*time.Second, tc.realized)
+	n1 := tc.nodes["n1"]
+	// n1 leads shard 1, another node shard 2.
+	s1, s2 := n1.localShard(1), n1.localShard(2)
+	if _, _, self := s1.Leader(); !self {
+		if err := tc.leaderOf(1).TransferLeadership(t.Context(), shard.Replica{ID: "n1", Addr: n1.RaftAddr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, self := s2.Leader(); self {
+		if err := s2.TransferLeadership(t.Context(), shard.Replica{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "leaders in place", 30*time.Second, func() error {
+		_, _, lead1 := s1.Leader()
+		_, l2, lead2 := s2.Leader()
+		if !lead1 || lead2 || l2 == "" {
+			return fmt.Errorf("n1 leads shard 1: %v, shard 2: %v (leader %q)", lead1, lead2, l2)
+		}
+		return nil
+	})
+	key1, key2 := keyOn(n1, 1), keyOn(n1, 2)
+	srv := httptest.NewServer(n1.Handler(nil))
+	defer srv.Close()
+
+	for _, name := range []string{"n2", "n3"} {
+		tc.nodes[name].Close()
+	}
+	hdr := map[string]string{"Request-Id": "rid-unknown"}
+	st, _, b := do(t, "PUT", srv.URL+"/v1/kv/"+key1, []byte("v1"), hdr)
+	if st != 504 || errCode(t, b) != "outcome_unknown" || !strings.Contains(string(b), "rid-unknown") {
+		t.Fatalf("write on a leader without quorum: %d %s, want 504 outcome_unknown naming the request", st, b)
+	}
+	st, _, b = do(t, "PUT", srv.URL+"/v1/kv/"+key2, []byte("v2"), nil)
+	if st != 503 || errCode(t, b) != "unavailable" {
+		t.Fatalf("write to a shard whose leader is gone: %d %s, want 503 unavailable", st, b)
+	}
+	lastIndex := s2.Status().LastIndex
+	st, _, b = do(t, "GET", srv.URL+"/v1/kv/"+key1, nil, nil)
+	if st != 503 || errCode(t, b) != "unavailable" {
+		t.Fatalf("linearizable read on a leader without quorum: %d %s, want 503", st, b)
+	}
+	if got := s2.Status().LastIndex; got != lastIndex {
+		t.Fatalf("shard 2's log grew from %d to %d after requests that were refused", lastIndex, got)
+	}
+
+	// The others come back; the retry with the same Request-Id applies once.
+	for _, name := range []string{"n2", "n3"} {
+		n, err := Start(t.Context(), tc.cfgs[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.nodes[name] = n
+	}
+	tc.waitReady()
+	var versions []string
+	for range 2 {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		ver, err := n1.Put(ctx, []byte(key1), []byte("v1"), WriteOptions{RequestID: "rid-unknown"})
+		cancel()
+		if err != nil {
+			t.Fatalf("retry of the unknown write: %v", err)
+		}
+		versions = append(versions, strconv.FormatUint(ver, 10))
+	}
+	if versions[0] != versions[1] {
+		t.Fatalf("retries with one Request-Id applied twice: versions %v", versions)
+	}
+}
+
+// leaderOf returns the replica that leads shard id.
+func (tc *testCluster) leaderOf(id fsm.ShardID) *shard.Shard {
+	for _, n := range tc.nodes {
+		if s := n.localShard(id); s != nil {
+			if _, _, self := s.Leader(); self {
+				return s
+			}
+		}
+	}
+	tc.t.Fatalf("no leader of %v", id)
+	return nil
+}
+
+// keyOn returns a key that n's ring puts on shard id.
+func keyOn(n *Node, id fsm.ShardID) string {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("key-%d", i)
+		if n.Ring().Locate([]byte(k)) == id {
+			return k
+		}
+	}
 }

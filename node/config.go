@@ -64,6 +64,10 @@ type Config struct {
 	// match the placement (it also does so whenever the placement changes).
 	// Default 1s.
 	ReconcileInterval time.Duration
+	// RequestTimeout bounds each HTTP request: a request that cannot be
+	// served by then fails as unavailable (nothing was proposed) or, for a
+	// write that was proposed, as outcome unknown. Default 10s.
+	RequestTimeout time.Duration
 	// GossipLocal selects memberlist's timings for one machine (faster
 	// failure detection; tests and kvnode demo).
 	GossipLocal bool
@@ -93,6 +97,7 @@ func DefaultConfig() Config {
 		Replicas:          3,
 		ReplicaMaxLag:     256,
 		ReconcileInterval: time.Second,
+		RequestTimeout:    DefaultTimeout,
 		Shard:             shard.DefaultConfig(),
 	}
 }
@@ -134,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReplicaMaxLag == 0 {
 		errs = append(errs, errors.New("node: ReplicaMaxLag must be positive"))
+	}
+	if c.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("node: RequestTimeout must be positive"))
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("node: ReconcileInterval must be positive"))

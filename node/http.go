@@ -20,8 +20,7 @@ import (
 
 // HTTP limits, checked before anything is proposed.
 const (
-	maxBodyBytes   = 4 << 20
-	requestTimeout = 10 * time.Second
+	maxBodyBytes = 4 << 20
 )
 
 // Handler returns the node's HTTP API (KV, cluster status, health, metrics).
@@ -165,7 +164,7 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "read body: "+err.Error())
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
 	defer cancel()
 	w.Header().Set("Request-Id", o.RequestID)
 	v, err := n.Put(ctx, []byte(r.PathValue("key")), value, o)
@@ -182,7 +181,7 @@ func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, err.Error())
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
 	defer cancel()
 	w.Header().Set("Request-Id", o.RequestID)
 	if err := n.Delete(ctx, []byte(r.PathValue("key")), o); err != nil {
@@ -198,7 +197,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, err.Error())
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
 	defer cancel()
 	it, err := n.Get(ctx, []byte(r.PathValue("key")), o)
 	if err != nil {
@@ -238,7 +237,7 @@ func (n *Node) handleScan(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
 	defer cancel()
 	items, next, err := n.Scan(ctx, so, ro)
 	if err != nil {

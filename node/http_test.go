@@ -52,8 +52,18 @@ func errCode(t *testing.T, b []byte) string {
 	return e.Error.Code
 }
 
+// logLength sums the last raft index of every replica on n: it grows with
+// anything proposed.
+func logLength(n *Node) uint64 {
+	var sum uint64
+	for _, st := range n.Shards() {
+		sum += st.LastIndex
+	}
+	return sum
+}
+
 func TestHTTPKV(t *testing.T) {
-	_, srv := startHTTP(t)
+	n, srv := startHTTP(t)
 	u := srv.URL + "/v1/kv/"
 
 	st, _, b := do(t, "PUT", u+"a%2Fb%20c", []byte("v1"), nil)
@@ -84,7 +94,8 @@ func TestHTTPKV(t *testing.T) {
 	if !bytes.Equal(b1, b2) || h1.Get("Request-Id") != "req-42" {
 		t.Fatalf("retry with the same Request-Id: %s then %s", b1, b2)
 	}
-	// Errors.
+	// Errors. Bad input is refused before anything is proposed.
+	before := logLength(n)
 	for _, tc := range []struct {
 		method, path string
 		body         []byte
@@ -92,18 +103,31 @@ func TestHTTPKV(t *testing.T) {
 		code         string
 	}{
 		{"GET", "missing", nil, 404, "not_found"},
-		{"DELETE", "missing", nil, 404, "not_found"},
 		{"PUT", "", []byte("x"), 400, "bad_request"},
 		{"PUT", strings.Repeat("k", 4097), []byte("x"), 413, "too_large"},
 		{"PUT", "big", make([]byte, 1<<20+1), 413, "too_large"},
 		{"PUT", "k?if_version=x", []byte("x"), 400, "bad_request"},
 		{"GET", "k?consistency=eventual", nil, 400, "bad_request"},
 		{"GET", "k?max_staleness=2s", nil, 400, "bad_request"},
+		{"GET", "k?consistency=stale&max_staleness=-1s", nil, 400, "bad_request"},
+		{"PUT", "k", make([]byte, 4<<20+1), 413, "too_large"},
+		{"DELETE", "k?if_version=-3", nil, 400, "bad_request"},
 	} {
 		st, _, b := do(t, tc.method, u+tc.path, tc.body, nil)
 		if st != tc.status || errCode(t, b) != tc.code {
 			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, st, b, tc.status, tc.code)
 		}
+	}
+	if st, _, b := do(t, "PUT", u+"k", []byte("x"), map[string]string{"Request-Id": strings.Repeat("r", 257)}); st != 400 || errCode(t, b) != "bad_request" {
+		t.Errorf("oversized Request-Id: %d %s", st, b)
+	}
+	if after := logLength(n); after != before {
+		t.Fatalf("refused requests grew the raft logs from %d to %d entries", before, after)
+	}
+	// Deleting an absent key is not bad input: it is proposed, finds
+	// nothing and answers 404.
+	if st, _, b := do(t, "DELETE", u+"missing", nil, nil); st != 404 || errCode(t, b) != "not_found" {
+		t.Errorf("DELETE missing: %d %s", st, b)
 	}
 	st, _, b = do(t, "GET", u+"a%2Fb%20c?consistency=stale&max_staleness=10s", nil, nil)
 	if st != 200 || string(b) != "v2" {

@@ -29,7 +29,7 @@ func (s *Shard) AddReplica(ctx context.Context, id, addr string, maxLag uint64) 
 		return err
 	}
 	timeout := timeoutOf(ctx, s.cfg.ElectionTimeout)
-	if err := s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error(); err != nil {
+	if err := s.wait(ctx, s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)); err != nil {
 		return fmt.Errorf("shard: add non-voter %s to %v: %w", id, s.cfg.ID, err)
 	}
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -48,7 +48,7 @@ func (s *Shard) AddReplica(ctx context.Context, id, addr string, maxLag uint64) 
 			return fmt.Errorf("shard: %s did not catch up on %v: %w", id, s.cfg.ID, ctx.Err())
 		}
 	}
-	if err := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx, s.cfg.ElectionTimeout)).Error(); err != nil {
+	if err := s.wait(ctx, s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx, s.cfg.ElectionTimeout))); err != nil {
 		return fmt.Errorf("shard: promote %s on %v: %w", id, s.cfg.ID, err)
 	}
 	s.logger.Info("replica promoted", "replica", id)
@@ -63,7 +63,7 @@ func (s *Shard) AddNonvoter(ctx context.Context, id, addr string) error {
 	if err := s.leaderCheck(); err != nil {
 		return err
 	}
-	if err := s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx, s.cfg.ElectionTimeout)).Error(); err != nil {
+	if err := s.wait(ctx, s.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx, s.cfg.ElectionTimeout))); err != nil {
 		return fmt.Errorf("shard: add non-voter %s to %v: %w", id, s.cfg.ID, err)
 	}
 	return nil
@@ -111,7 +111,7 @@ func (s *Shard) RemoveReplica(ctx context.Context, id string) error {
 	if err := s.leaderCheck(); err != nil {
 		return err
 	}
-	if err := s.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx, s.cfg.ElectionTimeout)).Error(); err != nil {
+	if err := s.wait(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx, s.cfg.ElectionTimeout))); err != nil {
 		return fmt.Errorf("shard: remove %s from %v: %w", id, s.cfg.ID, err)
 	}
 	return nil
@@ -142,6 +142,23 @@ func (s *Shard) TransferLeadership(ctx context.Context, to Replica) error {
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("shard: transfer leadership of %v: %w", s.cfg.ID, ctx.Err())
+	}
+}
+
+// wait waits for a membership future, ctx or Close. Raft resolves such a
+// future only when the change commits or leadership is lost, so without
+// this a change stuck without quorum would hold its caller (and Close)
+// indefinitely. A change abandoned this way may still commit later.
+func (s *Shard) wait(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return ErrClosed
 	}
 }
 

@@ -253,15 +253,23 @@ type client struct {
 // trackedConn records when a reply last arrived, so that a call timing out
 // on a connection that has been silent since it was sent can be blamed on
 // the connection (a partition), not on a slow handler.
+//
+// It also records a failed read: net/rpc's client is dead from then on and
+// fails every call without sending it, which Call must not mistake for a
+// call that may have been delivered.
 type trackedConn struct {
 	net.Conn
 	lastRead atomic.Int64 // unix nanoseconds
+	broken   atomic.Bool
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.lastRead.Store(time.Now().UnixNano())
+	}
+	if err != nil {
+		c.broken.Store(true)
 	}
 	return n, err
 }
@@ -280,9 +288,12 @@ func (p *Pool) client(ctx context.Context, addr string) (*client, error) {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if c := p.clients[addr]; c != nil {
+	if c := p.clients[addr]; c != nil && !c.conn.broken.Load() {
 		p.mu.Unlock()
 		return c, nil
+	} else if c != nil {
+		delete(p.clients, addr)
+		_ = c.Close()
 	}
 	p.mu.Unlock()
 	conn, err := p.dial(ctx, addr)

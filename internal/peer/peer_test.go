@@ -181,3 +181,30 @@ func TestSilentConnectionIsDroppedOnTimeout(t *testing.T) {
 		(<-accepted).Close()
 	}
 }
+
+// After a peer closed the connection, the next call dials again instead of
+// failing on the dead client (which would look like a call that may have
+// been delivered).
+func TestClosedConnectionIsNotMistakenForASentCall(t *testing.T) {
+	h := &fakeHandler{}
+	srv, addr := serve(t, h)
+	p := tcpPool(t)
+	var pr ProposeReply
+	if err := p.Call(t.Context(), addr, "Propose", putIfAbsent(1, "x"), &pr); err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	c := p.clients[addr]
+	deadline := time.Now().Add(5 * time.Second)
+	for !c.conn.broken.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool did not notice the closed connection")
+		}
+		time.Sleep(5 * time.Millisecond) // wait for net/rpc's reader to see EOF
+	}
+	err := p.Call(t.Context(), addr, "Propose", putIfAbsent(1, "x"), &pr)
+	var te *TransportError
+	if !errors.As(err, &te) || te.Sent {
+		t.Fatalf("call to a peer that closed: %v, want an unsent transport error (redial refused)", err)
+	}
+}
