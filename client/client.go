@@ -226,6 +226,13 @@ func (c *Client) Cluster(ctx context.Context) (json.RawMessage, error) {
 	return json.RawMessage(b), err
 }
 
+// Ready returns nil once the node knows the cluster's layout and a leader
+// for every shard (GET /readyz), or the error that says why not.
+func (c *Client) Ready(ctx context.Context) error {
+	_, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil, "")
+	return err
+}
+
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, requestID string) ([]byte, error) {
 	return c.doHeader(ctx, method, path, q, body, requestID, nil)
 }
