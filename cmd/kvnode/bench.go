@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +21,7 @@ import (
 
 // benchConfig is what `kvnode bench` runs.
 type benchConfig struct {
-	addr        string
+	addrs       []string
 	clients     int
 	duration    time.Duration
 	keys        int
@@ -26,40 +29,111 @@ type benchConfig struct {
 	readRatio   float64
 	consistency string
 	seed        uint64
+	preload     bool
+	jsonOut     bool
 }
 
-// runBench is `kvnode bench`: a closed-loop load of puts and gets against a
-// node, printing a progress line every second and a summary at the end.
+// runBench is `kvnode bench`: a closed-loop load of puts and gets against
+// one node or several (clients are spread over them), printing a progress
+// line every second and a summary at the end.
 func runBench(args []string, out io.Writer) error {
 	var bc benchConfig
 	fs := flag.NewFlagSet("kvnode bench", flag.ContinueOnError)
-	fs.StringVar(&bc.addr, "addr", "127.0.0.1:7070", "node HTTP address")
-	fs.IntVar(&bc.clients, "clients", 16, "concurrent clients")
-	fs.DurationVar(&bc.duration, "duration", 10*time.Second, "how long to run")
+	addrs := fs.String("addr", "127.0.0.1:7070", "node HTTP address, or several separated by commas (clients are spread over them)")
+	fs.IntVar(&bc.clients, "clients", 16, "concurrent clients (each one request at a time)")
+	fs.DurationVar(&bc.duration, "duration", 10*time.Second, "how long to run (0 with --preload: only load the keys)")
 	fs.IntVar(&bc.keys, "keys", 10000, "distinct keys")
 	fs.IntVar(&bc.valueSize, "value-size", 256, "bytes per value")
 	fs.Float64Var(&bc.readRatio, "read-ratio", 0.5, "fraction of operations that are gets")
 	fs.StringVar(&bc.consistency, "consistency", "linearizable", "gets: linearizable or stale")
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the key and operation choice")
+	fs.BoolVar(&bc.preload, "preload", false, "write every key once before the timed run (not measured)")
+	fs.BoolVar(&bc.jsonOut, "json", false, "also print the summary as one JSON line")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	bc.addrs = strings.Split(*addrs, ",")
 	switch {
-	case bc.clients < 1 || bc.keys < 1 || bc.valueSize < 0 || bc.duration <= 0:
-		return fmt.Errorf("bench: clients, keys and duration must be positive, value-size not negative")
+	case bc.clients < 1 || bc.keys < 1 || bc.valueSize < 0 || bc.duration < 0 || (bc.duration == 0 && !bc.preload):
+		return fmt.Errorf("bench: clients, keys and duration must be positive (duration 0 only with --preload), value-size not negative")
 	case bc.readRatio < 0 || bc.readRatio > 1:
 		return fmt.Errorf("bench: read-ratio must be in [0, 1]")
 	case bc.consistency != "linearizable" && bc.consistency != "stale":
 		return fmt.Errorf("bench: consistency must be linearizable or stale")
 	}
+	clients := benchClients(bc)
+	if bc.preload {
+		start := time.Now()
+		n, err := preload(context.Background(), clients, bc, func(done int64) {
+			fmt.Fprintf(os.Stderr, "\rpreloading %d / %d keys ", done, bc.keys)
+		})
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return fmt.Errorf("bench: preload: %w", err)
+		}
+		fmt.Fprintf(out, "preloaded %d keys in %v (%.0f puts/s)\n", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
+		if bc.duration == 0 {
+			return nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), bc.duration)
 	defer cancel()
-	res := bench(ctx, client.New(bc.addr, client.WithRetries(0, 0)), bc, func(done, errs int64, elapsed time.Duration) {
+	res := bench(ctx, clients, bc, func(done, errs int64, elapsed time.Duration) {
 		fmt.Fprintf(os.Stderr, "\r%6.1fs  %10d ops  %9.0f ops/s  %d errors ", elapsed.Seconds(), done, float64(done)/elapsed.Seconds(), errs)
 	})
 	fmt.Fprintln(os.Stderr)
 	res.print(out, bc)
+	if bc.jsonOut {
+		return json.NewEncoder(out).Encode(res.summary(bc))
+	}
 	return nil
+}
+
+// benchClients returns one client per address, each with enough idle
+// connections for the clients that use it (so none are redialled).
+func benchClients(bc benchConfig) []*client.Client {
+	var out []*client.Client
+	per := bc.clients/len(bc.addrs) + 1
+	for _, a := range bc.addrs {
+		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: per, MaxIdleConns: per, IdleConnTimeout: time.Minute}}
+		out = append(out, client.New(a, client.WithRetries(0, 0), client.WithHTTPClient(hc)))
+	}
+	return out
+}
+
+func benchKey(i int) string { return fmt.Sprintf("bench/%08d", i) }
+
+// preload writes every key once, spread over the clients.
+func preload(ctx context.Context, clients []*client.Client, bc benchConfig, progress func(int64)) (int64, error) {
+	var next, done atomic.Int64
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var firstErr error
+	value := make([]byte, bc.valueSize)
+	for i := range bc.clients {
+		wg.Go(func() {
+			c := clients[i%len(clients)]
+			for {
+				k := next.Add(1) - 1
+				if k >= int64(bc.keys) {
+					return
+				}
+				if _, err := c.Put(ctx, benchKey(int(k)), value); err != nil {
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					errMu.Unlock()
+					return
+				}
+				if d := done.Add(1); d%10000 == 0 {
+					progress(d)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return done.Load(), firstErr
 }
 
 type benchResult struct {
@@ -70,7 +144,7 @@ type benchResult struct {
 }
 
 // bench runs the load until ctx ends; progress is called once a second.
-func bench(ctx context.Context, c *client.Client, bc benchConfig, progress func(done, errs int64, elapsed time.Duration)) benchResult {
+func bench(ctx context.Context, clients []*client.Client, bc benchConfig, progress func(done, errs int64, elapsed time.Duration)) benchResult {
 	var done, errs atomic.Int64
 	var mu sync.Mutex
 	res := benchResult{}
@@ -92,12 +166,13 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress func(
 	var wg sync.WaitGroup
 	for i := range bc.clients {
 		wg.Go(func() {
+			c := clients[i%len(clients)]
 			rng := rand.New(rand.NewPCG(bc.seed, uint64(i)))
 			value := make([]byte, bc.valueSize)
 			var puts, gets []time.Duration
 			var firstErr error
 			for ctx.Err() == nil {
-				key := fmt.Sprintf("bench/%08d", rng.IntN(bc.keys))
+				key := benchKey(rng.IntN(bc.keys))
 				isGet := rng.Float64() < bc.readRatio
 				t0 := time.Now()
 				var err error
@@ -107,7 +182,7 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress func(
 						opts = append(opts, client.Stale(0))
 					}
 					_, _, err = c.Get(ctx, key, opts...)
-					if err != nil && errorsIsNotFound(err) {
+					if err != nil && errors.Is(err, client.ErrNotFound) {
 						err = nil // a key not written yet is a valid answer
 					}
 				} else {
@@ -151,12 +226,10 @@ func bench(ctx context.Context, c *client.Client, bc benchConfig, progress func(
 	return res
 }
 
-func errorsIsNotFound(err error) bool { return errors.Is(err, client.ErrNotFound) }
-
 func (r benchResult) print(out io.Writer, bc benchConfig) {
 	total := len(r.puts) + len(r.gets)
-	fmt.Fprintf(out, "%d clients, %v, %d keys, %d-byte values, read ratio %.2f (%s)\n",
-		bc.clients, r.elapsed.Round(time.Millisecond), bc.keys, bc.valueSize, bc.readRatio, bc.consistency)
+	fmt.Fprintf(out, "%d clients over %d node(s), %v, %d keys, %d-byte values, read ratio %.2f (%s)\n",
+		bc.clients, len(bc.addrs), r.elapsed.Round(time.Millisecond), bc.keys, bc.valueSize, bc.readRatio, bc.consistency)
 	fmt.Fprintf(out, "%-5s %10s %10s %9s %9s %9s\n", "op", "count", "ops/s", "p50", "p99", "p99.9")
 	for _, row := range []struct {
 		name string
@@ -167,14 +240,47 @@ func (r benchResult) print(out io.Writer, bc benchConfig) {
 		}
 		slices.Sort(row.lat)
 		fmt.Fprintf(out, "%-5s %10d %10.0f %9s %9s %9s\n", row.name, len(row.lat), float64(len(row.lat))/r.elapsed.Seconds(),
-			pct(row.lat, 0.50), pct(row.lat, 0.99), pct(row.lat, 0.999))
+			ms(pct(row.lat, 0.50)), ms(pct(row.lat, 0.99)), ms(pct(row.lat, 0.999)))
 	}
 	if r.errors > 0 {
 		fmt.Fprintf(out, "%d errors (%.2f%%); first: %v\n", r.errors, 100*float64(r.errors)/float64(int64(total)+r.errors), r.firstError)
 	}
 }
 
-func pct(sorted []time.Duration, p float64) string {
-	d := sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
-	return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000)
+// benchSummary is the one-line JSON form of a run, for scripts.
+type benchSummary struct {
+	Clients     int     `json:"clients"`
+	ReadRatio   float64 `json:"read_ratio"`
+	Consistency string  `json:"consistency"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	PutP50      float64 `json:"put_p50_ms"`
+	PutP99      float64 `json:"put_p99_ms"`
+	PutP999     float64 `json:"put_p999_ms"`
+	GetP50      float64 `json:"get_p50_ms"`
+	GetP99      float64 `json:"get_p99_ms"`
+	GetP999     float64 `json:"get_p999_ms"`
+	Errors      int64   `json:"errors"`
 }
+
+func (r benchResult) summary(bc benchConfig) benchSummary {
+	s := benchSummary{
+		Clients: bc.clients, ReadRatio: bc.readRatio, Consistency: bc.consistency, Errors: r.errors,
+		OpsPerSec: float64(len(r.puts)+len(r.gets)) / r.elapsed.Seconds(),
+	}
+	msf := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	if len(r.puts) > 0 {
+		p := slices.Sorted(slices.Values(r.puts))
+		s.PutP50, s.PutP99, s.PutP999 = msf(pct(p, 0.5)), msf(pct(p, 0.99)), msf(pct(p, 0.999))
+	}
+	if len(r.gets) > 0 {
+		g := slices.Sorted(slices.Values(r.gets))
+		s.GetP50, s.GetP99, s.GetP999 = msf(pct(g, 0.5)), msf(pct(g, 0.99)), msf(pct(g, 0.999))
+	}
+	return s
+}
+
+func pct(sorted []time.Duration, p float64) time.Duration {
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }

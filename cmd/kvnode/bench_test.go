@@ -14,18 +14,27 @@ import (
 func TestBenchRunsMixedLoad(t *testing.T) {
 	_, url := nodetest.Start(t, "bench", 2)
 
-	bc := benchConfig{clients: 4, duration: time.Second, keys: 50, valueSize: 32, readRatio: 0.5, consistency: "linearizable", seed: 3}
+	bc := benchConfig{addrs: []string{url}, clients: 4, duration: time.Second, keys: 50, valueSize: 32, readRatio: 0.5, consistency: "linearizable", seed: 3}
+	c := client.New(url)
+	clients := benchClients(bc)
+	n, err := preload(t.Context(), clients, bc, func(int64) {})
+	if err != nil || n != int64(bc.keys) {
+		t.Fatalf("preload wrote %d keys, %v; want %d", n, err, bc.keys)
+	}
+	page, err := c.Scan(t.Context(), client.ScanRequest{Prefix: "bench/"})
+	if err != nil || len(page.Items) != bc.keys {
+		t.Fatalf("after preload: %d keys, %v", len(page.Items), err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), bc.duration)
 	defer cancel()
-	c := client.New(url)
-	res := bench(ctx, c, bc, func(int64, int64, time.Duration) {})
+	res := bench(ctx, clients, bc, func(int64, int64, time.Duration) {})
 	if res.errors != 0 {
 		t.Fatalf("%d errors, first: %v", res.errors, res.firstError)
 	}
 	if len(res.puts) == 0 || len(res.gets) == 0 {
 		t.Fatalf("%d puts, %d gets", len(res.puts), len(res.gets))
 	}
-	page, err := c.Scan(t.Context(), client.ScanRequest{Prefix: "bench/"})
+	page, err = c.Scan(t.Context(), client.ScanRequest{Prefix: "bench/"})
 	if err != nil || len(page.Items) == 0 || len(page.Items) > bc.keys {
 		t.Fatalf("bench keys after the run: %d, %v", len(page.Items), err)
 	}
@@ -38,5 +47,9 @@ func TestBenchRunsMixedLoad(t *testing.T) {
 	res.print(&out, bc)
 	if !strings.Contains(out.String(), "put ") || !strings.Contains(out.String(), "get ") || strings.Contains(out.String(), "errors") {
 		t.Fatalf("summary:\n%s", out.String())
+	}
+	sum := res.summary(bc)
+	if sum.OpsPerSec <= 0 || sum.PutP50 <= 0 || sum.GetP50 <= 0 || sum.PutP50 > sum.PutP99 || sum.Errors != 0 {
+		t.Fatalf("JSON summary %+v", sum)
 	}
 }
