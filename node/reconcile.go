@@ -81,6 +81,14 @@ func (n *Node) ensureOpen(id fsm.ShardID) (*shard.Shard, error) {
 	if s := n.localShard(id); s != nil {
 		return s, nil
 	}
+	n.mu.RLock()
+	busy := n.busy[id]
+	n.mu.RUnlock()
+	if busy {
+		// A task still owns this shard's files (a replica being deleted
+		// after it moved away): open it again on a later pass.
+		return nil, fmt.Errorf("node: %v is busy", id)
+	}
 	s, err := n.openShard(id)
 	if err != nil {
 		n.logger.Error("open replica", "shard", uint64(id), "error", err)

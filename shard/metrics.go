@@ -115,18 +115,43 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// shardMetrics is one replica's view of Metrics; its methods are no-ops when
-// the node has no metrics.
+// shardMetrics is one replica's view of Metrics, with its series resolved
+// once (label lookups per operation cost more than the counting); its
+// methods are no-ops when the node has no metrics.
 type shardMetrics struct {
-	m  *Metrics
-	id string
+	m              *Metrics
+	id             string
+	proposals      map[string]prometheus.Counter // by outcome
+	proposeSeconds prometheus.Observer
+	entryCommands  prometheus.Observer
+	applySeconds   prometheus.Observer
+	reads          [2][2]prometheus.Counter // [consistency][outcome: ok, error]
 }
+
+var proposalOutcomes = []string{"applied", "condition_failed", "rejected", "unknown", "invalid"}
 
 func (m *Metrics) forShard(id fsm.ShardID) shardMetrics {
 	if m == nil {
 		return shardMetrics{}
 	}
-	return shardMetrics{m: m, id: strconv.FormatUint(uint64(id), 10)}
+	l := strconv.FormatUint(uint64(id), 10)
+	sm := shardMetrics{
+		m:              m,
+		id:             l,
+		proposals:      map[string]prometheus.Counter{},
+		proposeSeconds: m.proposeSeconds.WithLabelValues(l),
+		entryCommands:  m.entryCommands.WithLabelValues(l),
+		applySeconds:   m.applySeconds.WithLabelValues(l),
+	}
+	for _, o := range proposalOutcomes {
+		sm.proposals[o] = m.proposals.WithLabelValues(l, o)
+	}
+	for c, consistency := range []string{"linearizable", "stale"} {
+		for o, outcome := range []string{"ok", "error"} {
+			sm.reads[c][o] = m.reads.WithLabelValues(l, consistency, outcome)
+		}
+	}
+	return sm
 }
 
 // track adds a running replica to the scrape-time gauges.
@@ -154,21 +179,21 @@ func (sm shardMetrics) proposal(outcome string, took time.Duration) {
 	if sm.m == nil {
 		return
 	}
-	sm.m.proposals.WithLabelValues(sm.id, outcome).Inc()
+	sm.proposals[outcome].Inc()
 	if outcome == "applied" || outcome == "condition_failed" {
-		sm.m.proposeSeconds.WithLabelValues(sm.id).Observe(took.Seconds())
+		sm.proposeSeconds.Observe(took.Seconds())
 	}
 }
 
 func (sm shardMetrics) entry(commands int) {
 	if sm.m != nil {
-		sm.m.entryCommands.WithLabelValues(sm.id).Observe(float64(commands))
+		sm.entryCommands.Observe(float64(commands))
 	}
 }
 
 func (sm shardMetrics) applied(took time.Duration) {
 	if sm.m != nil {
-		sm.m.applySeconds.WithLabelValues(sm.id).Observe(took.Seconds())
+		sm.applySeconds.Observe(took.Seconds())
 	}
 }
 
@@ -176,14 +201,14 @@ func (sm shardMetrics) read(c Consistency, err error) {
 	if sm.m == nil {
 		return
 	}
-	consistency, outcome := "linearizable", "ok"
+	consistency, outcome := 0, 0
 	if c == Stale {
-		consistency = "stale"
+		consistency = 1
 	}
 	if err != nil {
-		outcome = "error"
+		outcome = 1
 	}
-	sm.m.reads.WithLabelValues(sm.id, consistency, outcome).Inc()
+	sm.reads[consistency][outcome].Inc()
 }
 
 func (sm shardMetrics) snapshot(kind string) {

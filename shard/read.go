@@ -164,8 +164,15 @@ func (s *Shard) leaderCheckOr(err error) error {
 	return &NotLeaderError{Shard: s.cfg.ID}
 }
 
-// remoteReadIndex asks the leader for a read index.
+// remoteReadIndex asks the leader for a read index. Concurrent reads on this
+// follower share one request (see rounds).
 func (s *Shard) remoteReadIndex(ctx context.Context) (uint64, error) {
+	return s.readIndexes.do(ctx)
+}
+
+func (s *Shard) fetchReadIndex() (uint64, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ReadTimeout)
+	defer cancel()
 	addr, id := s.raft.LeaderWithID()
 	if addr == "" {
 		return 0, fmt.Errorf("%w: %v has no leader", ErrUnavailable, s.cfg.ID)
@@ -288,53 +295,78 @@ func (s *Shard) keepLease() {
 	}
 }
 
-// verifier shares VerifyLeader rounds among concurrent reads. A caller joins
-// the next round to start, never one already in flight: a round that began
-// before the caller's read could have been answered by followers before a
-// newer leader was elected and acknowledged writes.
-type verifier struct {
-	raft    *raft.Raft
+// rounds shares one call of fn among concurrent callers. A caller joins the
+// next round to start, never one already in flight, so every result it gets
+// was produced after it arrived: a leadership check or read index that began
+// before the caller's read could predate writes acknowledged before it.
+type rounds[T any] struct {
+	fn      func() (T, error)
 	mu      sync.Mutex
-	next    []chan error
+	next    []chan roundResult[T]
 	running bool
-	lastOK  atomic.Int64 // unix nanos of the start of the last successful round
 }
 
-func (v *verifier) verify(ctx context.Context) error {
-	ch := make(chan error, 1)
-	v.mu.Lock()
-	v.next = append(v.next, ch)
-	if !v.running {
-		v.running = true
-		go v.run()
+type roundResult[T any] struct {
+	v   T
+	err error
+}
+
+func (r *rounds[T]) do(ctx context.Context) (T, error) {
+	ch := make(chan roundResult[T], 1)
+	r.mu.Lock()
+	r.next = append(r.next, ch)
+	if !r.running {
+		r.running = true
+		go r.run()
 	}
-	v.mu.Unlock()
+	r.mu.Unlock()
 	select {
-	case err := <-ch:
-		return err
+	case res := <-ch:
+		return res.v, res.err
 	case <-ctx.Done():
-		return ctx.Err()
+		var zero T
+		return zero, ctx.Err()
 	}
 }
 
-func (v *verifier) run() {
+func (r *rounds[T]) run() {
 	for {
-		v.mu.Lock()
-		batch := v.next
-		v.next = nil
+		r.mu.Lock()
+		batch := r.next
+		r.next = nil
 		if len(batch) == 0 {
-			v.running = false
-			v.mu.Unlock()
+			r.running = false
+			r.mu.Unlock()
 			return
 		}
-		v.mu.Unlock()
+		r.mu.Unlock()
+		v, err := r.fn()
+		for _, ch := range batch {
+			ch <- roundResult[T]{v, err}
+		}
+	}
+}
+
+// verifier shares VerifyLeader rounds among concurrent reads on a leader.
+type verifier struct {
+	rounds[struct{}]
+	lastOK atomic.Int64 // unix nanos of the start of the last successful round
+}
+
+func newVerifier(r *raft.Raft) *verifier {
+	v := &verifier{}
+	v.fn = func() (struct{}, error) {
 		start := time.Now()
-		err := v.raft.VerifyLeader().Error()
+		err := r.VerifyLeader().Error()
 		if err == nil {
 			v.lastOK.Store(start.UnixNano())
 		}
-		for _, ch := range batch {
-			ch <- err
-		}
+		return struct{}{}, err
 	}
+	return v
+}
+
+func (v *verifier) verify(ctx context.Context) error {
+	_, err := v.do(ctx)
+	return err
 }

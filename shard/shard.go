@@ -37,6 +37,9 @@ type Shard struct {
 	proposals chan *proposal
 	inflight  chan struct{}
 	verifier  *verifier
+	// readIndexes shares read-index requests to the leader among
+	// concurrent follower reads.
+	readIndexes rounds[uint64]
 	// readyTerm is the term in which this replica, as leader, has applied an
 	// entry of its own term; until then it serves no linearizable read.
 	readyTerm    atomic.Uint64
@@ -159,7 +162,8 @@ func (s *Shard) open() error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
-	s.verifier = &verifier{raft: s.raft}
+	s.verifier = newVerifier(s.raft)
+	s.readIndexes.fn = s.fetchReadIndex
 	cfg.Metrics.track(s)
 	s.wg.Add(4)
 	go s.watchLeadership(notify)
