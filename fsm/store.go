@@ -24,12 +24,14 @@ type Options struct {
 	Logger *slog.Logger
 
 	// MemTableSize bounds each memtable; it also caps one Badger transaction
-	// at 15% of it. Default 32 MiB.
+	// at 15% of it. Default 16 MiB (a 2.4 MB transaction: values of 1 KiB
+	// and more go to the value log and count only as pointers).
 	MemTableSize int64
 	// NumMemtables bounds memtables held in memory. Default 3.
 	NumMemtables int
 	// BlockCacheSize and IndexCacheSize bound Badger's caches.
-	// Defaults 64 MiB and 32 MiB.
+	// Defaults 32 MiB and 16 MiB: with the memtables, about 100 MiB of
+	// memory for a node (README, Performance, measures it).
 	BlockCacheSize int64
 	IndexCacheSize int64
 	// ValueThreshold: values at least this large go to the value log.
@@ -50,10 +52,10 @@ type Options struct {
 func DefaultOptions(dir string) Options {
 	return Options{
 		Dir:              dir,
-		MemTableSize:     32 << 20,
+		MemTableSize:     16 << 20,
 		NumMemtables:     3,
-		BlockCacheSize:   64 << 20,
-		IndexCacheSize:   32 << 20,
+		BlockCacheSize:   32 << 20,
+		IndexCacheSize:   16 << 20,
 		ValueThreshold:   1 << 10,
 		ValueLogFileSize: 256 << 20,
 		NumCompactors:    2,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -78,6 +79,10 @@ type Config struct {
 	// Shard is the template for every shard replica's raft settings; its ID,
 	// NodeID, Dir, Store, Mux, Logger and Metrics are filled in by the node.
 	Shard shard.Config
+	// Store configures the node's Badger store; Dir and Logger are filled in
+	// by the node. Every node of a cluster must use the same MemTableSize
+	// (it bounds the largest command; see fsm.Options).
+	Store fsm.Options
 }
 
 // DefaultConfig returns the defaults of kvnode's flags.
@@ -99,6 +104,7 @@ func DefaultConfig() Config {
 		ReconcileInterval: time.Second,
 		RequestTimeout:    DefaultTimeout,
 		Shard:             shard.DefaultConfig(),
+		Store:             fsm.DefaultOptions(""),
 	}
 }
 

@@ -99,7 +99,8 @@ func (n *Node) start(ctx context.Context) error {
 		return err
 	}
 	var err error
-	so := fsm.DefaultOptions(filepath.Join(n.cfg.DataDir, "badger"))
+	so := n.cfg.Store
+	so.Dir = filepath.Join(n.cfg.DataDir, "badger")
 	so.Logger = n.logger
 	if n.store, err = fsm.Open(so); err != nil {
 		return err

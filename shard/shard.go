@@ -125,7 +125,7 @@ func (s *Shard) open() error {
 	if err := s.catchUpFromSnapshot(snaps); err != nil {
 		return err
 	}
-	cache, err := raft.NewLogCache(4096, s.logs)
+	cache, err := raft.NewLogCache(cfg.LogCacheEntries, s.logs)
 	if err != nil {
 		return err
 	}

@@ -21,16 +21,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/cairndb/cairn/node"
+	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -82,6 +85,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to hand leadership away and drain requests")
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
+	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, o, err
 	}
@@ -98,6 +102,11 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 		}
 		cfg.GossipKey = k
 	}
+	limit, err := humanize.ParseBytes(*memLimit)
+	if err != nil || limit > math.MaxInt64 {
+		return cfg, o, fmt.Errorf("--memory-limit %q: want a size such as 256MiB, or 0", *memLimit)
+	}
+	o.memoryLimit = int64(limit)
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return cfg, o, fmt.Errorf("--log-level: %w", err)
@@ -107,6 +116,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 }
 
 type serverOpts struct {
+	memoryLimit     int64 // bytes; 0: none
 	pprof           bool
 	logLevel        string
 	level           slog.Level
@@ -120,6 +130,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && o.memoryLimit > 0 {
+		// Without a limit the heap grows to twice its live size between
+		// collections, and the runtime keeps what it grew to.
+		debug.SetMemoryLimit(o.memoryLimit)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Registry = reg
