@@ -47,9 +47,11 @@ type Config struct {
 	// SnapshotsRetained: default 2.
 	SnapshotsRetained int
 
-	// MaxInflight bounds group-commit entries proposed but not yet applied.
-	// Default 2: measured as good as 1 and better than 4; with P concurrent
-	// proposers an entry carries about P/(MaxInflight+1) commands.
+	// MaxInflight bounds group-commit entries proposed but not yet applied;
+	// with P concurrent proposers an entry carries about P/(MaxInflight+1)
+	// commands. Default 1: through kvnode on 3 nodes (2 cores, CPU-bound),
+	// fewer and larger entries beat more overlap: medians of 3 runs at 16,
+	// 64 and 256 clients, 1321/3007/4557 puts/s against 972/2520/4169 with 2.
 	MaxInflight int
 	// MaxQueue bounds proposals waiting for a group; beyond it Propose fails
 	// with ErrUnavailable. Default 8192.
