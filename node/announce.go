@@ -20,8 +20,10 @@ type announcement struct {
 	// cluster, a hash of the members it proposes to bootstrap with.
 	Expect   int
 	Proposal uint64
-	// Epoch is the placement epoch the node has applied.
-	Epoch uint64
+	// RingEpoch and Epoch are the ring and placement epochs the node has
+	// applied: a node behind the others shows here.
+	RingEpoch uint64
+	Epoch     uint64
 	// Leads are the shards whose leader is this node (as many as fit).
 	Leads []fsm.ShardID
 }
@@ -36,6 +38,7 @@ func (a announcement) encode(max int) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(a.Expect))
 	b = binary.BigEndian.AppendUint64(b, a.Proposal)
+	b = binary.AppendUvarint(b, a.RingEpoch)
 	b = binary.AppendUvarint(b, a.Epoch)
 	leads := slices.Sorted(slices.Values(a.Leads))
 	// Leads are deltas from the previous ID; the count comes first, so
@@ -78,6 +81,9 @@ func decodeAnnouncement(b []byte) (announcement, error) {
 	a.Expect = int(expect)
 	a.Proposal = binary.BigEndian.Uint64(b)
 	b = b[8:]
+	if a.RingEpoch, ok = next(); !ok {
+		return a, errAnnouncement
+	}
 	if a.Epoch, ok = next(); !ok {
 		return a, errAnnouncement
 	}
@@ -118,7 +124,7 @@ func (n *Node) announceLoop() {
 func (n *Node) announce() {
 	a := announcement{InCluster: n.inCluster(), Expect: n.cfg.BootstrapExpect, Proposal: n.forming.Load()}
 	if v := n.view.Load(); v.hasLayout() {
-		a.Epoch = v.place.Epoch
+		a.RingEpoch, a.Epoch = v.ring.Epoch(), v.place.Epoch
 	}
 	for _, s := range n.replicas() {
 		if _, _, self := s.Leader(); self {

@@ -363,9 +363,20 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 
 func (n *Node) readOnce(ctx context.Context, t target, r readRequest, avoid map[string]bool) ([]fsm.Item, bool, error) {
 	if s := n.localShard(t.id); s != nil {
+		// A local follower serves the read (linearizable ones through the
+		// leader's read index) unless it is a non-voter: one that is still
+		// catching up could make linearizable reads wait long and would
+		// serve stale reads from far behind while it hears from the leader.
 		_, leader, self := s.Leader()
-		if self || leader != "" || r.opts.Consistency == shard.Stale {
-			return readLocal(ctx, s, r)
+		if self || (leader != "" || r.opts.Consistency == shard.Stale) && s.IsVoter() {
+			local := r
+			local.opts.NoWait = true
+			items, more, err := readLocal(ctx, s, local)
+			if !errors.Is(err, shard.ErrBehind) {
+				return items, more, err
+			}
+			// Behind the read index: the leader answers sooner than this
+			// replica would learn the commit.
 		}
 	}
 	addr := n.pickPeer(t.id, avoid)

@@ -33,6 +33,10 @@ type NodeStatus struct {
 	Registered bool     `json:"registered"`
 	Alive      bool     `json:"alive"`
 	Leads      []uint64 `json:"leads"`
+	// RingEpoch and PlacementEpoch: what the node announced through gossip
+	// that it has applied (alive nodes only).
+	RingEpoch      uint64 `json:"ring_epoch,omitempty"`
+	PlacementEpoch uint64 `json:"placement_epoch,omitempty"`
 }
 
 // ShardStatus is a shard: where it is placed, who leads it, and this
@@ -73,6 +77,9 @@ func (n *Node) Cluster() ClusterStatus {
 			byAddr[m.RaftAddr] = m.Name
 		}
 		ns.Alive = true
+		if a, err := decodeAnnouncement(m.State); err == nil {
+			ns.RingEpoch, ns.PlacementEpoch = a.RingEpoch, a.Epoch
+		}
 	}
 	ids := []fsm.ShardID{MetaShard}
 	if v.hasLayout() {

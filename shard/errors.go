@@ -21,6 +21,10 @@ var (
 	ErrOutcomeUnknown = errors.New("shard: outcome unknown")
 	// ErrTooStale: a stale read could not meet its maximum staleness.
 	ErrTooStale = errors.New("shard: replica too stale")
+	// ErrBehind: a follower asked not to wait (ReadOptions.NoWait) has not
+	// yet learned that the read index is committed; the leader can serve
+	// the read at once.
+	ErrBehind = errors.New("shard: replica behind the read index")
 	// ErrClosed: the shard was closed.
 	ErrClosed = errors.New("shard: closed")
 )

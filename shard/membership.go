@@ -104,6 +104,22 @@ func (s *Shard) Leader() (id, addr string, self bool) {
 	return string(i), string(a), s.raft.State() == raft.Leader
 }
 
+// IsVoter reports whether this replica is a voting member of its group's
+// latest configuration. A non-voter may still be catching up (copying a
+// snapshot), so its state can be far behind while it hears from the leader.
+func (s *Shard) IsVoter() bool {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == s.cfg.NodeID {
+			return srv.Suffrage == raft.Voter
+		}
+	}
+	return false
+}
+
 // RemoveReplica removes a replica from the group.
 func (s *Shard) RemoveReplica(ctx context.Context, id string) error {
 	s.membership.Lock()

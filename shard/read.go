@@ -33,6 +33,12 @@ type ReadOptions struct {
 	// MaxStaleness (Stale only): fail with ErrTooStale if the replica's
 	// staleness exceeds it. 0: no bound.
 	MaxStaleness time.Duration
+	// NoWait (Linearizable, on a follower): fail with ErrBehind instead of
+	// waiting when this replica has not yet learned that the read index is
+	// committed. Followers learn the commit index with the leader's next
+	// append, which under light writes can be a CommitTimeout away; the
+	// leader itself answers without that wait.
+	NoWait bool
 }
 
 // ReadInfo describes the point a read was served at.
@@ -104,6 +110,9 @@ func (s *Shard) readBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error
 		idx, err = s.leaderReadIndex(ctx)
 	} else {
 		idx, err = s.remoteReadIndex(ctx)
+		if err == nil && o.NoWait && s.raft.CommitIndex() < idx {
+			return ReadInfo{}, fmt.Errorf("%w: %v knows commit index %d, read index is %d", ErrBehind, s.cfg.ID, s.raft.CommitIndex(), idx)
+		}
 	}
 	if err != nil {
 		return ReadInfo{}, err

@@ -589,3 +589,43 @@ func TestFollowerReadAfterSnapshotEndingInNoops(t *testing.T) {
 		t.Fatalf("linearizable read on the follower after the snapshot: %q, %v", it.Value, err)
 	}
 }
+
+// A follower that has not yet learned that the read index is committed
+// says so at once with NoWait (so the caller can ask the leader), and
+// otherwise waits until it has and then sees the write.
+func TestFollowerReadNoWaitReportsBehind(t *testing.T) {
+	// A long commit timeout: followers learn a commit only from the next
+	// append, and none comes after the single write below.
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.CommitTimeout = 2 * time.Second
+		cfg.ReadTimeout = 10 * time.Second
+	})
+	c.bootstrap(3)
+	ctx := t.Context()
+	l := c.leader(10 * time.Second)
+	var f *replica
+	for _, r := range c.replicas {
+		if r != l {
+			f = r
+			break
+		}
+	}
+	// Settle: the follower knows everything committed so far.
+	mustOK(t)(l.shard.Propose(ctx, putCmd("warm", "up")))
+	eventually(t, 10*time.Second, "follower caught up", func() bool {
+		_, _, err := f.shard.Get(ctx, []byte("warm"), ReadOptions{NoWait: true})
+		return err == nil
+	})
+	res := mustOK(t)(l.shard.Propose(ctx, putCmd("k", "v")))
+	_, _, err := f.shard.Get(ctx, []byte("k"), ReadOptions{NoWait: true})
+	if !errors.Is(err, ErrBehind) {
+		t.Fatalf("NoWait read on a follower that has not learned the commit: %v, want ErrBehind", err)
+	}
+	it, _, err := f.shard.Get(ctx, []byte("k"), ReadOptions{})
+	if err != nil || string(it.Value) != "v" || it.Version != res.Ops[0].Version {
+		t.Fatalf("waiting read on the follower: %q@%d %v, want v@%d", it.Value, it.Version, err, res.Ops[0].Version)
+	}
+	if _, _, err := l.shard.Get(ctx, []byte("k"), ReadOptions{NoWait: true}); err != nil {
+		t.Fatalf("NoWait read on the leader: %v", err)
+	}
+}
