@@ -489,7 +489,12 @@ func (n *Node) close() error {
 	n.wg.Wait()
 	var errs []error
 	if n.gossip != nil {
-		errs = append(errs, n.gossip.Close(time.Second))
+		// Leaving is a courtesy to the others (they would notice anyway);
+		// a leave nobody acknowledged in time, as when every node stops at
+		// once, is not a failure to close.
+		if err := n.gossip.Close(time.Second); err != nil {
+			n.logger.Warn("gossip leave", "error", err)
+		}
 	}
 	if n.rpc != nil {
 		errs = append(errs, n.rpc.Close())

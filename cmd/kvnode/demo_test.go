@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -76,7 +77,8 @@ func TestDemoRunsAThreeNodeCluster(t *testing.T) {
 	}
 	for _, nd := range nodes {
 		if code := nd.cmd.ProcessState.ExitCode(); code != 0 {
-			t.Fatalf("%s exited with %d after SIGTERM", nd.name, code)
+			log, _ := os.ReadFile(nd.log)
+			t.Fatalf("%s exited with %d after SIGTERM; its log:\n%s", nd.name, code, log)
 		}
 	}
 }
