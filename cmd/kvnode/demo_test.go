@@ -2,9 +2,9 @@ package main
 
 import (
 	"bytes"
-	"os"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
