@@ -182,20 +182,7 @@ func (n *Node) resolveGossipBind() (string, error) {
 	if port != "0" {
 		return n.cfg.GossipAddr, nil
 	}
-	for range 50 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return "", fmt.Errorf("node: gossip port: %w", err)
-		}
-		addr := ln.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return addr, nil
-		}
-	}
-	return "", errors.New("node: no port free for both TCP and UDP gossip")
+	return gossip.FreeAddr(host)
 }
 
 // advertiseFallback is the host other nodes use when this node listens on a

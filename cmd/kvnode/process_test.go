@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/gossip"
 	"github.com/cairndb/cairn/node"
 	"github.com/cairndb/cairn/ring"
 )
@@ -58,21 +58,11 @@ func kvnodeBinary(t *testing.T) string {
 // freeAddr returns a loopback address whose port is free for TCP and UDP.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return addr
-		}
+	addr, err := gossip.FreeAddr("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return ""
+	return addr
 }
 
 // proc is one kvnode process.

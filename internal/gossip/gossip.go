@@ -166,6 +166,25 @@ func Start(cfg Config) (*Gossip, error) {
 	return g, nil
 }
 
+// FreeAddr returns host:port with a port that is free for both TCP and UDP
+// right now (memberlist binds both, and must know its port before it does).
+func FreeAddr(host string) (string, error) {
+	for range 50 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return "", fmt.Errorf("gossip: free port: %w", err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr, nil
+		}
+	}
+	return "", errors.New("gossip: no port free for both TCP and UDP")
+}
+
 // Addr is the gossip address other nodes can use as a seed.
 func (g *Gossip) Addr() string { return g.addr }
 
