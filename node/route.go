@@ -187,6 +187,7 @@ func (n *Node) propose(ctx context.Context, locate func(context.Context) (target
 		lastErr error
 		avoid   = map[string]bool{}
 	)
+attempts:
 	for attempt := 0; ; attempt++ {
 		t, err := locate(ctx)
 		if err != nil {
@@ -212,6 +213,10 @@ func (n *Node) propose(ctx context.Context, locate func(context.Context) (target
 		case errors.As(err, &ws):
 			n.awaitEpoch(ctx, ws.epoch)
 		case shard.IsRetryable(err), errors.Is(err, shard.ErrClosed) && n.ctx.Err() == nil:
+		case maybe:
+			// This attempt ended without proposing (its deadline, say), but
+			// an earlier one may have applied.
+			break attempts
 		default:
 			return fsm.Result{}, err
 		}
