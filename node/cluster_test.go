@@ -282,14 +282,13 @@ func TestThreeNodesFormRouteAndSurviveALeaderLoss(t *testing.T) {
 func (tc *testCluster) checkConverged() {
 	tc.t.Helper()
 	waitFor(tc.t, "replicas converge", 30*time.Second, func() error {
-		byShard := map[fsm.ShardID][]string{}
+		byShard := map[uint64][]string{}
 		for _, n := range tc.nodes {
-			for _, s := range n.replicas() {
-				idx, sum, err := s.FSM().StateHash()
-				if err != nil {
-					return err
+			for _, r := range n.Replicas() {
+				if r.Error != "" {
+					return errors.New(r.Error)
 				}
-				byShard[s.ID()] = append(byShard[s.ID()], strconv.FormatUint(idx, 10)+":"+fmt.Sprintf("%x", sum[:6]))
+				byShard[r.Shard] = append(byShard[r.Shard], strconv.FormatUint(r.Applied, 10)+":"+r.StateHash[:12])
 			}
 		}
 		for id, hs := range byShard {

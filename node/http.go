@@ -35,6 +35,9 @@ func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	handle("DELETE /v1/kv/{key...}", "/v1/kv/{key}", n.handleDelete)
 	handle("GET /v1/kv", "/v1/kv", n.handleScan)
 	handle("GET /v1/cluster", "/v1/cluster", n.handleCluster)
+	handle("GET /v1/cluster/replicas", "/v1/cluster/replicas", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"node": n.cfg.Name, "replicas": n.Replicas()})
+	})
 	handle("GET /healthz", "/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

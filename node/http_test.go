@@ -209,3 +209,45 @@ func TestHTTPScanClusterHealthMetrics(t *testing.T) {
 		t.Fatalf("metrics: %d, missing series", st)
 	}
 }
+
+// GET /v1/cluster/replicas hashes every local replica; a write changes the
+// hash and applied index of its shard's replica and no other.
+func TestHTTPReplicaStates(t *testing.T) {
+	n, srv := startHTTP(t)
+	type states struct {
+		Node     string
+		Replicas []ReplicaState
+	}
+	get := func() map[uint64]ReplicaState {
+		t.Helper()
+		st, _, b := do(t, "GET", srv.URL+"/v1/cluster/replicas", nil, nil)
+		var s states
+		if err := json.Unmarshal(b, &s); st != 200 || err != nil || s.Node != "n1" {
+			t.Fatalf("replicas: %d %s %v", st, b, err)
+		}
+		m := map[uint64]ReplicaState{}
+		for _, r := range s.Replicas {
+			if r.Error != "" || len(r.StateHash) != 64 || r.Role != "leader" {
+				t.Fatalf("replica %+v", r)
+			}
+			m[r.Shard] = r
+		}
+		if len(m) != 5 {
+			t.Fatalf("want meta + 4 shards, got %v", m)
+		}
+		return m
+	}
+	before := get()
+	if st, _, b := do(t, "PUT", srv.URL+"/v1/kv/hash-me", []byte("v"), nil); st != 200 {
+		t.Fatalf("put: %d %s", st, b)
+	}
+	after := get()
+	target := uint64(n.view.Load().ring.Locate([]byte("hash-me")))
+	for id, a := range after {
+		b := before[id]
+		changed := a.StateHash != b.StateHash || a.Applied != b.Applied
+		if changed != (id == target) {
+			t.Fatalf("shard %d: before %+v after %+v (the write went to shard %d)", id, b, a, target)
+		}
+	}
+}

@@ -367,6 +367,11 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 }
 
 func (n *Node) readOnce(ctx context.Context, t target, r readRequest, avoid map[string]bool) ([]fsm.Item, bool, error) {
+	if s := n.localShard(t.id); s != nil && bugLocalReads {
+		local := r
+		local.opts = shard.ReadOptions{Consistency: shard.Stale}
+		return readLocal(ctx, s, local)
+	}
 	if s := n.localShard(t.id); s != nil {
 		// A local follower serves the read (linearizable ones through the
 		// leader's read index) unless it is a non-voter: one that is still

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"encoding/hex"
 	"maps"
 	"slices"
 
@@ -107,4 +108,36 @@ func (n *Node) Cluster() ClusterStatus {
 		cs.Nodes = append(cs.Nodes, *nodes[name])
 	}
 	return cs
+}
+
+// ReplicaState is one of this node's replicas as convergence checks see it:
+// replicas of a shard at the same applied index must have the same state
+// hash.
+type ReplicaState struct {
+	Shard     uint64 `json:"shard"`
+	Role      string `json:"role"`
+	Term      uint64 `json:"term"`
+	Applied   uint64 `json:"applied_index"`
+	StateHash string `json:"state_hash"` // hex SHA-256 of the replica's state at Applied
+	Error     string `json:"error,omitempty"`
+}
+
+// Replicas hashes the state of every replica this node holds, the meta
+// group's included (GET /v1/cluster/replicas). Each hash reads the
+// replica's whole state: meant for tests and operators, not for polling.
+func (n *Node) Replicas() []ReplicaState {
+	list := n.replicas()
+	out := make([]ReplicaState, 0, len(list))
+	for _, s := range list {
+		st := s.Status()
+		rs := ReplicaState{Shard: st.Shard, Role: st.Role, Term: st.Term}
+		idx, sum, err := s.FSM().StateHash()
+		if err != nil {
+			rs.Error = err.Error()
+		} else {
+			rs.Applied, rs.StateHash = idx, hex.EncodeToString(sum[:])
+		}
+		out = append(out, rs)
+	}
+	return out
 }
