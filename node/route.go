@@ -299,6 +299,11 @@ func (n *Node) peerError(id fsm.ShardID, addr string, e *peer.Error, requestID s
 	case peer.CodeNotLeader:
 		if e.Leader != "" && e.Leader != addr {
 			n.learn(id, e.Leader)
+			// A peer that said "not leader" earlier in this request may
+			// have won the election since: being named leader now is
+			// newer news than that refusal. Keeping it avoided would
+			// bounce the request among followers that all name it.
+			delete(avoid, e.Leader)
 		} else {
 			avoid[addr] = true
 			n.learn(id, "")
