@@ -47,10 +47,10 @@ type Options struct {
 	Binary string // kvnode binary; empty: build one from the working tree
 	// Bug builds kvnode with a planted bug (a build tag); "local-reads"
 	// serves linearizable reads without the read index.
-	Bug   string
-	Race  bool   // build kvnode with the race detector
-	Mode  string // auto, netns, loopback
-	Shard int    // data shards (0: kvnode's default)
+	Bug    string
+	Race   bool   // build kvnode with the race detector
+	Mode   string // auto, netns, loopback
+	Shards int    // data shards (0: kvnode's default)
 
 	Logf func(format string, args ...any) `json:"-"` // progress lines; nil: none
 }

@@ -51,7 +51,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	mode := map[string]cluster.Mode{"auto": cluster.Auto, "netns": cluster.Netns, "loopback": cluster.Loopback}[o.Mode]
-	c, err := cluster.Start(ctx, cluster.Config{Nodes: o.Nodes, Binary: bin, Dir: filepath.Join(dir, "nodes"), Mode: mode, Shards: o.Shard, Log: nil})
+	c, err := cluster.Start(ctx, cluster.Config{Nodes: o.Nodes, Binary: bin, Dir: filepath.Join(dir, "nodes"), Mode: mode, Shards: o.Shards})
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)
 	}

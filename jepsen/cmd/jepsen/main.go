@@ -40,7 +40,7 @@ func main() {
 	fs.StringVar(&o.Bug, "bug", "", "build kvnode with a planted bug the checkers must find: local-reads")
 	fs.BoolVar(&o.Race, "race", false, "build kvnode with the race detector")
 	fs.StringVar(&o.Mode, "mode", o.Mode, "auto (network namespaces when root), netns or loopback")
-	fs.IntVar(&o.Shard, "shards", 0, "data shards (default: kvnode's)")
+	fs.IntVar(&o.Shards, "shards", 0, "data shards (default: kvnode's)")
 	cleanup := fs.Bool("cleanup", false, "remove network namespaces and rules left by killed harness runs, then exit")
 	fs.Parse(os.Args[1:])
 
