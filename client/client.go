@@ -226,6 +226,26 @@ func (c *Client) Cluster(ctx context.Context) (json.RawMessage, error) {
 	return json.RawMessage(b), err
 }
 
+// TransferLeader hands the leadership of shard to the replica on node to
+// (empty: any other replica) and returns the node that leads it afterwards.
+func (c *Client) TransferLeader(ctx context.Context, shard uint64, to string) (string, error) {
+	q := url.Values{}
+	if to != "" {
+		q.Set("to", to)
+	}
+	b, err := c.do(ctx, http.MethodPost, "/v1/cluster/shards/"+strconv.FormatUint(shard, 10)+"/transfer-leader", q, nil, "")
+	if err != nil {
+		return "", err
+	}
+	var r struct {
+		Leader string `json:"leader"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return "", fmt.Errorf("client: transfer-leader answer: %w", err)
+	}
+	return r.Leader, nil
+}
+
 // Ready returns nil once the node knows the cluster's layout and a leader
 // for every shard (GET /readyz), or the error that says why not.
 func (c *Client) Ready(ctx context.Context) error {

@@ -175,6 +175,42 @@ func (n *nemesis) start(ctx context.Context, kind string) error {
 			return err
 		}
 		return n.began(kind, desc, n.c.ClearNetem)
+	case NemesisTransfer:
+		i, shard, err := n.leaderOf(ctx)
+		if err != nil {
+			return err
+		}
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if n.rng.IntN(2) == 0 || !n.c.Supports(NemesisPartition) {
+			// A plain transfer, asked of any node (it forwards to the
+			// leader).
+			via := n.rng.IntN(nodes)
+			leader, err := n.c.Client(via+1).TransferLeader(tctx, shard, "")
+			desc := fmt.Sprintf("transfer shard %d away from %s (asked %s): ", shard, n.nodeName(i), n.nodeName(via))
+			if err != nil {
+				desc += "failed: " + err.Error()
+			} else {
+				desc += "now led by " + leader
+			}
+			return n.began(kind, desc, func() error { return nil })
+		}
+		// Cut the leader off, then ask it to hand over: the transfer
+		// cannot complete, and the majority must still elect a leader
+		// that takes writes (a transfer stuck "in progress" must not
+		// hold the shard).
+		if err := n.c.Partition(oneBasedGroups(isolate(nodes, i))); err != nil {
+			return err
+		}
+		n.began(kind, fmt.Sprintf("isolate %s (leader of shard %d), then ask it to transfer", n.nodeName(i), shard), n.c.Heal)
+		_, terr := n.c.Client(i+1).TransferLeader(tctx, shard, "")
+		result := "the cut-off leader claims the transfer succeeded"
+		if terr != nil {
+			result = "the cut-off leader's transfer failed: " + terr.Error()
+		}
+		n.rec.Nemesis("transfer-result", result)
+		n.logf("nemesis: %s", result)
+		return nil
 	}
 	return fmt.Errorf("unknown nemesis %q", kind)
 }

@@ -20,10 +20,11 @@ const (
 	NemesisKill      = "kill"
 	NemesisPause     = "pause"
 	NemesisNetem     = "netem"
+	NemesisTransfer  = "transfer"
 )
 
 // AllNemeses lists every nemesis in a stable order.
-var AllNemeses = []string{NemesisPartition, NemesisKill, NemesisPause, NemesisNetem}
+var AllNemeses = []string{NemesisPartition, NemesisKill, NemesisPause, NemesisNetem, NemesisTransfer}
 
 // Options describe one run.
 type Options struct {

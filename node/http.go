@@ -35,6 +35,7 @@ func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	handle("DELETE /v1/kv/{key...}", "/v1/kv/{key}", n.handleDelete)
 	handle("GET /v1/kv", "/v1/kv", n.handleScan)
 	handle("GET /v1/cluster", "/v1/cluster", n.handleCluster)
+	handle("POST /v1/cluster/shards/{shard}/transfer-leader", "/v1/cluster/shards/{shard}/transfer-leader", n.handleTransfer)
 	handle("GET /v1/cluster/replicas", "/v1/cluster/replicas", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"node": n.cfg.Name, "replicas": n.Replicas()})
 	})
@@ -262,6 +263,21 @@ func (n *Node) handleScan(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) handleCluster(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, n.Cluster())
+}
+
+// handleTransfer moves a shard's leadership: ?to=NODE, or any other voter.
+func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseUint(r.PathValue("shard"), 10, 64)
+	if err != nil {
+		badRequest(w, "shard must be a number")
+		return
+	}
+	leader, err := n.TransferLeadership(r.Context(), fsm.ShardID(id), r.URL.Query().Get("to"))
+	if err != nil {
+		writeErr(w, err, "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"shard": id, "leader": leader})
 }
 
 func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {

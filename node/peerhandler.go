@@ -131,3 +131,10 @@ func toPeerError(err error) *peer.Error {
 	}
 	return e
 }
+
+// Transfer hands over the leadership of a shard this node leads; it does
+// not forward (the caller routes to the leader).
+func (h *peerHandler) Transfer(ctx context.Context, a *peer.TransferArgs, r *peer.TransferReply) {
+	leader, err := (*Node)(h).transferLocal(ctx, fsm.ShardID(a.Shard), a.To)
+	r.Leader, r.Err = leader, toPeerError(err)
+}

@@ -22,6 +22,8 @@ var subcommands = map[string]func(c *client.Client, o cliOpts, args []string, ou
 	"delete": cmdDelete,
 	"scan":   cmdScan,
 	"status": cmdStatus,
+
+	"transfer-leader": cmdTransferLeader,
 }
 
 const cliUsage = `usage: kvnode [flags]                      run a node (kvnode -h lists the flags)
@@ -31,6 +33,7 @@ const cliUsage = `usage: kvnode [flags]                      run a node (kvnode 
        kvnode delete [--addr A] [--if-version N] KEY
        kvnode scan [--addr A] [--prefix P] [--start S] [--end E] [--limit N]
        kvnode status [--addr A]
+       kvnode transfer-leader [--addr A] [--to NODE] SHARD   (hand a shard's leadership to NODE, or any other replica)
        kvnode bench [--addr A] [--clients N] [--duration D] [--keys N] [--value-size B]
                     [--read-ratio R] [--consistency linearizable|stale] [--seed S]`
 
@@ -41,6 +44,7 @@ type cliOpts struct {
 	stale              time.Duration
 	prefix, start, end string
 	limit              int
+	to                 string
 }
 
 // runCLI runs subcommand name against --addr (default 127.0.0.1:7070).
@@ -56,6 +60,7 @@ func runCLI(name string, args []string, out io.Writer) error {
 	fs.StringVar(&o.start, "start", "", "scan: first key")
 	fs.StringVar(&o.end, "end", "", "scan: end key (exclusive)")
 	fs.IntVar(&o.limit, "limit", 0, "scan: keys per page (all pages are fetched)")
+	fs.StringVar(&o.to, "to", "", "transfer-leader: the node to lead the shard (default: any other replica)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -214,4 +219,20 @@ func joinIDs(ids []uint64) string {
 		s[i] = strconv.FormatUint(id, 10)
 	}
 	return strings.Join(s, ",")
+}
+
+func cmdTransferLeader(c *client.Client, o cliOpts, args []string, out io.Writer) error {
+	if err := wantArgs(args, 1, "a shard number"); err != nil {
+		return err
+	}
+	id, err := strconv.ParseUint(args[0], 10, 64)
+	if err != nil {
+		return fmt.Errorf("shard must be a number: %q", args[0])
+	}
+	leader, err := c.TransferLeader(o.ctx, id, o.to)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "shard %d: leader %s\n", id, leader)
+	return nil
 }

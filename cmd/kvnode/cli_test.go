@@ -52,4 +52,17 @@ func TestSubcommands(t *testing.T) {
 	if _, err := run("get"); err == nil {
 		t.Fatal("get without a key succeeded")
 	}
+	// One node: it already leads, and there is nobody to hand over to.
+	if out, err := run("transfer-leader", "--to", "cli", "1"); err != nil || out != "shard 1: leader cli\n" {
+		t.Fatalf("transfer-leader to the leader itself: %q %v", out, err)
+	}
+	if _, err := run("transfer-leader", "1"); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("transfer-leader with no other replica: %v", err)
+	}
+	if _, err := run("transfer-leader", "--to", "elsewhere", "1"); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("transfer-leader to an unknown node: %v", err)
+	}
+	if _, err := run("transfer-leader", "one"); err == nil {
+		t.Fatal("transfer-leader of shard \"one\" succeeded")
+	}
 }

@@ -78,6 +78,20 @@ type StatusReply struct {
 	Err      *Error
 }
 
+// TransferArgs asks the leader of Shard to hand its leadership to the
+// replica on node To ("" for any other voter).
+type TransferArgs struct {
+	Shard   uint64
+	To      string
+	Timeout time.Duration
+}
+
+// TransferReply names the shard's leader after the transfer, or Err.
+type TransferReply struct {
+	Leader string
+	Err    *Error
+}
+
 // Error is a failure the peer reports in a reply. Code is one of the
 // constants below; Leader and Epoch carry what the caller needs to retry.
 type Error struct {
@@ -108,6 +122,7 @@ type Handler interface {
 	Propose(ctx context.Context, a *ProposeArgs, r *ProposeReply)
 	Read(ctx context.Context, a *ReadArgs, r *ReadReply)
 	Status(ctx context.Context, a *StatusArgs, r *StatusReply)
+	Transfer(ctx context.Context, a *TransferArgs, r *TransferReply)
 }
 
 // maxTimeout bounds a request's timeout, whatever the sender asked for.
@@ -155,6 +170,13 @@ func (v *service) Status(a *StatusArgs, r *StatusReply) error {
 	ctx, cancel := v.ctx(10 * time.Second)
 	defer cancel()
 	v.s.h.Status(ctx, a, r)
+	return nil
+}
+
+func (v *service) Transfer(a *TransferArgs, r *TransferReply) error {
+	ctx, cancel := v.ctx(a.Timeout)
+	defer cancel()
+	v.s.h.Transfer(ctx, a, r)
 	return nil
 }
 

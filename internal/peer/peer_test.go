@@ -46,6 +46,8 @@ func (h *fakeHandler) Read(_ context.Context, a *ReadArgs, r *ReadReply) {
 
 func (h *fakeHandler) Status(context.Context, *StatusArgs, *StatusReply) {}
 
+func (h *fakeHandler) Transfer(context.Context, *TransferArgs, *TransferReply) {}
+
 func serve(t *testing.T, h Handler) (*Server, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
