@@ -84,6 +84,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to hand leadership away and drain requests")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "how long a request may wait for a shard leader and quorum before it fails (503, or 504 for a write already proposed)")
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
 	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
