@@ -51,7 +51,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	mode := map[string]cluster.Mode{"auto": cluster.Auto, "netns": cluster.Netns, "loopback": cluster.Loopback}[o.Mode]
-	c, err := cluster.Start(ctx, cluster.Config{Nodes: o.Nodes, Binary: bin, Dir: filepath.Join(dir, "nodes"), Mode: mode, Shards: o.Shards})
+	c, err := cluster.Start(ctx, cluster.Config{Nodes: o.Nodes, Binary: bin, Dir: filepath.Join(dir, "nodes"), Mode: mode, Shards: o.Shards,
+		// Nodes give up on a request before the client does, so that a
+		// node cut off from its leaders answers "unavailable" (certainly
+		// not applied) instead of leaving the client with a timeout.
+		ExtraArgs: []string{"--request-timeout=" + (o.OpTimeout * 3 / 4).String()}})
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)
 	}
