@@ -28,30 +28,30 @@ var AllNemeses = []string{NemesisPartition, NemesisKill, NemesisPause, NemesisNe
 
 // Options describe one run.
 type Options struct {
-	Workloads []string      // register, set (both may run at once)
-	Nemeses   []string      // any of AllNemeses; empty: no faults
-	Nodes     int           // 3 or 5
-	Duration  time.Duration // how long clients run (faults included)
-	Rate      float64       // client operations per second, all clients together
-	Clients   int           // concurrent client workers
-	Seed      int64         // seeds the fault schedule and the clients' choices
+	Workloads []string      `json:"workloads"`   // register, set (both may run at once)
+	Nemeses   []string      `json:"nemeses"`     // any of AllNemeses; empty: no faults
+	Nodes     int           `json:"nodes"`       // 3 or 5
+	Duration  time.Duration `json:"duration_ns"` // how long clients run (faults included)
+	Rate      float64       `json:"rate"`        // client operations per second, all clients together
+	Clients   int           `json:"clients"`     // concurrent client workers
+	Seed      int64         `json:"seed"`        // seeds the fault schedule and the clients' choices
 	// Interval is how long each fault lasts, and how long the cluster runs
 	// healthy between faults.
-	Interval time.Duration
+	Interval time.Duration `json:"interval_ns"`
 	// OpTimeout bounds each client operation.
-	OpTimeout time.Duration
+	OpTimeout time.Duration `json:"op_timeout_ns"`
 	// Recovery bounds how long after healing the cluster may take to serve
 	// final reads and converge.
-	Recovery time.Duration
+	Recovery time.Duration `json:"recovery_ns"`
 
-	Dir    string // parent of the run folder
-	Binary string // kvnode binary; empty: build one from the working tree
+	Dir    string `json:"dir"`    // parent of the run folder
+	Binary string `json:"binary"` // kvnode binary; empty: build one from the working tree
 	// Bug builds kvnode with a planted bug (a build tag); "local-reads"
 	// serves linearizable reads without the read index.
-	Bug    string
-	Race   bool   // build kvnode with the race detector
-	Mode   string // auto, netns, loopback
-	Shards int    // data shards (0: kvnode's default)
+	Bug    string `json:"bug"`
+	Race   bool   `json:"race"`   // build kvnode with the race detector
+	Mode   string `json:"mode"`   // auto, netns, loopback
+	Shards int    `json:"shards"` // data shards (0: kvnode's default)
 
 	Logf func(format string, args ...any) `json:"-"` // progress lines; nil: none
 }
