@@ -86,4 +86,7 @@ func TestHarnessPassesWithoutBug(t *testing.T) {
 	if !rep.Convergence.Valid || rep.Convergence.Shards == 0 {
 		t.Fatalf("convergence %+v", rep.Convergence)
 	}
+	if !rep.Membership.Valid || rep.Membership.Shards != rep.Convergence.Shards || rep.Membership.PlacementEpoch == 0 {
+		t.Fatalf("membership %+v", rep.Membership)
+	}
 }

@@ -25,6 +25,7 @@ type Report struct {
 	Register      *checker.RegisterResult `json:"register,omitempty"`
 	Set           *checker.SetResult      `json:"set,omitempty"`
 	Convergence   ConvergenceResult       `json:"convergence"`
+	Membership    MembershipResult        `json:"membership"`
 	FinalErrors   []string                `json:"final_errors,omitempty"`
 	NemesisErrors string                  `json:"nemesis_errors,omitempty"`
 	Valid         bool                    `json:"valid"`
@@ -115,6 +116,7 @@ func (r *Report) decide() {
 		verdict("set", r.Set.Valid, r.Set.String())
 	}
 	verdict("convergence", r.Convergence.Valid, r.Convergence.String())
+	verdict("membership", r.Membership.Valid, r.Membership.String())
 	if len(r.FinalErrors) > 0 {
 		verdict("recovery", false, "recovery: "+strings.Join(r.FinalErrors, "; "))
 	}
@@ -142,7 +144,7 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "\nnemesis errors: %s\n", r.NemesisErrors)
 	}
 	b.WriteString("\n")
-	for _, k := range []string{"register", "set", "convergence", "recovery"} {
+	for _, k := range []string{"register", "set", "convergence", "membership", "recovery"} {
 		if v, ok := r.Verdicts[k]; ok {
 			b.WriteString(v + "\n")
 		}

@@ -78,6 +78,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	logf("cluster up: %d nodes (%v): %s", len(names), c.Mode(), strings.Join(addrs, " "))
 
+	epoch, placed, err := placementOf(ctx, c)
+	if err != nil {
+		return nil, fmt.Errorf("read the placement: %w", err)
+	}
+
 	hf, err := os.Create(filepath.Join(dir, "history.jsonl"))
 	if err != nil {
 		return nil, err
@@ -178,6 +183,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	logf("final reads done; checking convergence")
 	conv := checkConvergence(ctx, addrs, names, o.Recovery)
+	member := checkMembership(ctx, c, epoch, placed, o.Recovery)
 	if err := rec.Flush(); err != nil {
 		return nil, fmt.Errorf("write history: %w", err)
 	}
@@ -188,7 +194,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	ops := rec.Ops()
 	rep := &Report{
 		Options: o, Dir: dir, Mode: c.Mode().String(), Events: len(ops),
-		ClientTime: clientEnd, FinalErrors: finalErrs, Convergence: conv,
+		ClientTime: clientEnd, FinalErrors: finalErrs, Convergence: conv, Membership: member,
 	}
 	if nemErr != nil {
 		rep.NemesisErrors = nemErr.Error()
