@@ -272,7 +272,9 @@ func (n *Node) handleTransfer(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "shard must be a number")
 		return
 	}
-	leader, err := n.TransferLeadership(r.Context(), fsm.ShardID(id), r.URL.Query().Get("to"))
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
+	defer cancel()
+	leader, err := n.TransferLeadership(ctx, fsm.ShardID(id), r.URL.Query().Get("to"))
 	if err != nil {
 		writeErr(w, err, "")
 		return
