@@ -246,6 +246,13 @@ func (c *Client) TransferLeader(ctx context.Context, shard uint64, to string) (s
 	return r.Leader, nil
 }
 
+// RemoveNode takes a node that is down for good out of the cluster; its
+// replicas move to the remaining nodes.
+func (c *Client) RemoveNode(ctx context.Context, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/cluster/nodes/"+url.PathEscape(name), nil, nil, "")
+	return err
+}
+
 // Ready returns nil once the node knows the cluster's layout and a leader
 // for every shard (GET /readyz), or the error that says why not.
 func (c *Client) Ready(ctx context.Context) error {

@@ -36,6 +36,16 @@ func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	handle("GET /v1/kv", "/v1/kv", n.handleScan)
 	handle("GET /v1/cluster", "/v1/cluster", n.handleCluster)
 	handle("POST /v1/cluster/shards/{shard}/transfer-leader", "/v1/cluster/shards/{shard}/transfer-leader", n.handleTransfer)
+	handle("DELETE /v1/cluster/nodes/{name}", "/v1/cluster/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
+		defer cancel()
+		name := r.PathValue("name")
+		if err := n.RemoveNode(ctx, name); err != nil {
+			writeErr(w, err, "")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"removed": name})
+	})
 	handle("GET /v1/cluster/replicas", "/v1/cluster/replicas", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"node": n.cfg.Name, "replicas": n.Replicas()})
 	})

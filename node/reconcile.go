@@ -334,6 +334,17 @@ func (n *Node) metaStep(ctx context.Context, v *view) error {
 			}
 		}
 	}
+	if v.hasLayout() {
+		// A replica whose node left the registry (RemoveNode) leaves the
+		// group. Before the layout exists, founding voters may not have
+		// registered yet, so this waits for it.
+		for _, id := range slices.Sorted(maps.Keys(have)) {
+			if _, ok := v.nodes[id]; !ok && id != n.cfg.Name {
+				n.logger.Info("removing departed node from the meta group", "replica", id)
+				return n.meta.RemoveReplica(ctx, id)
+			}
+		}
+	}
 	if !v.hasLayout() {
 		for id, r := range have {
 			if _, ok := v.nodes[id]; r.Voter && !ok {

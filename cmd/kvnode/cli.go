@@ -24,6 +24,7 @@ var subcommands = map[string]func(c *client.Client, o cliOpts, args []string, ou
 	"status": cmdStatus,
 
 	"transfer-leader": cmdTransferLeader,
+	"remove-node":     cmdRemoveNode,
 }
 
 const cliUsage = `usage: kvnode [flags]                      run a node (kvnode -h lists the flags)
@@ -34,6 +35,7 @@ const cliUsage = `usage: kvnode [flags]                      run a node (kvnode 
        kvnode scan [--addr A] [--prefix P] [--start S] [--end E] [--limit N]
        kvnode status [--addr A]
        kvnode transfer-leader [--addr A] [--to NODE] SHARD   (hand a shard's leadership to NODE, or any other replica)
+       kvnode remove-node [--addr A] NODE                    (take a node that is down for good out of the cluster)
        kvnode bench [--addr A] [--clients N] [--duration D] [--keys N] [--value-size B]
                     [--read-ratio R] [--consistency linearizable|stale] [--seed S]`
 
@@ -234,5 +236,16 @@ func cmdTransferLeader(c *client.Client, o cliOpts, args []string, out io.Writer
 		return err
 	}
 	fmt.Fprintf(out, "shard %d: leader %s\n", id, leader)
+	return nil
+}
+
+func cmdRemoveNode(c *client.Client, o cliOpts, args []string, out io.Writer) error {
+	if err := wantArgs(args, 1, "a node name"); err != nil {
+		return err
+	}
+	if err := c.RemoveNode(o.ctx, args[0]); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "removed %s; its replicas move to the other nodes (kvnode status shows the progress)\n", args[0])
 	return nil
 }

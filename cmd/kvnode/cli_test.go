@@ -62,6 +62,12 @@ func TestSubcommands(t *testing.T) {
 	if _, err := run("transfer-leader", "--to", "elsewhere", "1"); !errors.Is(err, client.ErrBadRequest) {
 		t.Fatalf("transfer-leader to an unknown node: %v", err)
 	}
+	if _, err := run("remove-node", "cli"); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("remove-node of the node asked: %v", err)
+	}
+	if _, err := run("remove-node", "ghost"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("remove-node of an unknown node: %v", err)
+	}
 	if _, err := run("transfer-leader", "one"); err == nil {
 		t.Fatal("transfer-leader of shard \"one\" succeeded")
 	}
