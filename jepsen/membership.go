@@ -24,7 +24,7 @@ type MembershipResult struct {
 
 func (r MembershipResult) String() string {
 	if r.Valid {
-		return fmt.Sprintf("membership: ok (%d shards: voters are the placed replicas; placement epoch %d unchanged)", r.Shards, r.PlacementEpoch)
+		return fmt.Sprintf("membership: ok (%d shards: voters are the placed replicas; placement epoch %d)", r.Shards, r.PlacementEpoch)
 	}
 	return "membership: FAILED: " + strings.Join(r.Problems, "; ")
 }
@@ -49,12 +49,28 @@ func placementOf(ctx context.Context, c *cluster.Cluster) (uint64, map[uint64][]
 }
 
 // checkMembership compares every shard's voters, as its leader reports
-// them, with the placement read before the faults began.
-func checkMembership(ctx context.Context, c *cluster.Cluster, epoch uint64, placed map[uint64][]string, deadline time.Duration) MembershipResult {
+// them, with the placement read before the faults began. When the run
+// moved replicas on purpose (moved), the placement may have changed: then
+// every node must be registered again, and the voters must match the
+// placement the cluster holds now.
+func checkMembership(ctx context.Context, c *cluster.Cluster, epoch uint64, placed map[uint64][]string, moved bool, deadline time.Duration) MembershipResult {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	for {
-		res := MembershipResult{PlacementEpoch: epoch, Shards: len(placed)}
+		var res MembershipResult
+		if moved {
+			e, p, err := placementOf(ctx, c)
+			if err != nil {
+				res.Problems = append(res.Problems, err.Error())
+			}
+			epoch, placed = e, p
+			for _, n := range c.Nodes() {
+				if !slices.ContainsFunc(placedNodes(p), func(s string) bool { return s == n.Name }) {
+					res.Problems = append(res.Problems, fmt.Sprintf("%s holds no replica in the final placement", n.Name))
+				}
+			}
+		}
+		res.PlacementEpoch, res.Shards = epoch, len(placed)
 		seen := map[uint64]bool{}
 		for _, n := range c.Nodes() {
 			st, err := c.Status(ctx, n.Index)
@@ -87,7 +103,7 @@ func checkMembership(ctx context.Context, c *cluster.Cluster, epoch uint64, plac
 				res.Problems = append(res.Problems, fmt.Sprintf("shard %d: no leader reports its voters", id))
 			}
 		}
-		if len(res.Problems) == 0 {
+		if len(res.Problems) == 0 && len(placed) > 0 {
 			res.Valid = true
 			return res
 		}
@@ -95,4 +111,17 @@ func checkMembership(ctx context.Context, c *cluster.Cluster, epoch uint64, plac
 			return res
 		}
 	}
+}
+
+// placedNodes lists the nodes that hold at least one replica.
+func placedNodes(placed map[uint64][]string) []string {
+	var out []string
+	for _, names := range placed {
+		for _, n := range names {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/jepsen/cluster"
 	"github.com/cairndb/cairn/jepsen/history"
 )
@@ -211,8 +212,45 @@ func (n *nemesis) start(ctx context.Context, kind string) error {
 		n.rec.Nemesis("transfer-result", result)
 		n.logf("nemesis: %s", result)
 		return nil
+	case NemesisMove:
+		// Kill a node and remove it from the cluster: its replicas move to
+		// the others while clients write. Healing restarts it with its old
+		// data: it drops what it no longer holds, joins as a new member,
+		// and replicas move back onto it.
+		i := n.rng.IntN(nodes)
+		via := (i + 1 + n.rng.IntN(nodes-1)) % nodes
+		if err := n.c.Kill(i + 1); err != nil {
+			return err
+		}
+		heal := func() error { return n.c.Restart(i + 1) }
+		desc := fmt.Sprintf("kill %s and remove it from the cluster (asked %s): its replicas move", n.nodeName(i), n.nodeName(via))
+		if err := n.removeWhenDead(ctx, via, n.nodeName(i)); err != nil {
+			desc = fmt.Sprintf("kill %s; removing it failed: %v", n.nodeName(i), err)
+		}
+		return n.began(kind, desc, heal)
 	}
 	return fmt.Errorf("unknown nemesis %q", kind)
+}
+
+// removeWhenDead asks node via to remove node name, retrying while gossip
+// still sees name alive (it was just killed).
+func (n *nemesis) removeWhenDead(ctx context.Context, via int, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		err := n.c.Client(via+1).RemoveNode(rctx, name)
+		rcancel()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, client.ErrBadRequest) || !strings.Contains(err.Error(), "alive") {
+			return err
+		}
+		if sleepCtx(ctx, 250*time.Millisecond) != nil {
+			return err
+		}
+	}
 }
 
 func (n *nemesis) began(kind, desc string, heal func() error) error {

@@ -21,10 +21,11 @@ const (
 	NemesisPause     = "pause"
 	NemesisNetem     = "netem"
 	NemesisTransfer  = "transfer"
+	NemesisMove      = "move"
 )
 
 // AllNemeses lists every nemesis in a stable order.
-var AllNemeses = []string{NemesisPartition, NemesisKill, NemesisPause, NemesisNetem, NemesisTransfer}
+var AllNemeses = []string{NemesisPartition, NemesisKill, NemesisPause, NemesisNetem, NemesisTransfer, NemesisMove}
 
 // Options describe one run.
 type Options struct {
@@ -99,6 +100,9 @@ func (o *Options) validate() error {
 	}
 	if o.Clients < 2*o.Nodes && len(o.Workloads) > 0 {
 		errs = append(errs, fmt.Errorf("need at least %d clients (two per node: one pinned, one floating)", 2*o.Nodes))
+	}
+	if slices.Contains(o.Nemeses, NemesisMove) && o.Nodes < 5 {
+		errs = append(errs, errors.New("the move nemesis needs 5 nodes: with 3, a removed node's replicas have nowhere to go"))
 	}
 	if _, ok := Bugs[o.Bug]; o.Bug != "" && !ok {
 		errs = append(errs, fmt.Errorf("unknown bug %q (local-reads)", o.Bug))

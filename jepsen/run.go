@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -61,7 +62,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer c.Close()
 	for _, n := range o.Nemeses {
-		if n == NemesisTransfer {
+		if n == NemesisTransfer || n == NemesisMove {
 			continue // any cluster; the variant with a partition only where partitions work
 		}
 		if n == NemesisNetem && c.Supports("loss") && !c.Supports("delay") {
@@ -183,7 +184,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	logf("final reads done; checking convergence")
 	conv := checkConvergence(ctx, addrs, names, o.Recovery)
-	member := checkMembership(ctx, c, epoch, placed, o.Recovery)
+	member := checkMembership(ctx, c, epoch, placed, slices.Contains(o.Nemeses, NemesisMove), o.Recovery)
 	if err := rec.Flush(); err != nil {
 		return nil, fmt.Errorf("write history: %w", err)
 	}

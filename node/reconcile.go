@@ -173,7 +173,7 @@ func toNodeIDs(names []string) []ring.NodeID {
 // registry lacks them or holds old ones.
 func (n *Node) register(v *view) {
 	me := NodeInfo{Name: n.cfg.Name, RaftAddr: n.raftAddr, HTTPAddr: n.httpAddr, GossipAddr: n.gossip.Addr()}
-	if v.nodes[n.cfg.Name] == me || !n.clusterVisible() {
+	if !n.clusterVisible() || v.nodes[n.cfg.Name] == me && !n.removedFromMeta() {
 		return
 	}
 	b, _ := json.Marshal(me)
@@ -184,6 +184,32 @@ func (n *Node) register(v *view) {
 		}
 		return err
 	})
+}
+
+// removedFromMeta reports whether the meta group's leader says this node's
+// meta replica is out of the group. That happens to a node removed
+// (RemoveNode) while it was down: its own copy of the registry stopped
+// before the removal and still lists it, so only the leader can tell it to
+// register again. It asks only while its meta replica knows no leader, as a
+// removed replica never learns one.
+func (n *Node) removedFromMeta() bool {
+	if _, addr, self := n.meta.Leader(); addr != "" || self {
+		return false
+	}
+	addr := n.leaderAddr(MetaShard) // from peers' answers or gossip
+	if addr == "" || addr == n.raftAddr {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+	defer cancel()
+	var r peer.StatusReply
+	if err := n.peers.Call(ctx, addr, "Status", &peer.StatusArgs{Shard: uint64(MetaShard), Replica: n.cfg.Name}, &r); err != nil {
+		return false
+	}
+	if r.Excludes {
+		n.logger.Warn("this node was removed from the cluster; registering again as a new member")
+	}
+	return r.Excludes
 }
 
 // registerTask is the task key of registration (no shard has this ID).

@@ -51,6 +51,7 @@ func TestRemoveNode(t *testing.T) {
 		}
 	}
 
+	n4cfg := tc.cfgs["n4"]
 	tc.nodes["n4"].Close()
 	delete(tc.nodes, "n4")
 	waitFor(t, "gossip sees n4 gone", 30*time.Second, func() error {
@@ -105,5 +106,37 @@ func TestRemoveNode(t *testing.T) {
 	}
 	if _, err := n1.Put(ctx, []byte("after-removal"), []byte("x"), WriteOptions{}); err != nil {
 		t.Fatalf("write after removal: %v", err)
+	}
+
+	// n4 comes back with its old data. Its copy of the registry stopped
+	// before the removal, so it learns from the meta leader that it is out,
+	// registers again, drops its stale replicas and is given new ones.
+	n4, err := Start(ctx, n4cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.nodes["n4"] = n4
+	waitFor(t, "n4 placed again", 90*time.Second, func() error {
+		v := n1.view.Load()
+		if _, ok := v.nodes["n4"]; !ok {
+			return errors.New("n4 not registered again")
+		}
+		var on int
+		for _, id := range v.ring.Shards() {
+			if hasNode(v.place.Replicas[id], "n4") {
+				on++
+			}
+		}
+		if on == 0 {
+			return errors.New("no replica placed on n4")
+		}
+		return tc.realized()
+	})
+	tc.checkConverged()
+	for k, ver := range keys {
+		it, err := n4.Get(ctx, []byte(k), shard.ReadOptions{})
+		if err != nil || string(it.Value) != k || it.Version != ver {
+			t.Fatalf("%s through the returned n4: %+v %v (want version %d)", k, it, err, ver)
+		}
 	}
 }
