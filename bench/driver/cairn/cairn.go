@@ -1,0 +1,91 @@
+// Package cairn is the side-by-side benchmark's driver for Cairn: kvnode's
+// HTTP API through github.com/cairndb/cairn/client, with the benchmark's
+// clients spread over the nodes given.
+//
+// Mapping: a put is PUT /v1/kv/{key}; a get is GET /v1/kv/{key}
+// (linearizable, or consistency=stale); a scan is GET
+// /v1/kv?start={key}&limit={n}, linearizable. The client library does not
+// retry (retries would hide errors and stretch latencies); a get of an
+// absent key is a success.
+package cairn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/cairndb/cairn/bench/load"
+	"github.com/cairndb/cairn/client"
+)
+
+// Driver sends load.Ops to a Cairn cluster. Client i of the benchmark talks
+// to node i mod len(addrs), over keep-alive HTTP/1.1 connections of its own.
+type Driver struct {
+	clients    []*client.Client
+	transports []*http.Transport
+}
+
+// New returns a driver for the nodes at addrs (host:port or URLs), sized
+// for the given number of benchmark clients so that no connection is
+// redialled.
+func New(addrs []string, clients int) (*Driver, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("cairn: no node address")
+	}
+	per := clients/len(addrs) + 1
+	d := &Driver{}
+	for _, a := range addrs {
+		tr := &http.Transport{MaxIdleConnsPerHost: per, MaxIdleConns: per, IdleConnTimeout: time.Minute}
+		d.transports = append(d.transports, tr)
+		d.clients = append(d.clients, client.New(a, client.WithRetries(0, 0), client.WithHTTPClient(&http.Client{Transport: tr})))
+	}
+	return d, nil
+}
+
+// Do sends op on behalf of benchmark client worker.
+func (d *Driver) Do(ctx context.Context, worker int, op load.Op) error {
+	c := d.clients[worker%len(d.clients)]
+	switch op.Kind {
+	case load.KindPut:
+		_, err := c.Put(ctx, op.Key, op.Value)
+		return err
+	case load.KindGet:
+		var opts []client.ReadOption
+		if op.Stale {
+			opts = append(opts, client.Stale(0))
+		}
+		_, _, err := c.Get(ctx, op.Key, opts...)
+		if errors.Is(err, client.ErrNotFound) {
+			return nil // a key not written yet is a valid answer
+		}
+		return err
+	case load.KindScan:
+		var opts []client.ReadOption
+		if op.Stale {
+			opts = append(opts, client.Stale(0))
+		}
+		_, err := c.Scan(ctx, client.ScanRequest{Start: op.Key, Limit: op.Limit}, opts...)
+		return err
+	}
+	return fmt.Errorf("cairn: unknown operation kind %v", op.Kind)
+}
+
+// Ready returns nil once every node answers /readyz.
+func (d *Driver) Ready(ctx context.Context) error {
+	for i, c := range d.clients {
+		if err := c.Ready(ctx); err != nil {
+			return fmt.Errorf("cairn: node %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Close closes the idle connections.
+func (d *Driver) Close() error {
+	for _, tr := range d.transports {
+		tr.CloseIdleConnections()
+	}
+	return nil
+}

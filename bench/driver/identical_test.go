@@ -1,0 +1,204 @@
+// Package driver_test checks that the Cairn and etcd drivers, run by the
+// same engine with the same settings, send the same operations: each is
+// pointed at a fake server of its protocol that records what it receives.
+package driver_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/bench/driver/cairn"
+	"github.com/cairndb/cairn/bench/driver/etcd"
+	"github.com/cairndb/cairn/bench/load"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+)
+
+// seen is an operation as a server received it.
+type seen struct {
+	kind  string
+	key   string
+	value string
+	stale bool
+	limit int
+	end   string // etcd's range end
+}
+
+func (s seen) String() string {
+	return fmt.Sprintf("%s %s stale=%v limit=%d value=%x", s.kind, s.key, s.stale, s.limit, s.value)
+}
+
+type log struct {
+	mu  sync.Mutex
+	ops []seen
+}
+
+func (l *log) add(s seen) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ops = append(l.ops, s)
+}
+
+func (l *log) all() []seen {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]seen(nil), l.ops...)
+}
+
+// fakeCairn records kvnode HTTP API calls.
+func fakeCairn(t *testing.T, l *log) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		switch {
+		case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/kv/"):
+			b, _ := io.ReadAll(r.Body)
+			l.add(seen{kind: "put", key: strings.TrimPrefix(r.URL.Path, "/v1/kv/"), value: string(b)})
+			io.WriteString(w, `{"version":1}`)
+		case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/v1/kv/"):
+			key := strings.TrimPrefix(r.URL.Path, "/v1/kv/")
+			l.add(seen{kind: "get", key: key, stale: q.Get("consistency") == "stale"})
+			if key[len(key)-1]%2 == 1 { // half the keys absent: still a success
+				w.WriteHeader(http.StatusNotFound)
+				io.WriteString(w, `{"error":{"code":"not_found","message":"absent"}}`)
+				return
+			}
+			w.Header().Set("Kv-Version", "1")
+			io.WriteString(w, "v")
+		case r.Method == http.MethodGet && r.URL.Path == "/v1/kv":
+			limit, _ := strconv.Atoi(q.Get("limit"))
+			l.add(seen{kind: "scan", key: q.Get("start"), stale: q.Get("consistency") == "stale", limit: limit})
+			io.WriteString(w, `{"items":[],"cursor":""}`)
+		default:
+			http.Error(w, "unexpected "+r.Method+" "+r.URL.String(), http.StatusTeapot)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// fakeEtcd records etcd KV calls.
+type fakeEtcd struct {
+	pb.UnimplementedKVServer
+	l *log
+}
+
+func (f *fakeEtcd) Range(_ context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	kind := "get"
+	if len(r.RangeEnd) > 0 {
+		kind = "scan"
+	}
+	f.l.add(seen{kind: kind, key: string(r.Key), stale: r.Serializable, limit: int(r.Limit), end: string(r.RangeEnd)})
+	return &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: 1}}, nil
+}
+
+func (f *fakeEtcd) Put(_ context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
+	f.l.add(seen{kind: "put", key: string(r.Key), value: string(r.Value)})
+	return &pb.PutResponse{Header: &pb.ResponseHeader{Revision: 1}}, nil
+}
+
+func startFakeEtcd(t *testing.T, l *log) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	pb.RegisterKVServer(s, &fakeEtcd{l: l})
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	return lis.Addr().String()
+}
+
+func TestDriversSendTheSameOperations(t *testing.T) {
+	for _, w := range load.Workloads {
+		t.Run(string(w), func(t *testing.T) {
+			var cl, el log
+			cd, err := cairn.New([]string{fakeCairn(t, &cl)}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cd.Close()
+			ed, err := etcd.New([]string{startFakeEtcd(t, &el)}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ed.Close()
+			cfg := load.Config{Workload: w, Clients: 1, Keys: 1000, ValueSize: 64, Seed: 3, Duration: 500 * time.Millisecond}
+			for _, d := range []load.Driver{cd, ed} { // connect first, so the run is not all dialling
+				if err := d.Do(t.Context(), 0, load.Op{Kind: load.KindGet, Key: "warm/up"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cl.ops, el.ops = nil, nil
+			for _, d := range []load.Driver{cd, ed} {
+				res, err := load.Run(t.Context(), d, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Errors > 0 {
+					t.Fatalf("%T: %d errors, first %v", d, res.Errors, res.FirstError)
+				}
+			}
+			c, e := cl.all(), el.all()
+			n := min(len(c), len(e))
+			if n < 10 {
+				t.Fatalf("only %d (Cairn) and %d (etcd) operations recorded", len(c), len(e))
+			}
+			for i := range n {
+				want := e[i]
+				want.end = ""
+				if c[i] != want {
+					t.Fatalf("operation %d: Cairn got %v, etcd got %v", i, c[i], e[i])
+				}
+				if e[i].kind == "scan" && (e[i].end != load.KeyPrefixEnd || e[i].limit != load.ScanLimit) {
+					t.Fatalf("etcd scan range end %q limit %d, want %q %d", e[i].end, e[i].limit, load.KeyPrefixEnd, load.ScanLimit)
+				}
+			}
+			gen := load.NewGen(w, 3, 0, 1000, 64)
+			for i := range n { // and both are the generator's stream
+				op := gen.Next()
+				if c[i].key != op.Key || c[i].value != string(op.Value) {
+					t.Fatalf("operation %d: sent %v, generator says %v %s", i, c[i], op.Kind, op.Key)
+				}
+			}
+		})
+	}
+}
+
+func TestCairnDriverSpreadsClientsAndReportsErrors(t *testing.T) {
+	var hits [2]int
+	var mu sync.Mutex
+	var addrs []string
+	for i := range 2 {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			hits[i]++
+			mu.Unlock()
+			w.WriteHeader(http.StatusInternalServerError)
+		}))
+		t.Cleanup(srv.Close)
+		u, _ := url.Parse(srv.URL)
+		addrs = append(addrs, u.Host)
+	}
+	d, err := cairn.New(addrs, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for worker := range 4 {
+		if err := d.Do(t.Context(), worker, load.Op{Kind: load.KindGet, Key: "k"}); err == nil {
+			t.Fatal("a 500 answer was not an error")
+		}
+	}
+	if hits != [2]int{2, 2} {
+		t.Errorf("requests per node %v, want 2 and 2", hits)
+	}
+}

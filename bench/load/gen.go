@@ -1,0 +1,136 @@
+package load
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+)
+
+// Workload names what the clients do.
+type Workload string
+
+// The workloads; every get and scan is linearizable unless it says stale.
+const (
+	Put      Workload = "put"       // puts of uniformly chosen keys
+	Get      Workload = "get"       // linearizable gets
+	StaleGet Workload = "stale-get" // Cairn consistency=stale, etcd serializable
+	Mix      Workload = "mix"       // MixReadRatio gets, the rest puts
+	Scan     Workload = "scan"      // ScanLimit keys from a uniformly chosen start
+)
+
+// Workloads lists every workload in the order reports show them.
+var Workloads = []Workload{Put, Get, StaleGet, Mix, Scan}
+
+const (
+	// MixReadRatio is the share of gets in the mix workload.
+	MixReadRatio = 0.9
+	// ScanLimit is how many keys one scan asks for.
+	ScanLimit = 100
+	// KeyPrefix starts every benchmark key; KeyPrefixEnd is the first key
+	// after all of them (etcd's range end for "everything from here on").
+	KeyPrefix    = "bench/"
+	KeyPrefixEnd = "bench0"
+)
+
+// ParseWorkload returns the workload named s.
+func ParseWorkload(s string) (Workload, error) {
+	for _, w := range Workloads {
+		if string(w) == s {
+			return w, nil
+		}
+	}
+	return "", fmt.Errorf("load: unknown workload %q (want put, get, stale-get, mix or scan)", s)
+}
+
+// Kind is what one operation does.
+type Kind uint8
+
+// The kinds of operation.
+const (
+	KindPut Kind = iota + 1
+	KindGet
+	KindScan
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindPut:
+		return "put"
+	case KindGet:
+		return "get"
+	case KindScan:
+		return "scan"
+	}
+	return fmt.Sprintf("kind(%d)", k)
+}
+
+// Op is one operation a driver sends.
+type Op struct {
+	Kind  Kind
+	Key   string // the key, or a scan's first key
+	Value []byte // puts only; owned by the generator (do not keep or change it)
+	Stale bool   // gets: Cairn consistency=stale, etcd serializable
+	Limit int    // scans: at most this many keys
+}
+
+// Key returns the name of key i (the same format as kvnode bench).
+func Key(i int) string { return fmt.Sprintf("%s%08d", KeyPrefix, i) }
+
+// Gen is the operation stream of one client: uniform keys over [0, keys),
+// values of a fixed size filled with pseudo-random bytes, all from a PCG
+// seeded with (seed, client). It is not safe for concurrent use.
+type Gen struct {
+	w     Workload
+	keys  int
+	rng   *rand.Rand
+	value []byte
+}
+
+// NewGen returns client's generator for workload w.
+func NewGen(w Workload, seed uint64, client, keys, valueSize int) *Gen {
+	return &Gen{w: w, keys: keys, rng: rand.New(rand.NewPCG(seed, uint64(client))), value: make([]byte, valueSize)}
+}
+
+// Next returns the client's next operation. Its Value is valid until the
+// following call.
+func (g *Gen) Next() Op {
+	key := Key(g.rng.IntN(g.keys))
+	switch g.w {
+	case Put:
+		return g.put(key)
+	case Get:
+		return Op{Kind: KindGet, Key: key}
+	case StaleGet:
+		return Op{Kind: KindGet, Key: key, Stale: true}
+	case Mix:
+		if g.rng.Float64() < MixReadRatio {
+			return Op{Kind: KindGet, Key: key}
+		}
+		return g.put(key)
+	case Scan:
+		return Op{Kind: KindScan, Key: key, Limit: ScanLimit}
+	}
+	panic(fmt.Sprintf("load: generator for unknown workload %q", g.w))
+}
+
+func (g *Gen) put(key string) Op {
+	fill(g.rng, g.value)
+	return Op{Kind: KindPut, Key: key, Value: g.value}
+}
+
+// PreloadValue returns the value the preload step writes to key i: a
+// function of (seed, i) only, so every preload of a key set writes the same
+// bytes whatever the order the clients reach the keys in.
+func PreloadValue(seed uint64, i, size int) []byte {
+	v := make([]byte, size)
+	fill(rand.New(rand.NewPCG(seed^0x9e3779b97f4a7c15, uint64(i))), v)
+	return v
+}
+
+func fill(rng *rand.Rand, b []byte) {
+	var w [8]byte
+	for i := 0; i < len(b); i += 8 {
+		binary.LittleEndian.PutUint64(w[:], rng.Uint64())
+		copy(b[i:], w[:])
+	}
+}
