@@ -44,7 +44,6 @@ func (e *env) value() int { return int(e.values.Add(1)) }
 // worker is one client: it runs one operation at a time as its current
 // process, against its pinned node or, when floating, a random one.
 type worker struct {
-	id      int
 	process int
 	pinned  int // node index, -1: floating
 	rng     *rand.Rand

@@ -2,14 +2,13 @@ package jepsen
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cairndb/cairn/jepsen/cluster"
 )
 
 // ConvergenceResult says whether every shard's replicas reached the same
@@ -35,103 +34,73 @@ func (r ConvergenceResult) String() string {
 	return b.String()
 }
 
-type replicaState struct {
-	Shard     uint64 `json:"shard"`
-	Role      string `json:"role"`
-	Applied   uint64 `json:"applied_index"`
-	StateHash string `json:"state_hash"`
-	Error     string `json:"error"`
-}
-
 // checkConvergence polls every node's replica states until each shard's
 // replicas sit at one applied index (no writes run any more, so they get
 // there once every replica has caught up), then compares their hashes.
 // Replicas at one index with different hashes have diverged: that fails at
 // once. Replicas that never reach one index by the deadline fail too.
-func checkConvergence(ctx context.Context, addrs, names []string, deadline time.Duration) ConvergenceResult {
+func checkConvergence(ctx context.Context, c *cluster.Cluster, deadline time.Duration) ConvergenceResult {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
-	hc := &http.Client{Timeout: 10 * time.Second}
-	var res ConvergenceResult
 	for {
-		res = ConvergenceResult{Detail: map[string]string{}}
-		byShard := map[uint64][]string{}
-		settled, ok := true, true
-		states := map[uint64][]replicaState{}
-		for i, a := range addrs {
-			rs, err := fetchReplicas(ctx, hc, a)
-			if err != nil {
-				res.Problem = fmt.Sprintf("%s: %v", names[i], err)
-				ok = false
-				break
-			}
-			for _, r := range rs {
-				if r.Error != "" {
-					res.Problem = fmt.Sprintf("%s shard %d: %s", names[i], r.Shard, r.Error)
-					ok = false
-				}
-				states[r.Shard] = append(states[r.Shard], r)
-				byShard[r.Shard] = append(byShard[r.Shard], fmt.Sprintf("%s %s@%d:%.12s", names[i], r.Role, r.Applied, r.StateHash))
-			}
-		}
-		if ok {
-			for id, rs := range states {
-				res.Shards++
-				res.Replicas += len(rs)
-				res.Detail[fmt.Sprint(id)] = strings.Join(byShard[id], ", ")
-				same := true
-				for _, r := range rs[1:] {
-					if r.Applied != rs[0].Applied {
-						settled = false
-						same = false
-					} else if r.StateHash != rs[0].StateHash {
-						res.Diverged = append(res.Diverged, fmt.Sprint(id))
-						same = false
-					}
-				}
-				if same {
-					delete(res.Detail, fmt.Sprint(id))
-				}
-			}
-			if len(res.Diverged) > 0 {
-				res.Problem = "replicas at the same applied index hold different state: shards " + strings.Join(res.Diverged, ", ")
-				return res
-			}
-			if settled {
-				res.Valid = true
-				res.Detail = nil
-				return res
-			}
-			res.Problem = "replicas did not reach one applied index"
-		}
-		if sleepCtx(ctx, 500*time.Millisecond) != nil {
+		res := pollConvergence(ctx, c)
+		if res.Valid || len(res.Diverged) > 0 || sleepCtx(ctx, 500*time.Millisecond) != nil {
 			return res
 		}
 	}
 }
 
-func fetchReplicas(ctx context.Context, hc *http.Client, addr string) ([]replicaState, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/cluster/replicas", nil)
-	if err != nil {
-		return nil, err
+// pollConvergence compares the replica states every node reports now.
+func pollConvergence(ctx context.Context, c *cluster.Cluster) ConvergenceResult {
+	var res ConvergenceResult
+	type state struct {
+		node string
+		cluster.ReplicaState
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
+	byShard := map[uint64][]state{}
+	for _, n := range c.Nodes() {
+		rs, err := c.Replicas(ctx, n.Index)
+		if err != nil {
+			res.Problem = err.Error()
+			return res
+		}
+		for _, r := range rs {
+			if r.Error != "" {
+				res.Problem = fmt.Sprintf("%s shard %d: %s", n.Name, r.Shard, r.Error)
+				return res
+			}
+			byShard[r.Shard] = append(byShard[r.Shard], state{n.Name, r})
+		}
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
+	res.Detail = map[string]string{}
+	for id, rs := range byShard {
+		res.Shards++
+		res.Replicas += len(rs)
+		settled, same := true, true
+		for _, r := range rs[1:] {
+			settled = settled && r.Applied == rs[0].Applied
+			same = same && r.StateHash == rs[0].StateHash
+		}
+		switch {
+		case settled && same:
+			continue
+		case settled:
+			res.Diverged = append(res.Diverged, fmt.Sprint(id))
+		}
+		var desc []string
+		for _, r := range rs {
+			desc = append(desc, fmt.Sprintf("%s %s@%d:%.12s", r.node, r.Role, r.Applied, r.StateHash))
+		}
+		res.Detail[fmt.Sprint(id)] = strings.Join(desc, ", ")
 	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /v1/cluster/replicas: %d %s", resp.StatusCode, b)
+	switch {
+	case len(res.Diverged) > 0:
+		slices.Sort(res.Diverged)
+		res.Problem = "replicas at the same applied index hold different state: shards " + strings.Join(res.Diverged, ", ")
+	case len(res.Detail) > 0:
+		res.Problem = "replicas did not reach one applied index"
+	default:
+		res.Valid, res.Detail = true, nil
 	}
-	var body struct {
-		Replicas []replicaState `json:"replicas"`
-	}
-	if err := json.Unmarshal(b, &body); err != nil {
-		return nil, err
-	}
-	return body.Replicas, nil
+	return res
 }

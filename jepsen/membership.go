@@ -64,8 +64,9 @@ func checkMembership(ctx context.Context, c *cluster.Cluster, epoch uint64, plac
 				res.Problems = append(res.Problems, err.Error())
 			}
 			epoch, placed = e, p
+			holders := placedNodes(p)
 			for _, n := range c.Nodes() {
-				if !slices.ContainsFunc(placedNodes(p), func(s string) bool { return s == n.Name }) {
+				if !slices.Contains(holders, n.Name) {
 					res.Problems = append(res.Problems, fmt.Sprintf("%s holds no replica in the final placement", n.Name))
 				}
 			}

@@ -47,8 +47,6 @@ func (w *registerWorkload) newKey() string {
 	return k
 }
 
-func (w *registerWorkload) name() string { return Register }
-
 // pick returns a key to operate on, retiring keys that had their share.
 func (w *registerWorkload) pick(wk *worker) string {
 	w.mu.Lock()

@@ -19,9 +19,8 @@ import (
 	"github.com/cairndb/cairn/jepsen/history"
 )
 
-// workload is one kind of client traffic with its checker.
+// workload is one kind of client traffic.
 type workload interface {
-	name() string
 	// step runs one operation as wk's process and returns its outcome.
 	step(ctx context.Context, wk *worker) history.Type
 	// final runs after every fault is healed.
@@ -109,15 +108,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	go pace(runCtx, tokens, o.Rate)
 	var wg sync.WaitGroup
 	for id := range o.Clients {
-		wk := &worker{id: id, process: e.process(), pinned: -1, rng: rand.New(rand.NewPCG(uint64(o.Seed), uint64(id)+1))}
+		wk := &worker{process: e.process(), pinned: -1, rng: rand.New(rand.NewPCG(uint64(o.Seed), uint64(id)+1))}
 		if id%2 == 0 {
 			wk.pinned = (id / 2) % o.Nodes // half the workers pinned, spread over the nodes
 		}
-		wl := wls[id%len(wls)]
-		if len(wls) > 1 {
-			// Alternate so that both workloads get pinned and floating workers.
-			wl = wls[(id/2)%len(wls)]
-		}
+		// Workers go to workloads in pairs (one pinned, one floating), so
+		// every workload gets both kinds.
+		wl := wls[(id/2)%len(wls)]
 		wg.Go(func() {
 			for {
 				select {
@@ -183,7 +180,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	logf("final reads done; checking convergence")
-	conv := checkConvergence(ctx, addrs, names, o.Recovery)
+	conv := checkConvergence(ctx, c, o.Recovery)
 	member := checkMembership(ctx, c, epoch, placed, slices.Contains(o.Nemeses, NemesisMove), o.Recovery)
 	if err := rec.Flush(); err != nil {
 		return nil, fmt.Errorf("write history: %w", err)

@@ -26,8 +26,6 @@ func newSet(e *env, readEvery time.Duration) *setWorkload {
 	return &setWorkload{e: e, prefix: "js/", every: readEvery}
 }
 
-func (w *setWorkload) name() string { return Set }
-
 func (w *setWorkload) key(el int) string { return fmt.Sprintf("%s%010d", w.prefix, el) }
 
 func (w *setWorkload) step(ctx context.Context, wk *worker) history.Type {

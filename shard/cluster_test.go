@@ -238,6 +238,17 @@ func (c *cluster) leader(within time.Duration) *replica {
 	return leader
 }
 
+// follower returns a replica other than l.
+func (c *cluster) follower(l *replica) *replica {
+	for _, r := range c.replicas {
+		if r != l {
+			return r
+		}
+	}
+	c.t.Fatal("no replica besides the leader")
+	return nil
+}
+
 // waitConverged waits until all running replicas have applied the same index
 // and returns their state hashes at it.
 func (c *cluster) waitConverged(within time.Duration) map[string][32]byte {

@@ -247,12 +247,7 @@ func TestFollowerCatchesUpFromLogAndSnapshot(t *testing.T) {
 	c.bootstrap(3)
 	ctx := t.Context()
 	l := c.leader(10 * time.Second)
-	var f *replica
-	for _, r := range c.replicas {
-		if r != l {
-			f = r
-		}
-	}
+	f := c.follower(l)
 
 	// Down briefly: the log still holds what it missed.
 	c.stop(f)
@@ -343,13 +338,7 @@ func TestTransferLeadership(t *testing.T) {
 	c.bootstrap(3)
 	ctx := t.Context()
 	l := c.leader(10 * time.Second)
-	var to *replica
-	for _, r := range c.replicas {
-		if r != l {
-			to = r
-			break
-		}
-	}
+	to := c.follower(l)
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := l.shard.TransferLeadership(tctx, Replica{ID: to.id, Addr: to.addr}); err != nil {
@@ -603,13 +592,7 @@ func TestFollowerReadNoWaitReportsBehind(t *testing.T) {
 	c.bootstrap(3)
 	ctx := t.Context()
 	l := c.leader(10 * time.Second)
-	var f *replica
-	for _, r := range c.replicas {
-		if r != l {
-			f = r
-			break
-		}
-	}
+	f := c.follower(l)
 	// Settle: the follower knows everything committed so far.
 	mustOK(t)(l.shard.Propose(ctx, putCmd("warm", "up")))
 	eventually(t, 10*time.Second, "follower caught up", func() bool {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/gossip"
 )
 
 // Mode is how the nodes are networked.
@@ -244,7 +245,7 @@ func (c *Cluster) setupLoopback() error {
 	for i := 1; i <= c.cfg.Nodes; i++ {
 		var addrs [3]string
 		for k := range addrs {
-			a, err := freeAddr("127.0.0.1")
+			a, err := gossip.FreeAddr("127.0.0.1")
 			if err != nil {
 				return err
 			}
@@ -262,25 +263,6 @@ func (c *Cluster) node(i int, ip, httpAddr, raftAddr, gossipAddr string) Node {
 		HTTPAddr: httpAddr, RaftAddr: raftAddr, GossipAddr: gossipAddr,
 		DataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, "kvnode.log"),
 	}
-}
-
-// freeAddr returns host:port with a port that is free for TCP and UDP (gossip
-// uses both).
-func freeAddr(host string) (string, error) {
-	for range 50 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return "", fmt.Errorf("cluster: free port: %w", err)
-		}
-		addr := ln.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return addr, nil
-		}
-	}
-	return "", errors.New("cluster: no port free for both TCP and UDP")
 }
 
 // buildArgs computes every node's kvnode flags once; restarts reuse them.

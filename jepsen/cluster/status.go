@@ -75,17 +75,48 @@ func (c *Cluster) Status(ctx context.Context, i int) (ClusterStatus, error) {
 	if err := c.check(i); err != nil {
 		return st, err
 	}
-	code, body, err := c.get(ctx, i, "/v1/cluster")
+	err := c.getJSON(ctx, i, "/v1/cluster", &st)
+	return st, err
+}
+
+// ReplicaState is one of a node's replicas as GET /v1/cluster/replicas
+// reports it: replicas of a shard at one applied index must have one hash.
+type ReplicaState struct {
+	Shard     uint64 `json:"shard"`
+	Role      string `json:"role"`
+	Applied   uint64 `json:"applied_index"`
+	StateHash string `json:"state_hash"`
+	Error     string `json:"error"`
+}
+
+// Replicas returns the applied index and state hash of each of node i's
+// replicas.
+func (c *Cluster) Replicas(ctx context.Context, i int) ([]ReplicaState, error) {
+	if err := c.check(i); err != nil {
+		return nil, err
+	}
+	var body struct {
+		Replicas []ReplicaState `json:"replicas"`
+	}
+	if err := c.getJSON(ctx, i, "/v1/cluster/replicas", &body); err != nil {
+		return nil, err
+	}
+	return body.Replicas, nil
+}
+
+// getJSON fetches path from node i and decodes a 200 answer into v.
+func (c *Cluster) getJSON(ctx context.Context, i int, path string, v any) error {
+	code, body, err := c.get(ctx, i, path)
 	if err != nil {
-		return st, err
+		return err
 	}
 	if code != http.StatusOK {
-		return st, fmt.Errorf("cluster: GET /v1/cluster from %s: %d %s", c.nodes[i-1].Name, code, strings.TrimSpace(string(body)))
+		return fmt.Errorf("cluster: GET %s from %s: %d %s", path, c.nodes[i-1].Name, code, strings.TrimSpace(string(body)))
 	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("cluster: GET /v1/cluster from %s: %w", c.nodes[i-1].Name, err)
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("cluster: GET %s from %s: %w", path, c.nodes[i-1].Name, err)
 	}
-	return st, nil
+	return nil
 }
 
 // get fetches path from node i, returning the status code and body.
