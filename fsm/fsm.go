@@ -394,18 +394,24 @@ func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 	}
 	res := Result{Ops: make([]OpResult, len(cmd.Ops))}
 	for i, op := range cmd.Ops {
-		cur := current(op.Key)
+		// An unconditional put needs nothing of the key's current state, so
+		// it skips the lookup (a Badger read per put is a large share of
+		// apply's cost).
+		var cur uint64
+		if op.IfVersion != nil || op.Type != OpPut {
+			cur = current(op.Key)
+		}
 		if op.IfVersion != nil && *op.IfVersion != cur {
 			*pos += uint64(len(cmd.Ops))
 			return Result{Code: VersionMismatch, FailedOp: i, Key: op.Key, Current: cur}
 		}
-		res.Ops[i].Existed = cur != 0
 		switch op.Type {
 		case OpPut:
 			v := index<<20 | (*pos + uint64(i) + 1)
 			overlay = append(overlay, pending{key: op.Key, version: v, value: op.Value})
 			res.Ops[i].Version = v
 		case OpDelete:
+			res.Ops[i].Existed = cur != 0
 			if cur != 0 {
 				overlay = append(overlay, pending{key: op.Key})
 			}

@@ -72,7 +72,6 @@ func (m *model) applyCommand(index, pos uint64, c fsm.Command) fsm.Result {
 		if op.IfVersion != nil && *op.IfVersion != cur {
 			return fsm.Result{Code: fsm.VersionMismatch, FailedOp: i, Key: op.Key, Current: cur}
 		}
-		res.Ops[i].Existed = cur != 0
 		switch op.Type {
 		case fsm.OpPut:
 			v := index<<20 | (pos + uint64(i) + 1)
@@ -80,6 +79,7 @@ func (m *model) applyCommand(index, pos uint64, c fsm.Command) fsm.Result {
 			res.Ops[i].Version = v
 			written = append(written, k)
 		case fsm.OpDelete:
+			res.Ops[i].Existed = cur != 0
 			delete(next, k)
 		}
 	}

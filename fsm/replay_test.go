@@ -216,7 +216,7 @@ func TestDedupeWindow(t *testing.T) {
 		t.Fatalf("model: entry w+1 = %s", want[w])
 	}
 	// Entry w+2: id-2 is w entries old, id-1 one more.
-	if want[w+1] != fmt.Sprintf("[{ok 2.1/false dup=true}{ok %s/true dup=false}]", fmtVer(ver(w+2, 2))) {
+	if want[w+1] != fmt.Sprintf("[{ok 2.1/false dup=true}{ok %s/false dup=false}]", fmtVer(ver(w+2, 2))) {
 		t.Fatalf("model: entry w+2 = %s", want[w+1])
 	}
 

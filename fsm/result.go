@@ -26,8 +26,9 @@ const (
 type OpResult struct {
 	// Version is the key's new version after a put; 0 after a delete.
 	Version uint64
-	// Existed reports whether the key was present before the write. A delete of
-	// an absent key writes nothing and leaves Existed false.
+	// Existed, for a delete, reports whether the key was present; a delete of
+	// an absent key writes nothing. Puts leave it false: an unconditional
+	// put does not look at the key's current state.
 	Existed bool
 }
 
