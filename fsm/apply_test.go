@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -17,27 +18,27 @@ func TestPutGetVersions(t *testing.T) {
 
 	var seen []uint64 // versions of "a", in write order
 	r := apply1(t, f, kv("a", "1"))
-	if want := (fsm.OpResult{Version: ver(1, 1), Existed: false}); r.Code != fsm.OK || len(r.Ops) != 1 || r.Ops[0] != want {
+	if want := (fsm.OpResult{Version: ver(1, 1), Existed: false}); r.Code != fsm.OK || len(r.Ops) != 1 || !reflect.DeepEqual(r.Ops[0], want) {
 		t.Fatalf("first put = %s, want ok %v", fmtResult(r), want)
 	}
 	wantValue(t, f, "a", "1", ver(1, 1))
 	seen = append(seen, r.Ops[0].Version)
 
 	r = apply1(t, f, kv("a", "2"))
-	if want := (fsm.OpResult{Version: ver(2, 1)}); r.Ops[0] != want {
+	if want := (fsm.OpResult{Version: ver(2, 1)}); !reflect.DeepEqual(r.Ops[0], want) {
 		t.Fatalf("overwrite = %s, want %v", fmtResult(r), want)
 	}
 	wantValue(t, f, "a", "2", ver(2, 1))
 	seen = append(seen, r.Ops[0].Version)
 
 	r = apply1(t, f, del("a"))
-	if want := (fsm.OpResult{Version: 0, Existed: true}); r.Code != fsm.OK || r.Ops[0] != want {
+	if want := (fsm.OpResult{Version: 0, Existed: true}); r.Code != fsm.OK || !reflect.DeepEqual(r.Ops[0], want) {
 		t.Fatalf("delete = %s, want %v", fmtResult(r), want)
 	}
 	wantAbsent(t, f, "a")
 
 	r = apply1(t, f, kv("a", "3"))
-	if want := (fsm.OpResult{Version: ver(4, 1), Existed: false}); r.Ops[0] != want {
+	if want := (fsm.OpResult{Version: ver(4, 1), Existed: false}); !reflect.DeepEqual(r.Ops[0], want) {
 		t.Fatalf("put after delete = %s, want %v", fmtResult(r), want)
 	}
 	wantValue(t, f, "a", "3", ver(4, 1))
@@ -136,13 +137,13 @@ func TestConditionalDelete(t *testing.T) {
 	}
 
 	r = apply1(t, f, del("k").If(ver(1, 1)))
-	if r.Code != fsm.OK || r.Ops[0] != (fsm.OpResult{Existed: true}) {
+	if r.Code != fsm.OK || !reflect.DeepEqual(r.Ops[0], (fsm.OpResult{Existed: true})) {
 		t.Fatalf("delete with current version: %s", fmtResult(r))
 	}
 	wantAbsent(t, f, "k")
 
 	r = apply1(t, f, del("k").If(0))
-	if r.Code != fsm.OK || r.Ops[0] != (fsm.OpResult{Existed: false}) {
+	if r.Code != fsm.OK || !reflect.DeepEqual(r.Ops[0], (fsm.OpResult{Existed: false})) {
 		t.Fatalf("delete if absent of an absent key: %s", fmtResult(r))
 	}
 	r = apply1(t, f, del("k").If(ver(1, 1)))
@@ -160,7 +161,7 @@ func TestDeleteAbsentWritesNothing(t *testing.T) {
 	}
 
 	r := apply1(t, f, del("missing"))
-	if r.Code != fsm.OK || r.Ops[0] != (fsm.OpResult{}) {
+	if r.Code != fsm.OK || !reflect.DeepEqual(r.Ops[0], (fsm.OpResult{})) {
 		t.Fatalf("delete absent = %s, want ok with Existed=false", fmtResult(r))
 	}
 	apply(t, ref, fsm.Command{}) // a command with no writes

@@ -14,7 +14,12 @@ const (
 	// proposer into one log entry. Each Command applies (or fails) on its own.
 	TypeGroup byte = 1
 
-	groupVersion byte = 1
+	// Group version 1 holds plain commands; version 2 adds transactions
+	// (comparisons, gets, an else branch). Entries are written as version 1
+	// whenever no command needs more, so nodes that know only version 1 keep
+	// applying plain KV traffic.
+	groupVersion1 byte = 1
+	groupVersion2 byte = 2
 )
 
 // MaxOpsPerEntry bounds the writes in one log entry, so that a write's position
@@ -30,6 +35,9 @@ type OpType uint8
 const (
 	OpPut    OpType = 1
 	OpDelete OpType = 2
+	// OpGet reads a key inside a transaction (Command.Txn), seeing the
+	// transaction's earlier writes.
+	OpGet OpType = 3
 )
 
 func (t OpType) String() string {
@@ -38,12 +46,15 @@ func (t OpType) String() string {
 		return "put"
 	case OpDelete:
 		return "delete"
+	case OpGet:
+		return "get"
 	}
 	return fmt.Sprintf("op(%d)", uint8(t))
 }
 
-// Op is one write. When IfVersion is set, the write applies only if the key's
-// current version equals *IfVersion; 0 means the key must be absent.
+// Op is one write, or a get inside a transaction. When IfVersion is set, the
+// op applies only if the key's current version equals *IfVersion; 0 means the
+// key must be absent.
 type Op struct {
 	Type      OpType
 	Key       []byte
@@ -63,41 +74,141 @@ func (op Op) If(version uint64) Op {
 	return op
 }
 
+// Get returns a get (transactions only).
+func Get(key []byte) Op { return Op{Type: OpGet, Key: key} }
+
+// CompareKind is what a transaction's comparison checks.
+type CompareKind uint8
+
+const (
+	CompareVersion   CompareKind = 1 // version == Version (0: absent)
+	CompareVersionLt CompareKind = 2 // version < Version
+	CompareVersionGt CompareKind = 3 // version > Version
+	CompareExists    CompareKind = 4 // present
+	CompareAbsent    CompareKind = 5 // absent
+	CompareValue     CompareKind = 6 // present with value == Value
+)
+
+func (k CompareKind) String() string {
+	switch k {
+	case CompareVersion:
+		return "version"
+	case CompareVersionLt:
+		return "version_lt"
+	case CompareVersionGt:
+		return "version_gt"
+	case CompareExists:
+		return "exists"
+	case CompareAbsent:
+		return "absent"
+	case CompareValue:
+		return "value"
+	}
+	return fmt.Sprintf("compare(%d)", uint8(k))
+}
+
+// Compare is one condition of a transaction, on a key's state before the
+// transaction.
+type Compare struct {
+	Kind    CompareKind
+	Key     []byte
+	Version uint64
+	Value   []byte
+}
+
 // Command is what a client proposes: one write, or an atomic batch of writes
 // within one shard. RequestID, when set, makes the command apply at most once:
 // a retry with the same ID returns the first outcome.
+//
+// With Txn set the command is a compare-and-write transaction on one shard:
+// when every comparison in If holds, Ops apply, otherwise Else does; either
+// branch may hold gets. It applies in one log entry, so it is atomic and
+// strictly serializable with everything else on the shard.
 type Command struct {
 	RequestID string
 	Ops       []Op
+	Txn       bool
+	If        []Compare
+	Else      []Op
 }
+
+// Keys returns every key the command touches (compared, read or written).
+func (c Command) Keys() [][]byte {
+	keys := make([][]byte, 0, len(c.If)+len(c.Ops)+len(c.Else))
+	for _, cmp := range c.If {
+		keys = append(keys, cmp.Key)
+	}
+	for _, op := range c.Ops {
+		keys = append(keys, op.Key)
+	}
+	for _, op := range c.Else {
+		keys = append(keys, op.Key)
+	}
+	return keys
+}
+
+// positions is how many version positions the command takes in its entry:
+// one per op of both branches, whichever runs, so that versions do not
+// depend on the outcome of comparisons.
+func (c Command) positions() uint64 { return uint64(len(c.Ops) + len(c.Else)) }
 
 // EncodeGroup encodes commands as one log entry.
 func EncodeGroup(cmds []Command) []byte {
 	n := 3 + binary.MaxVarintLen64
+	version := groupVersion1
 	for _, c := range cmds {
 		n += c.encodedSize()
+		if c.Txn {
+			version = groupVersion2
+		}
 	}
 	b := make([]byte, 0, n)
-	b = append(b, envelopeMagic, TypeGroup, groupVersion)
+	b = append(b, envelopeMagic, TypeGroup, version)
 	b = binary.AppendUvarint(b, uint64(len(cmds)))
 	for _, c := range cmds {
-		b = c.append(b)
+		b = c.append(b, version)
 	}
 	return b
 }
 
 func (c Command) encodedSize() int {
-	n := 2*binary.MaxVarintLen64 + len(c.RequestID)
-	for _, op := range c.Ops {
+	n := 4*binary.MaxVarintLen64 + 1 + len(c.RequestID)
+	for _, op := range append(c.Ops[:len(c.Ops):len(c.Ops)], c.Else...) {
 		n += 2 + 3*binary.MaxVarintLen64 + len(op.Key) + len(op.Value)
+	}
+	for _, cmp := range c.If {
+		n += 1 + 3*binary.MaxVarintLen64 + len(cmp.Key) + len(cmp.Value)
 	}
 	return n
 }
 
-func (c Command) append(b []byte) []byte {
+// append encodes c; version 2 adds a flags byte after the request ID and,
+// for a transaction, its comparisons before and its else branch after the
+// ops.
+func (c Command) append(b []byte, version byte) []byte {
 	b = appendBytes(b, []byte(c.RequestID))
-	b = binary.AppendUvarint(b, uint64(len(c.Ops)))
-	for _, op := range c.Ops {
+	if version == groupVersion1 {
+		return appendOps(b, c.Ops)
+	}
+	if !c.Txn {
+		b = append(b, 0)
+		return appendOps(b, c.Ops)
+	}
+	b = append(b, 1)
+	b = binary.AppendUvarint(b, uint64(len(c.If)))
+	for _, cmp := range c.If {
+		b = append(b, byte(cmp.Kind))
+		b = appendBytes(b, cmp.Key)
+		b = binary.AppendUvarint(b, cmp.Version)
+		b = appendBytes(b, cmp.Value)
+	}
+	b = appendOps(b, c.Ops)
+	return appendOps(b, c.Else)
+}
+
+func appendOps(b []byte, ops []Op) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ops)))
+	for _, op := range ops {
 		b = append(b, byte(op.Type))
 		if op.IfVersion != nil {
 			b = append(b, 1)
@@ -128,8 +239,9 @@ func DecodeGroup(data []byte) ([]Command, error) {
 	if data[1] != TypeGroup {
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, data[1])
 	}
-	if data[2] != groupVersion {
-		return nil, fmt.Errorf("%w: unknown group version %d", ErrCorrupt, data[2])
+	version := data[2]
+	if version != groupVersion1 && version != groupVersion2 {
+		return nil, fmt.Errorf("%w: unknown group version %d", ErrCorrupt, version)
 	}
 	d := decoder{b: data[3:]}
 	n := d.count(1)
@@ -138,32 +250,33 @@ func DecodeGroup(data []byte) ([]Command, error) {
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var c Command
 		c.RequestID = string(d.bytes())
-		nops := d.count(3)
-		ops += int(nops)
-		if ops > MaxOpsPerEntry {
-			return nil, fmt.Errorf("%w: more than %d writes in one entry", ErrCorrupt, MaxOpsPerEntry)
-		}
-		c.Ops = make([]Op, 0, nops)
-		for j := uint64(0); j < nops && d.err == nil; j++ {
-			var op Op
-			op.Type = OpType(d.byte())
+		if version == groupVersion2 {
 			switch d.byte() {
 			case 0:
 			case 1:
-				v := d.uvarint()
-				op.IfVersion = &v
+				c.Txn = true
 			default:
-				d.fail("bad condition flag")
+				d.fail("bad command flags")
 			}
-			op.Key = d.bytes()
-			switch op.Type {
-			case OpPut:
-				op.Value = d.bytes()
-			case OpDelete:
-			default:
-				d.fail("unknown op type")
+		}
+		if c.Txn {
+			ncmp := d.count(4)
+			c.If = make([]Compare, 0, ncmp)
+			for j := uint64(0); j < ncmp && d.err == nil; j++ {
+				cmp := Compare{Kind: CompareKind(d.byte()), Key: d.bytes(), Version: d.uvarint(), Value: d.bytes()}
+				if cmp.Kind < CompareVersion || cmp.Kind > CompareValue {
+					d.fail("unknown comparison")
+				}
+				c.If = append(c.If, cmp)
 			}
-			c.Ops = append(c.Ops, op)
+		}
+		c.Ops = d.ops(c.Txn)
+		if c.Txn {
+			c.Else = d.ops(true)
+		}
+		ops += len(c.Ops) + len(c.Else)
+		if ops > MaxOpsPerEntry {
+			return nil, fmt.Errorf("%w: more than %d ops in one entry", ErrCorrupt, MaxOpsPerEntry)
 		}
 		cmds = append(cmds, c)
 	}
@@ -174,6 +287,34 @@ func DecodeGroup(data []byte) ([]Command, error) {
 		return nil, d.err
 	}
 	return cmds, nil
+}
+
+// ops decodes a list of ops; gets are allowed in transactions only.
+func (d *decoder) ops(txn bool) []Op {
+	n := d.count(3)
+	ops := make([]Op, 0, n)
+	for j := uint64(0); j < n && d.err == nil; j++ {
+		var op Op
+		op.Type = OpType(d.byte())
+		switch d.byte() {
+		case 0:
+		case 1:
+			v := d.uvarint()
+			op.IfVersion = &v
+		default:
+			d.fail("bad condition flag")
+		}
+		op.Key = d.bytes()
+		switch {
+		case op.Type == OpPut:
+			op.Value = d.bytes()
+		case op.Type == OpDelete, op.Type == OpGet && txn:
+		default:
+			d.fail("unknown op type")
+		}
+		ops = append(ops, op)
+	}
+	return ops
 }
 
 type decoder struct {

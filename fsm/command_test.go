@@ -21,15 +21,37 @@ func sameCommands(a, b []fsm.Command) error {
 		if a[i].RequestID != b[i].RequestID {
 			return fmt.Errorf("command %d: request id %q vs %q", i, a[i].RequestID, b[i].RequestID)
 		}
-		if len(a[i].Ops) != len(b[i].Ops) {
-			return fmt.Errorf("command %d: %d ops vs %d", i, len(a[i].Ops), len(b[i].Ops))
+		if a[i].Txn != b[i].Txn {
+			return fmt.Errorf("command %d: txn %t vs %t", i, a[i].Txn, b[i].Txn)
 		}
-		for j, x := range a[i].Ops {
-			y := b[i].Ops[j]
-			if x.Type != y.Type || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) ||
-				(x.IfVersion == nil) != (y.IfVersion == nil) || (x.IfVersion != nil && *x.IfVersion != *y.IfVersion) {
-				return fmt.Errorf("command %d op %d: %+v vs %+v", i, j, x, y)
+		if err := sameOps(a[i].Ops, b[i].Ops); err != nil {
+			return fmt.Errorf("command %d: %w", i, err)
+		}
+		if err := sameOps(a[i].Else, b[i].Else); err != nil {
+			return fmt.Errorf("command %d else: %w", i, err)
+		}
+		if len(a[i].If) != len(b[i].If) {
+			return fmt.Errorf("command %d: %d comparisons vs %d", i, len(a[i].If), len(b[i].If))
+		}
+		for j, x := range a[i].If {
+			y := b[i].If[j]
+			if x.Kind != y.Kind || x.Version != y.Version || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) {
+				return fmt.Errorf("command %d comparison %d: %+v vs %+v", i, j, x, y)
 			}
+		}
+	}
+	return nil
+}
+
+func sameOps(a, b []fsm.Op) error {
+	if len(a) != len(b) {
+		return fmt.Errorf("%d ops vs %d", len(a), len(b))
+	}
+	for j, x := range a {
+		y := b[j]
+		if x.Type != y.Type || !bytes.Equal(x.Key, y.Key) || !bytes.Equal(x.Value, y.Value) ||
+			(x.IfVersion == nil) != (y.IfVersion == nil) || (x.IfVersion != nil && *x.IfVersion != *y.IfVersion) {
+			return fmt.Errorf("op %d: %+v vs %+v", j, x, y)
 		}
 	}
 	return nil
@@ -43,33 +65,58 @@ func randBytes(r *rand.Rand, max int) []byte {
 	return b
 }
 
-// randGroup returns well-formed commands: puts carry values, deletes none.
+// randGroup returns well-formed commands: puts carry values, deletes none;
+// about one in four is a transaction (comparisons, gets, an else branch).
 func randGroup(r *rand.Rand) []fsm.Command {
 	cmds := make([]fsm.Command, r.IntN(5))
 	for i := range cmds {
 		if r.IntN(2) == 0 {
 			cmds[i].RequestID = string(randBytes(r, 20))
 		}
-		cmds[i].Ops = make([]fsm.Op, r.IntN(6))
-		for j := range cmds[i].Ops {
-			var op fsm.Op
-			if r.IntN(3) == 0 {
-				op = fsm.Delete(randBytes(r, 30))
-			} else {
-				op = fsm.Put(randBytes(r, 30), randBytes(r, 300))
+		txn := r.IntN(4) == 0
+		cmds[i].Ops = randOps(r, txn)
+		if txn {
+			cmds[i].Txn = true
+			cmds[i].Else = randOps(r, true)
+			cmds[i].If = make([]fsm.Compare, r.IntN(4))
+			for j := range cmds[i].If {
+				c := fsm.Compare{Kind: fsm.CompareKind(1 + r.IntN(6)), Key: randBytes(r, 30)}
+				if c.Kind == fsm.CompareValue {
+					c.Value = randBytes(r, 40)
+				} else {
+					c.Version = r.Uint64()
+				}
+				cmds[i].If[j] = c
 			}
-			switch r.IntN(4) {
-			case 0:
-				op = op.If(0)
-			case 1:
-				op = op.If(r.Uint64())
-			case 2:
-				op = op.If(math.MaxUint64)
-			}
-			cmds[i].Ops[j] = op
 		}
 	}
 	return cmds
+}
+
+func randOps(r *rand.Rand, gets bool) []fsm.Op {
+	ops := make([]fsm.Op, r.IntN(6))
+	for j := range ops {
+		var op fsm.Op
+		switch {
+		case gets && r.IntN(4) == 0:
+			ops[j] = fsm.Get(randBytes(r, 30))
+			continue
+		case r.IntN(3) == 0:
+			op = fsm.Delete(randBytes(r, 30))
+		default:
+			op = fsm.Put(randBytes(r, 30), randBytes(r, 300))
+		}
+		switch r.IntN(4) {
+		case 0:
+			op = op.If(0)
+		case 1:
+			op = op.If(r.Uint64())
+		case 2:
+			op = op.If(math.MaxUint64)
+		}
+		ops[j] = op
+	}
+	return ops
 }
 
 func TestEncodeDecodeRoundTrip(t *testing.T) {
@@ -178,6 +225,10 @@ func FuzzDecodeGroup(f *testing.F) {
 	}
 	f.Add(fsm.EncodeGroup(nil))
 	f.Add(fsm.EncodeGroup([]fsm.Command{{RequestID: "r", Ops: []fsm.Op{kv("k", "v").If(7), del("d")}}}))
+	f.Add(fsm.EncodeGroup([]fsm.Command{{RequestID: "t", Txn: true,
+		If:   []fsm.Compare{{Kind: fsm.CompareValue, Key: []byte("a"), Value: []byte("x")}, {Kind: fsm.CompareVersionLt, Key: []byte("b"), Version: 9}},
+		Ops:  []fsm.Op{fsm.Get([]byte("a")), kv("b", "1")},
+		Else: []fsm.Op{del("a")}}}))
 	f.Add([]byte{})
 	f.Add([]byte{0xca, 1, 1})
 	f.Add([]byte{0xca, 1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
@@ -195,10 +246,13 @@ func FuzzDecodeGroup(f *testing.F) {
 		}
 		n := 0
 		for _, c := range cmds {
-			n += len(c.Ops)
-			for _, op := range c.Ops {
-				if op.Type != fsm.OpPut && op.Type != fsm.OpDelete {
-					t.Fatalf("decoded op of type %v", op.Type)
+			n += len(c.Ops) + len(c.Else)
+			if !c.Txn && (c.If != nil || c.Else != nil) {
+				t.Fatalf("decoded a plain command with comparisons or an else branch")
+			}
+			for _, op := range append(c.Ops, c.Else...) {
+				if op.Type != fsm.OpPut && op.Type != fsm.OpDelete && (op.Type != fsm.OpGet || !c.Txn) {
+					t.Fatalf("decoded op of type %v (txn %t)", op.Type, c.Txn)
 				}
 				if op.Type == fsm.OpDelete && op.Value != nil {
 					t.Fatalf("decoded delete with a value")

@@ -341,13 +341,13 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 			if r, ok := a.dedupe(index, cmd.RequestID); ok {
 				r.Duplicate = true
 				results[i] = r
-				pos += uint64(len(cmd.Ops))
+				pos += cmd.positions()
 				continue
 			}
 		}
 		results[i] = a.applyCommand(index, &pos, cmd)
 		if cmd.RequestID != "" {
-			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode()...)))
+			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode(cmd.Txn)...)))
 			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), nil))
 		}
 	}
@@ -376,38 +376,58 @@ func (a *applier) dedupe(index uint64, id string) (Result, bool) {
 }
 
 // applyCommand applies all ops of cmd or none. Conditions are checked in op
-// order against the state as changed by the command's earlier ops.
+// order against the state as changed by the command's earlier ops. A
+// transaction first evaluates its comparisons against the state before it,
+// then runs the branch they select; its gets see its earlier writes.
 func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 	type pending struct {
 		key     []byte
 		version uint64 // 0: delete
 		value   []byte
 	}
-	overlay := make([]pending, 0, len(cmd.Ops))
-	current := func(key []byte) uint64 {
-		for i := len(overlay) - 1; i >= 0; i-- {
-			if bytes.Equal(overlay[i].key, key) {
-				return overlay[i].version
+	base := *pos
+	*pos += cmd.positions()
+	ops, offset, succeeded := cmd.Ops, uint64(0), true
+	if cmd.Txn {
+		for _, cmp := range cmd.If {
+			if !a.holds(cmp) {
+				succeeded = false
+				break
 			}
 		}
-		return a.version(key)
+		if !succeeded {
+			ops, offset = cmd.Else, uint64(len(cmd.Ops))
+		}
 	}
-	res := Result{Ops: make([]OpResult, len(cmd.Ops))}
-	for i, op := range cmd.Ops {
+	overlay := make([]pending, 0, len(ops))
+	// lookup returns key's version (0: absent) and, with value, its value.
+	lookup := func(key []byte, value bool) (uint64, []byte) {
+		for i := len(overlay) - 1; i >= 0; i-- {
+			if bytes.Equal(overlay[i].key, key) {
+				return overlay[i].version, overlay[i].value
+			}
+		}
+		if value {
+			return a.read(key)
+		}
+		return a.version(key), nil
+	}
+	res := Result{Ops: make([]OpResult, len(ops)), Succeeded: cmd.Txn && succeeded}
+	for i, op := range ops {
 		// An unconditional put needs nothing of the key's current state, so
 		// it skips the lookup (a Badger read per put is a large share of
 		// apply's cost).
 		var cur uint64
+		var val []byte
 		if op.IfVersion != nil || op.Type != OpPut {
-			cur = current(op.Key)
+			cur, val = lookup(op.Key, op.Type == OpGet)
 		}
 		if op.IfVersion != nil && *op.IfVersion != cur {
-			*pos += uint64(len(cmd.Ops))
 			return Result{Code: VersionMismatch, FailedOp: i, Key: op.Key, Current: cur}
 		}
 		switch op.Type {
 		case OpPut:
-			v := index<<20 | (*pos + uint64(i) + 1)
+			v := index<<20 | (base + offset + uint64(i) + 1)
 			overlay = append(overlay, pending{key: op.Key, version: v, value: op.Value})
 			res.Ops[i].Version = v
 		case OpDelete:
@@ -415,9 +435,12 @@ func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 			if cur != 0 {
 				overlay = append(overlay, pending{key: op.Key})
 			}
+		case OpGet:
+			if cur != 0 {
+				res.Ops[i] = OpResult{Version: cur, Found: true, Value: bytes.Clone(val)}
+			}
 		}
 	}
-	*pos += uint64(len(cmd.Ops))
 	for _, p := range overlay {
 		k := a.ks.data(p.key)
 		if p.version == 0 {
@@ -427,6 +450,41 @@ func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 		a.must(a.txn.Set(k, append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(p.value)), p.version), p.value...)))
 	}
 	return res
+}
+
+// holds evaluates a transaction's comparison against the stored state.
+func (a *applier) holds(cmp Compare) bool {
+	if cmp.Kind == CompareValue {
+		v, val := a.read(cmp.Key)
+		return v != 0 && bytes.Equal(val, cmp.Value)
+	}
+	v := a.version(cmp.Key)
+	switch cmp.Kind {
+	case CompareVersion:
+		return v == cmp.Version
+	case CompareVersionLt:
+		return v < cmp.Version
+	case CompareVersionGt:
+		return v > cmp.Version
+	case CompareExists:
+		return v != 0
+	case CompareAbsent:
+		return v == 0
+	}
+	// The decoder admits no other kind.
+	panic(fmt.Sprintf("fsm: comparison kind %d", cmp.Kind))
+}
+
+// read returns key's version (0 if absent) and a copy of its value.
+func (a *applier) read(key []byte) (uint64, []byte) {
+	item, err := a.txn.Get(a.ks.data(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	a.must(err)
+	it, err := decodeItem(key, item)
+	a.must(err)
+	return it.Version, it.Value
 }
 
 // version returns the stored version of key, 0 if absent.

@@ -53,8 +53,12 @@ func limitsFor(db *badger.DB, opts Options) Limits {
 
 // footprint estimates what cmd adds to a Badger transaction when values at or
 // above threshold live in the value log.
+// A transaction counts the writes of both branches.
 func footprint(cmd Command, threshold int64) (bytes, count int64) {
-	for _, op := range cmd.Ops {
+	for _, op := range append(cmd.Ops[:len(cmd.Ops):len(cmd.Ops)], cmd.Else...) {
+		if op.Type == OpGet {
+			continue
+		}
 		v := int64(len(op.Value))
 		if v >= threshold {
 			v = 12 // value pointer
@@ -63,7 +67,7 @@ func footprint(cmd Command, threshold int64) (bytes, count int64) {
 		count++
 	}
 	if cmd.RequestID != "" {
-		bytes += 2*(int64(len(cmd.RequestID))+genPrefixLen+1) + 16 + int64(len(cmd.Ops))*12 + 2*entryOverhead
+		bytes += 2*(int64(len(cmd.RequestID))+genPrefixLen+1) + 16 + int64(len(cmd.Ops)+len(cmd.Else))*12 + 2*entryOverhead
 		count += 2
 	}
 	return bytes, count
@@ -73,19 +77,40 @@ func footprint(cmd Command, threshold int64) (bytes, count int64) {
 // ErrInvalid or ErrTooLarge and name the offending op.
 func (s *Store) Check(cmd Command) error {
 	l := s.limits
-	if len(cmd.Ops) == 0 {
-		return fmt.Errorf("%w: no writes", ErrInvalid)
+	if len(cmd.Ops)+len(cmd.Else) == 0 {
+		return fmt.Errorf("%w: no operations", ErrInvalid)
 	}
-	if len(cmd.Ops) > l.MaxOps {
-		return fmt.Errorf("%w: %d writes, limit %d", ErrTooLarge, len(cmd.Ops), l.MaxOps)
+	if !cmd.Txn && (len(cmd.If) > 0 || len(cmd.Else) > 0) {
+		return fmt.Errorf("%w: comparisons or an else branch outside a transaction", ErrInvalid)
+	}
+	if n := len(cmd.Ops) + len(cmd.Else) + len(cmd.If); n > l.MaxOps {
+		return fmt.Errorf("%w: %d operations and comparisons, limit %d", ErrTooLarge, n, l.MaxOps)
 	}
 	if len(cmd.RequestID) > 256 {
 		return fmt.Errorf("%w: request id of %d bytes, limit 256", ErrTooLarge, len(cmd.RequestID))
 	}
-	for i, op := range cmd.Ops {
+	for i, cmp := range cmd.If {
 		switch {
-		case op.Type != OpPut && op.Type != OpDelete:
+		case cmp.Kind < CompareVersion || cmp.Kind > CompareValue:
+			return fmt.Errorf("%w: comparison %d: unknown kind %d", ErrInvalid, i, cmp.Kind)
+		case len(cmp.Key) == 0:
+			return fmt.Errorf("%w: comparison %d: empty key", ErrInvalid, i)
+		case len(cmp.Key) > l.MaxKeySize:
+			return fmt.Errorf("%w: comparison %d: key of %d bytes, limit %d", ErrTooLarge, i, len(cmp.Key), l.MaxKeySize)
+		case len(cmp.Value) > l.MaxValueSize:
+			return fmt.Errorf("%w: comparison %d: value of %d bytes, limit %d", ErrTooLarge, i, len(cmp.Value), l.MaxValueSize)
+		case cmp.Kind != CompareValue && len(cmp.Value) != 0:
+			return fmt.Errorf("%w: comparison %d: a value with a %s comparison", ErrInvalid, i, cmp.Kind)
+		}
+	}
+	for i, op := range append(cmd.Ops[:len(cmd.Ops):len(cmd.Ops)], cmd.Else...) {
+		switch {
+		case op.Type != OpPut && op.Type != OpDelete && !(op.Type == OpGet && cmd.Txn):
 			return fmt.Errorf("%w: op %d: unknown type %v", ErrInvalid, i, op.Type)
+		case op.Type == OpGet && op.IfVersion != nil:
+			return fmt.Errorf("%w: op %d: a get with a condition", ErrInvalid, i)
+		case op.Type == OpGet && len(op.Value) != 0:
+			return fmt.Errorf("%w: op %d: get with a value", ErrInvalid, i)
 		case len(op.Key) == 0:
 			return fmt.Errorf("%w: op %d: empty key", ErrInvalid, i)
 		case len(op.Key) > l.MaxKeySize:

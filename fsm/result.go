@@ -30,6 +30,11 @@ type OpResult struct {
 	// an absent key writes nothing. Puts leave it false: an unconditional
 	// put does not look at the key's current state.
 	Existed bool
+	// Found and Value: for a get, whether the key is present and its value
+	// (Version is then its version). A duplicate's gets are not repeated:
+	// Found is false and Value nil (Result.Duplicate says so).
+	Found bool
+	Value []byte
 }
 
 // Result is the outcome of one Command.
@@ -40,8 +45,11 @@ type Result struct {
 	FailedOp int
 	Key      []byte
 	Current  uint64
-	// On OK: one entry per op.
+	// On OK: one entry per op (of the branch that ran, for a transaction).
 	Ops []OpResult
+	// Succeeded: for a transaction, whether its comparisons held (Ops ran)
+	// or not (Else ran).
+	Succeeded bool
 	// Duplicate is set when the command's RequestID had applied before; the
 	// result is that first outcome.
 	Duplicate bool
@@ -68,16 +76,35 @@ func (r Result) Err() error {
 	return &ConditionError{Op: r.FailedOp, Key: r.Key, Current: r.Current}
 }
 
-func (r Result) encode() []byte {
+// txnOK marks the encoding of an OK result of a transaction in a dedupe
+// record (it adds the branch taken); it is never a Result.Code.
+const txnOK Code = 2
+
+// encode is how a result is kept in a dedupe record: get values are left
+// out (they could be large, and a retry returns the first outcome of the
+// writes only).
+func (r Result) encode(txn bool) []byte {
 	b := []byte{byte(r.Code)}
 	if r.Code != OK {
 		b = binary.AppendUvarint(b, uint64(r.FailedOp))
 		b = appendBytes(b, r.Key)
 		return binary.AppendUvarint(b, r.Current)
 	}
+	if txn {
+		b[0] = byte(txnOK)
+		if r.Succeeded {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	}
 	b = binary.AppendUvarint(b, uint64(len(r.Ops)))
 	for _, o := range r.Ops {
-		b = binary.AppendUvarint(b, o.Version)
+		v := o.Version
+		if o.Found { // a get: not kept
+			v = 0
+		}
+		b = binary.AppendUvarint(b, v)
 		if o.Existed {
 			b = append(b, 1)
 		} else {
@@ -91,7 +118,10 @@ func decodeResult(b []byte) (Result, error) {
 	d := decoder{b: b}
 	r := Result{Code: Code(d.byte())}
 	switch r.Code {
-	case OK:
+	case OK, txnOK:
+		if r.Code == txnOK {
+			r.Code, r.Succeeded = OK, d.byte() == 1
+		}
 		n := d.count(2)
 		r.Ops = make([]OpResult, n)
 		for i := range r.Ops {
