@@ -57,7 +57,7 @@ func (e *APIError) Is(target error) bool {
 	m := map[string]error{
 		"bad_request": ErrBadRequest, "not_found": ErrNotFound, "version_mismatch": ErrVersionMismatch,
 		"too_large": ErrTooLarge, "conflict": ErrConflict, "unavailable": ErrUnavailable,
-		"outcome_unknown": ErrOutcomeUnknown,
+		"outcome_unknown": ErrOutcomeUnknown, "not_implemented": ErrNotImplemented,
 	}
 	return m[e.Code] == target
 }
@@ -134,16 +134,21 @@ func (c *Client) write(ctx context.Context, method, key string, body []byte, opt
 	for _, f := range opts {
 		f(&o)
 	}
-	if o.requestID == "" {
-		var b [16]byte
-		_, _ = crand.Read(b[:])
-		o.requestID = hex.EncodeToString(b[:])
-	}
 	q := url.Values{}
 	if o.ifVersion != nil {
 		q.Set("if_version", strconv.FormatUint(*o.ifVersion, 10))
 	}
-	return c.do(ctx, method, keyPath(key), q, body, o.requestID)
+	return c.do(ctx, method, keyPath(key), q, body, requestIDOf(o))
+}
+
+// requestIDOf returns the write's request ID, a fresh random one if unset.
+func requestIDOf(o writeOpts) string {
+	if o.requestID != "" {
+		return o.requestID
+	}
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Put writes key and returns its new version.

@@ -22,11 +22,7 @@ func (h *peerHandler) Propose(ctx context.Context, a *peer.ProposeArgs, r *peer.
 		r.Err = &peer.Error{Code: peer.CodeInvalid, Message: "forwarded command is not one encoded command"}
 		return
 	}
-	var keys [][]byte
-	for _, op := range cmds[0].Ops {
-		keys = append(keys, op.Key)
-	}
-	if r.Err = n.checkOwnership(id, a.Epoch, keys, false); r.Err != nil {
+	if r.Err = n.checkOwnership(id, a.Epoch, cmds[0].Keys(), false); r.Err != nil {
 		return
 	}
 	s := n.localShard(id)

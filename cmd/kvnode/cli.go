@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -22,6 +23,7 @@ var subcommands = map[string]func(c *client.Client, o cliOpts, args []string, ou
 	"delete": cmdDelete,
 	"scan":   cmdScan,
 	"status": cmdStatus,
+	"txn":    cmdTxn,
 
 	"transfer-leader": cmdTransferLeader,
 	"remove-node":     cmdRemoveNode,
@@ -34,6 +36,7 @@ const cliUsage = `usage: kvnode [flags]                      run a node (kvnode 
        kvnode delete [--addr A] [--if-version N] KEY
        kvnode scan [--addr A] [--prefix P] [--start S] [--end E] [--limit N]
        kvnode status [--addr A]
+       kvnode txn [--addr A] JSON                 (a POST /v1/txn body; "-" reads stdin)
        kvnode transfer-leader [--addr A] [--to NODE] SHARD   (hand a shard's leadership to NODE, or any other replica)
        kvnode remove-node [--addr A] NODE                    (take a node that is down for good out of the cluster)
        kvnode bench [--addr A] [--clients N] [--duration D] [--keys N] [--value-size B]
@@ -248,4 +251,32 @@ func cmdRemoveNode(c *client.Client, o cliOpts, args []string, out io.Writer) er
 	}
 	fmt.Fprintf(out, "removed %s; its replicas move to the other nodes (kvnode status shows the progress)\n", args[0])
 	return nil
+}
+
+// cmdTxn runs a compare-and-write transaction given as the JSON body of
+// POST /v1/txn and prints the answer as JSON.
+func cmdTxn(c *client.Client, o cliOpts, args []string, out io.Writer) error {
+	if err := wantArgs(args, 1, "a transaction as JSON (or - for stdin)"); err != nil {
+		return err
+	}
+	body := []byte(args[0])
+	if args[0] == "-" {
+		var err error
+		if body, err = io.ReadAll(os.Stdin); err != nil {
+			return err
+		}
+	}
+	var t client.Txn
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t); err != nil {
+		return fmt.Errorf("txn: not a transaction: %w", err)
+	}
+	r, err := c.Txn(o.ctx, t)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
 }

@@ -71,4 +71,15 @@ func TestSubcommands(t *testing.T) {
 	if _, err := run("transfer-leader", "one"); err == nil {
 		t.Fatal("transfer-leader of shard \"one\" succeeded")
 	}
+	// k2 exists, so the comparison fails and else reads it.
+	out, err = run("txn", `{"if":[{"key":"k2","exists":false}],"then":[{"put":{"key":"k2","value":"eA=="}}],"else":[{"get":{"key":"k2"}}]}`)
+	if err != nil || !strings.Contains(out, `"succeeded": false`) || !strings.Contains(out, `"found": true`) {
+		t.Fatalf("txn: %q %v", out, err)
+	}
+	if _, err := run("txn", `{"then":[{"put":{"key":"k2"}}]}`); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("txn with a put without value: %v", err)
+	}
+	if _, err := run("txn", `{"than":[]}`); err == nil || !strings.Contains(err.Error(), "not a transaction") {
+		t.Fatalf("txn with an unknown field: %v", err)
+	}
 }

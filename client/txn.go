@@ -1,0 +1,129 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// ErrNotImplemented: the server does not offer what was asked (for now:
+// transactions whose keys live on more than one shard).
+var ErrNotImplemented = errors.New("client: not implemented")
+
+// Compare is one condition of a transaction, on a key's state before it.
+// Build it with VersionIs, VersionBelow, VersionAbove, Exists, Absent or
+// ValueIs.
+type Compare struct {
+	Key       string  `json:"key"`
+	Version   *uint64 `json:"version,omitempty"`
+	VersionLt *uint64 `json:"version_lt,omitempty"`
+	VersionGt *uint64 `json:"version_gt,omitempty"`
+	Exists    *bool   `json:"exists,omitempty"`
+	Value     *[]byte `json:"value,omitempty"` // base64; may be empty
+}
+
+// VersionIs holds when key is at version v (0: absent).
+func VersionIs(key string, v uint64) Compare { return Compare{Key: key, Version: &v} }
+
+// VersionBelow holds when key's version is below v (an absent key is at 0).
+func VersionBelow(key string, v uint64) Compare { return Compare{Key: key, VersionLt: &v} }
+
+// VersionAbove holds when key's version is above v.
+func VersionAbove(key string, v uint64) Compare { return Compare{Key: key, VersionGt: &v} }
+
+// Exists holds when key is present.
+func Exists(key string) Compare { t := true; return Compare{Key: key, Exists: &t} }
+
+// Absent holds when key is absent.
+func Absent(key string) Compare { f := false; return Compare{Key: key, Exists: &f} }
+
+// ValueIs holds when key is present with value v.
+func ValueIs(key string, v []byte) Compare {
+	if v == nil {
+		v = []byte{} // the empty value, not "no value comparison"
+	}
+	return Compare{Key: key, Value: &v}
+}
+
+// TxnOp is one operation of a transaction: TxnPut, TxnDelete or TxnGet.
+type TxnOp struct {
+	Put    *txnPut `json:"put,omitempty"`
+	Delete *txnKey `json:"delete,omitempty"`
+	Get    *txnKey `json:"get,omitempty"`
+}
+
+type txnPut struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value"` // base64; "" for an empty value
+}
+
+type txnKey struct {
+	Key string `json:"key"`
+}
+
+// TxnPut writes key.
+func TxnPut(key string, value []byte) TxnOp {
+	if value == nil {
+		value = []byte{}
+	}
+	return TxnOp{Put: &txnPut{Key: key, Value: value}}
+}
+
+// TxnDelete removes key.
+func TxnDelete(key string) TxnOp { return TxnOp{Delete: &txnKey{Key: key}} }
+
+// TxnGet reads key, seeing the transaction's earlier writes.
+func TxnGet(key string) TxnOp { return TxnOp{Get: &txnKey{Key: key}} }
+
+// Txn is a compare-and-write transaction (POST /v1/txn): when every
+// comparison in If holds, Then runs, otherwise Else.
+type Txn struct {
+	If   []Compare `json:"if,omitempty"`
+	Then []TxnOp   `json:"then,omitempty"`
+	Else []TxnOp   `json:"else,omitempty"`
+}
+
+// TxnResult is the outcome of one operation of the branch that ran: Version
+// for a put (and a found get), Deleted for a delete, Found and Value for a
+// get.
+type TxnResult struct {
+	Version uint64 `json:"version"`
+	Deleted bool   `json:"deleted"`
+	Found   bool   `json:"found"`
+	Value   []byte `json:"value"`
+}
+
+// TxnResponse says which branch ran. Duplicate: the request ID had applied
+// before and Results are that first outcome (gets are not repeated).
+type TxnResponse struct {
+	Succeeded bool        `json:"succeeded"`
+	Results   []TxnResult `json:"results"`
+	Duplicate bool        `json:"duplicate"`
+}
+
+// Txn runs t atomically. RequestID makes a retry after ErrOutcomeUnknown
+// apply at most once.
+func (c *Client) Txn(ctx context.Context, t Txn, opts ...WriteOption) (TxnResponse, error) {
+	var o writeOpts
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.ifVersion != nil {
+		return TxnResponse{}, fmt.Errorf("%w: IfVersion does not apply to a transaction (use a comparison)", ErrBadRequest)
+	}
+	body, err := json.Marshal(t)
+	if err != nil {
+		return TxnResponse{}, err
+	}
+	b, err := c.do(ctx, http.MethodPost, "/v1/txn", nil, body, requestIDOf(o))
+	if err != nil {
+		return TxnResponse{}, err
+	}
+	var r TxnResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		return TxnResponse{}, fmt.Errorf("client: txn response: %w", err)
+	}
+	return r, nil
+}
