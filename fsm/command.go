@@ -124,16 +124,31 @@ type Compare struct {
 // when every comparison in If holds, Ops apply, otherwise Else does; either
 // branch may hold gets. It applies in one log entry, so it is atomic and
 // strictly serializable with everything else on the shard.
+//
+// With Phase set the command is a step of a cross-shard transaction (see
+// PhaseKind) and Ops, Txn, If and Else are empty.
 type Command struct {
 	RequestID string
 	Ops       []Op
 	Txn       bool
 	If        []Compare
 	Else      []Op
+	Phase     *Phase
 }
 
-// Keys returns every key the command touches (compared, read or written).
+// Keys returns every user key the command touches (compared, read or
+// written); a phase's record lives under its transaction ID, not a key.
 func (c Command) Keys() [][]byte {
+	if p := c.Phase; p != nil {
+		keys := make([][]byte, 0, len(p.Reads)+len(p.Writes)+len(p.Keys))
+		for _, r := range p.Reads {
+			keys = append(keys, r.Key)
+		}
+		for _, w := range p.Writes {
+			keys = append(keys, w.Key)
+		}
+		return append(keys, p.Keys...)
+	}
 	keys := make([][]byte, 0, len(c.If)+len(c.Ops)+len(c.Else))
 	for _, cmp := range c.If {
 		keys = append(keys, cmp.Key)
@@ -150,7 +165,12 @@ func (c Command) Keys() [][]byte {
 // positions is how many version positions the command takes in its entry:
 // one per op of both branches, whichever runs, so that versions do not
 // depend on the outcome of comparisons.
-func (c Command) positions() uint64 { return uint64(len(c.Ops) + len(c.Else)) }
+func (c Command) positions() uint64 {
+	if c.Phase != nil {
+		return uint64(len(c.Phase.Keys)) // a Resolve's writes
+	}
+	return uint64(len(c.Ops) + len(c.Else))
+}
 
 // EncodeGroup encodes commands as one log entry.
 func EncodeGroup(cmds []Command) []byte {
@@ -158,7 +178,7 @@ func EncodeGroup(cmds []Command) []byte {
 	version := groupVersion1
 	for _, c := range cmds {
 		n += c.encodedSize()
-		if c.Txn {
+		if c.Txn || c.Phase != nil {
 			version = groupVersion2
 		}
 	}
@@ -179,6 +199,18 @@ func (c Command) encodedSize() int {
 	for _, cmp := range c.If {
 		n += 1 + 3*binary.MaxVarintLen64 + len(cmp.Key) + len(cmp.Value)
 	}
+	if p := c.Phase; p != nil {
+		n += 2 + 10*binary.MaxVarintLen64 + len(p.TxnID) + len(p.Participants)*binary.MaxVarintLen64
+		for _, r := range p.Reads {
+			n += 1 + 3*binary.MaxVarintLen64 + len(r.Key) + len(r.Value)
+		}
+		for _, w := range p.Writes {
+			n += 2 + 3*binary.MaxVarintLen64 + len(w.Key) + len(w.Value)
+		}
+		for _, k := range p.Keys {
+			n += binary.MaxVarintLen64 + len(k)
+		}
+	}
 	return n
 }
 
@@ -190,20 +222,53 @@ func (c Command) append(b []byte, version byte) []byte {
 	if version == groupVersion1 {
 		return appendOps(b, c.Ops)
 	}
-	if !c.Txn {
+	switch {
+	case c.Phase != nil:
+		b = append(b, 2)
+		return c.Phase.append(b)
+	case !c.Txn:
 		b = append(b, 0)
 		return appendOps(b, c.Ops)
 	}
 	b = append(b, 1)
-	b = binary.AppendUvarint(b, uint64(len(c.If)))
-	for _, cmp := range c.If {
+	b = appendCompares(b, c.If)
+	b = appendOps(b, c.Ops)
+	return appendOps(b, c.Else)
+}
+
+func appendCompares(b []byte, cmps []Compare) []byte {
+	b = binary.AppendUvarint(b, uint64(len(cmps)))
+	for _, cmp := range cmps {
 		b = append(b, byte(cmp.Kind))
 		b = appendBytes(b, cmp.Key)
 		b = binary.AppendUvarint(b, cmp.Version)
 		b = appendBytes(b, cmp.Value)
 	}
-	b = appendOps(b, c.Ops)
-	return appendOps(b, c.Else)
+	return b
+}
+
+func (p *Phase) append(b []byte) []byte {
+	b = append(b, byte(p.Kind))
+	b = appendBytes(b, []byte(p.TxnID))
+	b = binary.AppendUvarint(b, uint64(p.RecordShard))
+	b = binary.AppendUvarint(b, p.Deadline)
+	b = binary.AppendUvarint(b, p.Now)
+	if p.Commit {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.Participants)))
+	for _, s := range p.Participants {
+		b = binary.AppendUvarint(b, uint64(s))
+	}
+	b = appendCompares(b, p.Reads)
+	b = appendOps(b, p.Writes)
+	b = binary.AppendUvarint(b, uint64(len(p.Keys)))
+	for _, k := range p.Keys {
+		b = appendBytes(b, k)
+	}
+	return b
 }
 
 func appendOps(b []byte, ops []Op) []byte {
@@ -250,31 +315,27 @@ func DecodeGroup(data []byte) ([]Command, error) {
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var c Command
 		c.RequestID = string(d.bytes())
+		var flags byte
 		if version == groupVersion2 {
-			switch d.byte() {
-			case 0:
-			case 1:
-				c.Txn = true
-			default:
-				d.fail("bad command flags")
-			}
+			flags = d.byte()
 		}
-		if c.Txn {
-			ncmp := d.count(4)
-			c.If = make([]Compare, 0, ncmp)
-			for j := uint64(0); j < ncmp && d.err == nil; j++ {
-				cmp := Compare{Kind: CompareKind(d.byte()), Key: d.bytes(), Version: d.uvarint(), Value: d.bytes()}
-				if cmp.Kind < CompareVersion || cmp.Kind > CompareValue {
-					d.fail("unknown comparison")
-				}
-				c.If = append(c.If, cmp)
-			}
-		}
-		c.Ops = d.ops(c.Txn)
-		if c.Txn {
+		switch flags {
+		case 0:
+			c.Ops = d.ops(false)
+		case 1:
+			c.Txn = true
+			c.If = d.compares()
+			c.Ops = d.ops(true)
 			c.Else = d.ops(true)
+		case 2:
+			c.Phase = d.phase()
+		default:
+			d.fail("bad command flags")
 		}
 		ops += len(c.Ops) + len(c.Else)
+		if c.Phase != nil {
+			ops += len(c.Phase.Reads) + len(c.Phase.Writes) + len(c.Phase.Keys)
+		}
 		if ops > MaxOpsPerEntry {
 			return nil, fmt.Errorf("%w: more than %d ops in one entry", ErrCorrupt, MaxOpsPerEntry)
 		}
@@ -287,6 +348,45 @@ func DecodeGroup(data []byte) ([]Command, error) {
 		return nil, d.err
 	}
 	return cmds, nil
+}
+
+func (d *decoder) compares() []Compare {
+	n := d.count(4)
+	cmps := make([]Compare, 0, n)
+	for j := uint64(0); j < n && d.err == nil; j++ {
+		cmp := Compare{Kind: CompareKind(d.byte()), Key: d.bytes(), Version: d.uvarint(), Value: d.bytes()}
+		if cmp.Kind < CompareVersion || cmp.Kind > CompareValue {
+			d.fail("unknown comparison")
+		}
+		cmps = append(cmps, cmp)
+	}
+	return cmps
+}
+
+func (d *decoder) phase() *Phase {
+	p := &Phase{Kind: PhaseKind(d.byte()), TxnID: string(d.bytes()), RecordShard: ShardID(d.uvarint()),
+		Deadline: d.uvarint(), Now: d.uvarint()}
+	if p.Kind < PhaseBegin || p.Kind > PhaseForget {
+		d.fail("unknown phase")
+	}
+	switch d.byte() {
+	case 0:
+	case 1:
+		p.Commit = true
+	default:
+		d.fail("bad commit flag")
+	}
+	n := d.count(1)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		p.Participants = append(p.Participants, ShardID(d.uvarint()))
+	}
+	p.Reads = d.compares()
+	p.Writes = d.ops(false)
+	n = d.count(1)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		p.Keys = append(p.Keys, d.bytes())
+	}
+	return p
 }
 
 // ops decodes a list of ops; gets are allowed in transactions only.

@@ -30,6 +30,9 @@ func sameCommands(a, b []fsm.Command) error {
 		if err := sameOps(a[i].Else, b[i].Else); err != nil {
 			return fmt.Errorf("command %d else: %w", i, err)
 		}
+		if err := samePhase(a[i].Phase, b[i].Phase); err != nil {
+			return fmt.Errorf("command %d phase: %w", i, err)
+		}
 		if len(a[i].If) != len(b[i].If) {
 			return fmt.Errorf("command %d: %d comparisons vs %d", i, len(a[i].If), len(b[i].If))
 		}
@@ -41,6 +44,21 @@ func sameCommands(a, b []fsm.Command) error {
 		}
 	}
 	return nil
+}
+
+func samePhase(a, b *fsm.Phase) error {
+	if (a == nil) != (b == nil) {
+		return fmt.Errorf("%v vs %v", a, b)
+	}
+	if a == nil {
+		return nil
+	}
+	if a.Kind != b.Kind || a.TxnID != b.TxnID || a.RecordShard != b.RecordShard || a.Deadline != b.Deadline ||
+		a.Now != b.Now || a.Commit != b.Commit || fmt.Sprint(a.Participants) != fmt.Sprint(b.Participants) ||
+		fmt.Sprint(a.Reads) != fmt.Sprint(b.Reads) || fmt.Sprintf("%q", a.Keys) != fmt.Sprintf("%q", b.Keys) {
+		return fmt.Errorf("%+v vs %+v", a, b)
+	}
+	return sameOps(a.Writes, b.Writes)
 }
 
 func sameOps(a, b []fsm.Op) error {
@@ -73,6 +91,10 @@ func randGroup(r *rand.Rand) []fsm.Command {
 		if r.IntN(2) == 0 {
 			cmds[i].RequestID = string(randBytes(r, 20))
 		}
+		if r.IntN(5) == 0 {
+			cmds[i].Phase = randPhase(r)
+			continue
+		}
 		txn := r.IntN(4) == 0
 		cmds[i].Ops = randOps(r, txn)
 		if txn {
@@ -91,6 +113,22 @@ func randGroup(r *rand.Rand) []fsm.Command {
 		}
 	}
 	return cmds
+}
+
+func randPhase(r *rand.Rand) *fsm.Phase {
+	p := &fsm.Phase{Kind: fsm.PhaseKind(1 + r.IntN(6)), TxnID: string(randBytes(r, 20)), RecordShard: fsm.ShardID(r.Uint64()),
+		Deadline: r.Uint64(), Now: r.Uint64(), Commit: r.IntN(2) == 0}
+	for range r.IntN(3) {
+		p.Participants = append(p.Participants, fsm.ShardID(r.UintN(1000)))
+	}
+	for range r.IntN(3) {
+		p.Reads = append(p.Reads, fsm.Compare{Kind: fsm.CompareVersion, Key: randBytes(r, 20), Version: r.Uint64()})
+	}
+	p.Writes = randOps(r, false)
+	for range r.IntN(3) {
+		p.Keys = append(p.Keys, randBytes(r, 20))
+	}
+	return p
 }
 
 func randOps(r *rand.Rand, gets bool) []fsm.Op {
@@ -229,6 +267,9 @@ func FuzzDecodeGroup(f *testing.F) {
 		If:   []fsm.Compare{{Kind: fsm.CompareValue, Key: []byte("a"), Value: []byte("x")}, {Kind: fsm.CompareVersionLt, Key: []byte("b"), Version: 9}},
 		Ops:  []fsm.Op{fsm.Get([]byte("a")), kv("b", "1")},
 		Else: []fsm.Op{del("a")}}}))
+	f.Add(fsm.EncodeGroup([]fsm.Command{{RequestID: "p", Phase: &fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "t1", RecordShard: 3,
+		Reads: []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("r"), Version: 5}}, Writes: []fsm.Op{kv("w", "v"), del("d")}}}}))
+	f.Add(fsm.EncodeGroup([]fsm.Command{{Phase: &fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "t1", Commit: true, Keys: [][]byte{[]byte("w")}}}}))
 	f.Add([]byte{})
 	f.Add([]byte{0xca, 1, 1})
 	f.Add([]byte{0xca, 1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
@@ -247,6 +288,20 @@ func FuzzDecodeGroup(f *testing.F) {
 		n := 0
 		for _, c := range cmds {
 			n += len(c.Ops) + len(c.Else)
+			if p := c.Phase; p != nil {
+				n += len(p.Reads) + len(p.Writes) + len(p.Keys)
+				if c.Txn || c.Ops != nil || c.If != nil || c.Else != nil {
+					t.Fatalf("decoded a phase with ops of its own")
+				}
+				if p.Kind < fsm.PhaseBegin || p.Kind > fsm.PhaseForget {
+					t.Fatalf("decoded phase kind %v", p.Kind)
+				}
+				for _, w := range p.Writes {
+					if w.Type != fsm.OpPut && w.Type != fsm.OpDelete {
+						t.Fatalf("decoded a phase write of type %v", w.Type)
+					}
+				}
+			}
 			if !c.Txn && (c.If != nil || c.Else != nil) {
 				t.Fatalf("decoded a plain command with comparisons or an else branch")
 			}

@@ -12,6 +12,8 @@
 //	[shard][gen]['d'][user key]    user data: [version uint64][value]
 //	[shard][gen]['r'][request id]  dedupe record: [index uint64][encoded result]
 //	[shard][gen]['q'][index][id]   dedupe records in index order, for pruning
+//	[shard][gen]['i'][user key]    intent of a cross-shard transaction: [txn id][record shard][op][value]
+//	[shard][gen]['t'][txn id]      transaction record: [status][deadline][participants]
 //
 // All data of a replica lives under one generation (uint32, ≥ 1). A snapshot
 // restore writes the incoming state under a fresh generation, marked by the 'R'
@@ -38,6 +40,19 @@
 // write to a key, across deletes too, and a stale if_version can never match.
 // An entry that cannot be decoded panics: stopping beats diverging. Domain
 // outcomes (a failed condition, deleting an absent key) are values in Result.
+//
+// # Transactions
+//
+// A Command with Txn set is a one-shard transaction: comparisons, then one
+// of two branches of puts, deletes and gets, all in one entry. A Command
+// with a Phase is one step of a cross-shard transaction (twophase.go): a
+// record on the first key's shard decides it; intents lock its keys on every
+// participant until they are resolved. While a key holds an intent, plain
+// writes and one-shard transactions touching it fail with Conflict, and
+// reads of a key with a write intent fail with a *LockedError, so that
+// nobody sees the state before an undecided write as if it were final. The
+// replica counts its intents, so that with none (the usual case) no command
+// or read looks for them.
 //
 // # Concurrency
 //

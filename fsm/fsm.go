@@ -47,6 +47,11 @@ type FSM struct {
 	persisting sync.RWMutex
 
 	applied  atomic.Uint64 // last index whose effects are in Badger
+	// intents counts this replica's transaction intents; never below what
+	// a reader can see in Badger (apply adds before writing one and
+	// subtracts after committing its removal), so at zero nobody needs to
+	// look for intents.
+	intents  atomic.Int64
 	meta     appliedMeta   // owned by the apply goroutine
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced whenever applied grows
@@ -173,6 +178,11 @@ func (f *FSM) recover() error {
 		return err
 	}
 	f.gen = gen
+	n, err := f.countIntents(gen)
+	if err != nil {
+		return err
+	}
+	f.intents.Store(n)
 	var m appliedMeta
 	if err := f.db.View(func(txn *badger.Txn) error {
 		var err error
@@ -290,6 +300,9 @@ type applier struct {
 	bytes  int64
 	count  int64
 	pruned bool
+	// released counts intents removed in this transaction; subtracted from
+	// FSM.intents once it has committed.
+	released int64
 }
 
 func (f *FSM) newApplier() *applier {
@@ -320,6 +333,8 @@ func (a *applier) commit() {
 	a.prune()
 	a.must(a.txn.Set(a.ks.applied(), a.meta.encode()))
 	a.must(a.txn.Commit())
+	a.f.intents.Add(-a.released)
+	a.released = 0
 	a.f.setApplied(a.meta)
 	a.bytes, a.count = 0, 0
 }
@@ -345,9 +360,15 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 				continue
 			}
 		}
-		results[i] = a.applyCommand(index, &pos, cmd)
+		if cmd.Phase != nil {
+			base := pos
+			pos += cmd.positions()
+			results[i] = a.applyPhase(index, base, cmd)
+		} else {
+			results[i] = a.applyCommand(index, &pos, cmd)
+		}
 		if cmd.RequestID != "" {
-			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode(cmd.Txn)...)))
+			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode(cmd)...)))
 			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), nil))
 		}
 	}
@@ -387,6 +408,9 @@ func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 	}
 	base := *pos
 	*pos += cmd.positions()
+	if res, ok := a.conflict("", cmd.Keys()); ok {
+		return res
+	}
 	ops, offset, succeeded := cmd.Ops, uint64(0), true
 	if cmd.Txn {
 		for _, cmp := range cmd.If {

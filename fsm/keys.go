@@ -21,6 +21,8 @@ const (
 	spaceData      = 'd'
 	spaceDedupe    = 'r'
 	spaceDedupeIdx = 'q'
+	spaceIntent    = 'i'
+	spaceTxn       = 't'
 )
 
 func shardPrefix(id ShardID) []byte {
@@ -65,6 +67,9 @@ func (k keyspace) dedupeIdxPrefix() []byte { return k.key(spaceDedupeIdx) }
 func (k keyspace) dedupeIdx(index uint64, id string) []byte {
 	return k.key(spaceDedupeIdx, binary.BigEndian.AppendUint64(nil, index), []byte(id))
 }
+
+func (k keyspace) intent(user []byte) []byte { return k.key(spaceIntent, user) }
+func (k keyspace) txnRecord(id string) []byte { return k.key(spaceTxn, []byte(id)) }
 
 // userKey strips the data prefix from a stored data key.
 func (k keyspace) userKey(stored []byte) []byte { return stored[len(k.prefix)+1:] }

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -53,8 +54,12 @@ func limitsFor(db *badger.DB, opts Options) Limits {
 
 // footprint estimates what cmd adds to a Badger transaction when values at or
 // above threshold live in the value log.
-// A transaction counts the writes of both branches.
+// A transaction counts the writes of both branches; a phase its intents,
+// data writes and record.
 func footprint(cmd Command, threshold int64) (bytes, count int64) {
+	if p := cmd.Phase; p != nil {
+		bytes, count = phaseFootprint(p, threshold)
+	}
 	for _, op := range append(cmd.Ops[:len(cmd.Ops):len(cmd.Ops)], cmd.Else...) {
 		if op.Type == OpGet {
 			continue
@@ -67,8 +72,33 @@ func footprint(cmd Command, threshold int64) (bytes, count int64) {
 		count++
 	}
 	if cmd.RequestID != "" {
-		bytes += 2*(int64(len(cmd.RequestID))+genPrefixLen+1) + 16 + int64(len(cmd.Ops)+len(cmd.Else))*12 + 2*entryOverhead
+		bytes += 2*(int64(len(cmd.RequestID))+genPrefixLen+1) + 16 + int64(cmd.positions())*12 + 2*entryOverhead
 		count += 2
+	}
+	return bytes, count
+}
+
+func phaseFootprint(p *Phase, threshold int64) (bytes, count int64) {
+	id := int64(len(p.TxnID))
+	entry := func(key, value int64) {
+		if value >= threshold {
+			value = 12
+		}
+		bytes += key + value + entryOverhead + genPrefixLen + 1
+		count++
+	}
+	entry(id, 32+int64(len(p.Participants))*binary.MaxVarintLen64) // the record
+	for _, r := range p.Reads {
+		entry(int64(len(r.Key)), id+16)
+	}
+	for _, w := range p.Writes {
+		entry(int64(len(w.Key)), id+16+int64(len(w.Value)))
+	}
+	for _, k := range p.Keys {
+		// The intent's removal and the data it writes, whose value is the
+		// intent's: at most the threshold inline.
+		entry(int64(len(k)), 0)
+		entry(int64(len(k)), threshold-1)
 	}
 	return bytes, count
 }
@@ -77,6 +107,9 @@ func footprint(cmd Command, threshold int64) (bytes, count int64) {
 // ErrInvalid or ErrTooLarge and name the offending op.
 func (s *Store) Check(cmd Command) error {
 	l := s.limits
+	if cmd.Phase != nil {
+		return s.checkPhase(cmd)
+	}
 	if len(cmd.Ops)+len(cmd.Else) == 0 {
 		return fmt.Errorf("%w: no operations", ErrInvalid)
 	}
@@ -124,6 +157,79 @@ func (s *Store) Check(cmd Command) error {
 	b, c := footprint(cmd, s.opts.ValueThreshold)
 	if b > l.MaxFootprint || c > l.MaxCount {
 		return fmt.Errorf("%w: batch needs %d bytes in one transaction, limit %d", ErrTooLarge, b, l.MaxFootprint)
+	}
+	return nil
+}
+
+func (s *Store) checkPhase(cmd Command) error {
+	l, p := s.limits, cmd.Phase
+	switch {
+	case cmd.Txn || len(cmd.Ops)+len(cmd.If)+len(cmd.Else) > 0:
+		return fmt.Errorf("%w: a phase with ops or comparisons of its own", ErrInvalid)
+	case p.Kind < PhaseBegin || p.Kind > PhaseForget:
+		return fmt.Errorf("%w: unknown phase %d", ErrInvalid, p.Kind)
+	case p.TxnID == "":
+		return fmt.Errorf("%w: %s without a transaction ID", ErrInvalid, p.Kind)
+	case len(p.TxnID) > 256:
+		return fmt.Errorf("%w: transaction ID of %d bytes, limit 256", ErrTooLarge, len(p.TxnID))
+	case len(cmd.RequestID) > 256:
+		return fmt.Errorf("%w: request id of %d bytes, limit 256", ErrTooLarge, len(cmd.RequestID))
+	case len(p.Reads)+len(p.Writes)+len(p.Keys) > l.MaxOps:
+		return fmt.Errorf("%w: %d keys in one %s, limit %d", ErrTooLarge, len(p.Reads)+len(p.Writes)+len(p.Keys), p.Kind, l.MaxOps)
+	case len(p.Participants) > l.MaxOps:
+		return fmt.Errorf("%w: %d participants, limit %d", ErrTooLarge, len(p.Participants), l.MaxOps)
+	}
+	want := map[PhaseKind]string{PhasePrepare: "reads or writes", PhaseResolve: "keys"}
+	has := map[PhaseKind]bool{PhasePrepare: len(p.Reads)+len(p.Writes) > 0, PhaseResolve: len(p.Keys) > 0}
+	if w, ok := want[p.Kind]; ok && !has[p.Kind] {
+		return fmt.Errorf("%w: %s without %s", ErrInvalid, p.Kind, w)
+	}
+	if p.Kind != PhasePrepare && len(p.Reads)+len(p.Writes) > 0 || p.Kind != PhaseResolve && len(p.Keys) > 0 {
+		return fmt.Errorf("%w: %s with fields of another phase", ErrInvalid, p.Kind)
+	}
+	if (p.Kind == PhaseBegin || p.Kind == PhaseHeartbeat) && p.Deadline == 0 {
+		return fmt.Errorf("%w: %s without a deadline", ErrInvalid, p.Kind)
+	}
+	key := func(what string, i int, k []byte) error {
+		switch {
+		case len(k) == 0:
+			return fmt.Errorf("%w: %s %d: empty key", ErrInvalid, what, i)
+		case len(k) > l.MaxKeySize:
+			return fmt.Errorf("%w: %s %d: key of %d bytes, limit %d", ErrTooLarge, what, i, len(k), l.MaxKeySize)
+		}
+		return nil
+	}
+	for i, r := range p.Reads {
+		if r.Kind != CompareVersion || len(r.Value) != 0 {
+			return fmt.Errorf("%w: read %d: a read names the version it saw, nothing else", ErrInvalid, i)
+		}
+		if err := key("read", i, r.Key); err != nil {
+			return err
+		}
+	}
+	for i, w := range p.Writes {
+		switch {
+		case w.Type != OpPut && w.Type != OpDelete:
+			return fmt.Errorf("%w: write %d: %v is not a write", ErrInvalid, i, w.Type)
+		case w.IfVersion != nil:
+			return fmt.Errorf("%w: write %d: conditions belong in Reads", ErrInvalid, i)
+		case w.Type == OpDelete && len(w.Value) != 0:
+			return fmt.Errorf("%w: write %d: delete with a value", ErrInvalid, i)
+		case len(w.Value) > l.MaxValueSize:
+			return fmt.Errorf("%w: write %d: value of %d bytes, limit %d", ErrTooLarge, i, len(w.Value), l.MaxValueSize)
+		}
+		if err := key("write", i, w.Key); err != nil {
+			return err
+		}
+	}
+	for i, k := range p.Keys {
+		if err := key("key", i, k); err != nil {
+			return err
+		}
+	}
+	b, c := footprint(cmd, s.opts.ValueThreshold)
+	if b > l.MaxFootprint || c > l.MaxCount {
+		return fmt.Errorf("%w: %s needs %d bytes in one transaction, limit %d", ErrTooLarge, p.Kind, b, l.MaxFootprint)
 	}
 	return nil
 }

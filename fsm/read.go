@@ -29,6 +29,9 @@ func (f *FSM) view(fn func(txn *badger.Txn, ks keyspace) error) error {
 func (f *FSM) Get(key []byte) (Item, error) {
 	var it Item
 	err := f.view(func(txn *badger.Txn, ks keyspace) error {
+		if err := f.lockedError(txn, ks, key); err != nil {
+			return err
+		}
 		item, err := txn.Get(ks.data(key))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("%w: key %q", ErrNotFound, key)
@@ -112,9 +115,35 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 			}
 			res.Items = append(res.Items, item)
 		}
-		return nil
+		var last []byte // the scan covered keys up to here (inclusive)
+		if res.More {
+			last = res.Next
+		}
+		return f.lockedInRange(txn, ks, o.Prefix, seek, o.End, last)
 	})
 	return res, err
+}
+
+// lockedInRange reports the first write intent on a key under prefix in
+// [from, end) and, with last set, not after last: a scan over that range
+// must not return the state without the undecided write.
+func (f *FSM) lockedInRange(txn *badger.Txn, ks keyspace, prefix, from, end, last []byte) error {
+	if f.intents.Load() == 0 {
+		return nil
+	}
+	base := ks.key(spaceIntent)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: append(base[:len(base):len(base)], prefix...)})
+	defer it.Close()
+	for it.Seek(ks.intent(from)); it.Valid(); it.Next() {
+		key := it.Item().Key()[len(base):]
+		if len(end) > 0 && bytes.Compare(key, end) >= 0 || last != nil && bytes.Compare(key, last) > 0 {
+			return nil
+		}
+		if err := f.lockedError(txn, ks, key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // StateHash returns the applied index and a SHA-256 over the replica's whole

@@ -20,6 +20,9 @@ const (
 	OK Code = 0
 	// VersionMismatch: a condition failed and nothing of the command applied.
 	VersionMismatch Code = 1
+	// Conflict: a key of the command is held by a cross-shard transaction
+	// (another one, for a phase of a transaction); nothing applied.
+	Conflict Code = 2
 )
 
 // OpResult is the outcome of one write of an applied command.
@@ -50,10 +53,33 @@ type Result struct {
 	// Succeeded: for a transaction, whether its comparisons held (Ops ran)
 	// or not (Else ran).
 	Succeeded bool
+	// On Conflict: the transaction holding Key and the shard of its record.
+	Holder      string
+	HolderShard ShardID
+	// Status: for a Begin, Decide, Heartbeat or Forget phase, the
+	// transaction record's status afterwards.
+	Status TxnStatus
 	// Duplicate is set when the command's RequestID had applied before; the
 	// result is that first outcome.
 	Duplicate bool
 }
+
+// ErrConflict: a key is held by another (cross-shard) transaction.
+var ErrConflict = errors.New("fsm: conflict with a transaction")
+
+// ConflictError is the error form of a Conflict result; it unwraps to
+// ErrConflict.
+type ConflictError struct {
+	Key         []byte
+	Holder      string
+	HolderShard ShardID
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("fsm: key %q is held by transaction %s (record on %v)", e.Key, e.Holder, e.HolderShard)
+}
+
+func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 // ConditionError is the error form of a VersionMismatch result.
 type ConditionError struct {
@@ -68,35 +94,50 @@ func (e *ConditionError) Error() string {
 
 func (e *ConditionError) Unwrap() error { return ErrVersionMismatch }
 
-// Err returns nil for OK, or a *ConditionError.
+// Err returns nil for OK, a *ConditionError or a *ConflictError.
 func (r Result) Err() error {
-	if r.Code == OK {
+	switch r.Code {
+	case OK:
 		return nil
+	case Conflict:
+		return &ConflictError{Key: r.Key, Holder: r.Holder, HolderShard: r.HolderShard}
 	}
 	return &ConditionError{Op: r.FailedOp, Key: r.Key, Current: r.Current}
 }
 
-// txnOK marks the encoding of an OK result of a transaction in a dedupe
-// record (it adds the branch taken); it is never a Result.Code.
-const txnOK Code = 2
+// Markers of OK results in dedupe records that carry more than the ops:
+// a transaction's branch, a phase's record status. Never a Result.Code.
+const (
+	txnOK   Code = 3
+	phaseOK Code = 4
+)
 
-// encode is how a result is kept in a dedupe record: get values are left
-// out (they could be large, and a retry returns the first outcome of the
-// writes only).
-func (r Result) encode(txn bool) []byte {
+// encode is how cmd's result is kept in a dedupe record: get values are
+// left out (they could be large, and a retry returns the first outcome of
+// the writes only).
+func (r Result) encode(cmd Command) []byte {
 	b := []byte{byte(r.Code)}
-	if r.Code != OK {
+	switch r.Code {
+	case VersionMismatch:
 		b = binary.AppendUvarint(b, uint64(r.FailedOp))
 		b = appendBytes(b, r.Key)
 		return binary.AppendUvarint(b, r.Current)
+	case Conflict:
+		b = appendBytes(b, r.Key)
+		b = appendBytes(b, []byte(r.Holder))
+		return binary.AppendUvarint(b, uint64(r.HolderShard))
 	}
-	if txn {
+	switch {
+	case cmd.Txn:
 		b[0] = byte(txnOK)
 		if r.Succeeded {
 			b = append(b, 1)
 		} else {
 			b = append(b, 0)
 		}
+	case cmd.Phase != nil:
+		b[0] = byte(phaseOK)
+		b = append(b, byte(r.Status))
 	}
 	b = binary.AppendUvarint(b, uint64(len(r.Ops)))
 	for _, o := range r.Ops {
@@ -118,10 +159,14 @@ func decodeResult(b []byte) (Result, error) {
 	d := decoder{b: b}
 	r := Result{Code: Code(d.byte())}
 	switch r.Code {
-	case OK, txnOK:
-		if r.Code == txnOK {
-			r.Code, r.Succeeded = OK, d.byte() == 1
+	case OK, txnOK, phaseOK:
+		switch r.Code {
+		case txnOK:
+			r.Succeeded = d.byte() == 1
+		case phaseOK:
+			r.Status = TxnStatus(d.byte())
 		}
+		r.Code = OK
 		n := d.count(2)
 		r.Ops = make([]OpResult, n)
 		for i := range r.Ops {
@@ -132,6 +177,10 @@ func decodeResult(b []byte) (Result, error) {
 		r.FailedOp = int(d.uvarint())
 		r.Key = append([]byte(nil), d.bytes()...)
 		r.Current = d.uvarint()
+	case Conflict:
+		r.Key = append([]byte(nil), d.bytes()...)
+		r.Holder = string(d.bytes())
+		r.HolderShard = ShardID(d.uvarint())
 	default:
 		d.fail("unknown result code")
 	}

@@ -102,6 +102,8 @@ func writeErr(w http.ResponseWriter, err error, requestID string) {
 		status, code = http.StatusNotFound, "not_found"
 	case errors.Is(err, fsm.ErrVersionMismatch):
 		status, code = http.StatusPreconditionFailed, "version_mismatch"
+	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrLocked):
+		status, code = http.StatusConflict, "conflict"
 	case errors.Is(err, shard.ErrOutcomeUnknown):
 		status, code = http.StatusGatewayTimeout, "outcome_unknown"
 	default:

@@ -1,0 +1,296 @@
+package fsm_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+func phase(p fsm.Phase) fsm.Command { return fsm.Command{Phase: &p} }
+
+func status(t *testing.T, f *fsm.FSM, p fsm.Phase) fsm.TxnStatus {
+	t.Helper()
+	r := apply(t, f, phase(p))[0]
+	if r.Code != fsm.OK {
+		t.Fatalf("%s: %s", p.Kind, fmtResult(r))
+	}
+	return r.Status
+}
+
+// The record goes pending → committed or aborted and never changes after;
+// an abort on someone else's behalf waits for the deadline.
+func TestTxnRecordLifecycle(t *testing.T) {
+	f := memShard(t)
+	begin := fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "t1", Deadline: 1000, Participants: []fsm.ShardID{1, 2}}
+	steps := []struct {
+		name string
+		p    fsm.Phase
+		want fsm.TxnStatus
+	}{
+		{"begin", begin, fsm.TxnPending},
+		{"begin again changes nothing", fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "t1", Deadline: 5}, fsm.TxnPending},
+		{"abort before the deadline is refused", fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t1", Now: 999}, fsm.TxnPending},
+		{"heartbeat extends", fsm.Phase{Kind: fsm.PhaseHeartbeat, TxnID: "t1", Deadline: 2000}, fsm.TxnPending},
+		{"heartbeat never shortens", fsm.Phase{Kind: fsm.PhaseHeartbeat, TxnID: "t1", Deadline: 1500}, fsm.TxnPending},
+		{"abort at the old deadline is refused", fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t1", Now: 1999}, fsm.TxnPending},
+		{"abort past the deadline", fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t1", Now: 2001}, fsm.TxnAborted},
+		{"commit after an abort loses", fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t1", Commit: true}, fsm.TxnAborted},
+		{"begin after an abort", begin, fsm.TxnAborted},
+		{"heartbeat after an abort", fsm.Phase{Kind: fsm.PhaseHeartbeat, TxnID: "t1", Deadline: 9000}, fsm.TxnAborted},
+
+		{"begin t2", fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "t2", Deadline: 1000}, fsm.TxnPending},
+		{"commit t2", fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t2", Commit: true}, fsm.TxnCommitted},
+		{"abort after a commit loses", fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t2", Now: 99999}, fsm.TxnCommitted},
+		{"the coordinator's own abort after a commit loses", fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t2"}, fsm.TxnCommitted},
+		{"forget t2", fsm.Phase{Kind: fsm.PhaseForget, TxnID: "t2"}, fsm.TxnCommitted},
+
+		{"a decision on an unknown record aborts it", fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t3", Commit: true}, fsm.TxnAborted},
+		{"and it stays aborted", fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "t3", Deadline: 1000}, fsm.TxnAborted},
+		{"forget of a pending record keeps it", fsm.Phase{Kind: fsm.PhaseForget, TxnID: "t4"}, fsm.TxnAborted},
+	}
+	for _, s := range steps {
+		if got := status(t, f, s.p); got != s.want {
+			t.Fatalf("%s: status %v, want %v", s.name, got, s.want)
+		}
+	}
+	if _, _, found, err := f.Record("t2"); err != nil || found {
+		t.Fatalf("t2 after forget: found %t, %v", found, err)
+	}
+	if st, deadline, found, err := f.Record("t1"); err != nil || !found || st != fsm.TxnAborted || deadline != 2000 {
+		t.Fatalf("t1: %v %d %t %v", st, deadline, found, err)
+	}
+	// A pending record is not forgotten.
+	status(t, f, fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "t5", Deadline: 1})
+	status(t, f, fsm.Phase{Kind: fsm.PhaseForget, TxnID: "t5"})
+	if st, _, found, _ := f.Record("t5"); !found || st != fsm.TxnPending {
+		t.Fatalf("pending t5 after forget: %v %t", st, found)
+	}
+}
+
+func prepare(txn string, reads []fsm.Compare, writes ...fsm.Op) fsm.Command {
+	return phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: txn, RecordShard: 7, Reads: reads, Writes: writes})
+}
+
+func resolve(txn string, commit bool, keys ...string) fsm.Command {
+	p := fsm.Phase{Kind: fsm.PhaseResolve, TxnID: txn, Commit: commit}
+	for _, k := range keys {
+		p.Keys = append(p.Keys, []byte(k))
+	}
+	return phase(p)
+}
+
+func wantLocked(t *testing.T, err error, key, txn string) {
+	t.Helper()
+	var le *fsm.LockedError
+	if !errors.As(err, &le) || string(le.Key) != key || le.TxnID != txn || le.RecordShard != 7 || !errors.Is(err, fsm.ErrLocked) {
+		t.Fatalf("err %v, want %q locked by %s (record on shard 7)", err, key, txn)
+	}
+}
+
+func wantConflict(t *testing.T, r fsm.Result, key, holder string) {
+	t.Helper()
+	if r.Code != fsm.Conflict || string(r.Key) != key || r.Holder != holder || r.HolderShard != 7 || !errors.Is(r.Err(), fsm.ErrConflict) {
+		t.Fatalf("result %+v, want a conflict on %q held by %s", r, key, holder)
+	}
+}
+
+// Prepare validates the reads and locks every key; locked keys refuse other
+// writers and readers until resolve; commit writes the intents' values with
+// fresh versions, abort drops them.
+func TestPrepareLocksAndResolveReleases(t *testing.T) {
+	f := memShard(t)
+	apply1(t, f, kv("a", "100"), kv("b", "0"), kv("gone", "x"), kv("seen", "s")) // 1.1 .. 1.4
+
+	// A read that no longer holds: nothing is locked.
+	r := apply(t, f, prepare("t1", []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("a"), Version: ver(9, 9)}}, kv("a", "60")))[0]
+	if r.Code != fsm.VersionMismatch || r.Current != ver(1, 1) {
+		t.Fatalf("prepare with a stale read: %s", fmtResult(r))
+	}
+	if infos, _ := f.Intents(nil, 10); len(infos) != 0 {
+		t.Fatalf("a failed prepare left intents: %+v", infos)
+	}
+
+	reads := []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("a"), Version: ver(1, 1)}, {Kind: fsm.CompareVersion, Key: []byte("seen"), Version: ver(1, 4)}}
+	if r := apply(t, f, prepare("t1", reads, kv("a", "60"), kv("new", "n"), del("gone")))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare: %s", fmtResult(r))
+	}
+	infos, err := f.Intents(nil, 10)
+	if err != nil || len(infos) != 4 {
+		t.Fatalf("intents %+v, %v; want a, gone, new, seen", infos, err)
+	}
+	for _, in := range infos {
+		if in.TxnID != "t1" || in.RecordShard != 7 || in.Write != (string(in.Key) != "seen") {
+			t.Fatalf("intent %+v", in)
+		}
+	}
+	if more, _ := f.Intents([]byte("gone"), 10); len(more) != 2 || string(more[0].Key) != "new" {
+		t.Fatalf("intents after gone: %+v", more)
+	}
+
+	// Writers of any locked key are refused, whatever else they touch.
+	wantConflict(t, apply1(t, f, kv("free", "1"), kv("a", "1")), "a", "t1")
+	wantConflict(t, apply1(t, f, kv("seen", "1")), "seen", "t1")
+	wantConflict(t, apply(t, f, txn(nil, []fsm.Op{getOp("new")}, nil))[0], "new", "t1")
+	wantConflict(t, apply(t, f, prepare("t2", nil, kv("gone", "again")))[0], "gone", "t1")
+	wantAbsent(t, f, "free")
+	// Preparing again (a retry) is harmless.
+	if r := apply(t, f, prepare("t1", reads, kv("a", "60"), kv("new", "n"), del("gone")))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare again: %s", fmtResult(r))
+	}
+
+	// Readers of a written key must learn the decision first; a read lock
+	// does not stop them.
+	_, err = f.Get([]byte("a"))
+	wantLocked(t, err, "a", "t1")
+	_, err = f.Get([]byte("new")) // absent, but about to exist
+	wantLocked(t, err, "new", "t1")
+	if it, err := f.Get([]byte("seen")); err != nil || string(it.Value) != "s" {
+		t.Fatalf("read-locked key: %q %v", it.Value, err)
+	}
+	_, err = f.Scan(fsm.ScanOptions{Prefix: []byte("n")})
+	wantLocked(t, err, "new", "t1")
+	if res, err := f.Scan(fsm.ScanOptions{Start: []byte("b"), End: []byte("gone")}); err != nil || len(res.Items) != 1 {
+		t.Fatalf("scan of [b, gone): %+v %v", res, err)
+	}
+	if res, err := f.Scan(fsm.ScanOptions{Start: []byte("seen")}); err != nil || len(res.Items) != 1 {
+		t.Fatalf("scan of a read-locked key: %+v %v", res, err)
+	}
+	// A page that stops before the next locked key is served; one that
+	// reaches a locked key is not.
+	if res, err := f.Scan(fsm.ScanOptions{Start: []byte("b"), Limit: 1}); err != nil || len(res.Items) != 1 || !res.More {
+		t.Fatalf("page [b] before the locked gone: %+v %v", res, err)
+	}
+	_, err = f.Scan(fsm.ScanOptions{Limit: 1})
+	wantLocked(t, err, "a", "t1")
+
+	// Commit: values land with this entry's versions, by position in Keys.
+	index := f.Applied() + 1
+	r = apply(t, f, resolve("t1", true, "a", "new", "gone", "seen", "unrelated"))[0]
+	if r.Code != fsm.OK || len(r.Ops) != 5 || r.Ops[0].Version != ver(index, 1) || r.Ops[1].Version != ver(index, 2) ||
+		!r.Ops[2].Existed || !reflect.DeepEqual(r.Ops[3], fsm.OpResult{}) || !reflect.DeepEqual(r.Ops[4], fsm.OpResult{}) {
+		t.Fatalf("resolve: %+v", r)
+	}
+	wantValue(t, f, "a", "60", ver(index, 1))
+	wantValue(t, f, "new", "n", ver(index, 2))
+	wantAbsent(t, f, "gone")
+	wantValue(t, f, "seen", "s", ver(1, 4))
+	if infos, _ := f.Intents(nil, 10); len(infos) != 0 {
+		t.Fatalf("intents after resolve: %+v", infos)
+	}
+	// Resolving again changes nothing; the keys are free.
+	if r := apply(t, f, resolve("t1", true, "a", "new")); !reflect.DeepEqual(r[0].Ops[0], fsm.OpResult{}) {
+		t.Fatalf("second resolve wrote: %+v", r)
+	}
+	wantValue(t, f, "a", "60", ver(index, 1))
+	if r := apply1(t, f, kv("a", "61")); r.Code != fsm.OK {
+		t.Fatalf("put after resolve: %s", fmtResult(r))
+	}
+
+	// Abort: nothing of the transaction stays.
+	if r := apply(t, f, prepare("t3", nil, kv("b", "999"), del("a")))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare t3: %s", fmtResult(r))
+	}
+	apply(t, f, resolve("t2", false, "b")) // another transaction's resolve leaves t3's intents
+	if _, err := f.Get([]byte("b")); !errors.Is(err, fsm.ErrLocked) {
+		t.Fatalf("b after a foreign resolve: %v", err)
+	}
+	apply(t, f, resolve("t3", false, "b", "a"))
+	wantValue(t, f, "b", "0", ver(1, 2))
+	if it, err := f.Get([]byte("a")); err != nil || string(it.Value) != "61" {
+		t.Fatalf("a after abort: %q %v", it.Value, err)
+	}
+}
+
+// Intents survive a restart and travel in snapshots, and readers still see
+// them (the count that lets reads skip the lookup is rebuilt).
+func TestIntentsSurviveReopenAndSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	s, err := fsm.Open(testOptions(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := openShard(t, s, 1)
+	apply(t, f, prepare("t1", nil, kv("k", "v")))
+	s.Close()
+
+	s = openStore(t, dir)
+	f = openShard(t, s, 1)
+	_, err = f.Get([]byte("k"))
+	wantLocked(t, err, "k", "t1")
+	wantConflict(t, apply1(t, f, kv("k", "other")), "k", "t1")
+
+	dst2 := openShard(t, openStore(t, ""), 1)
+	snap := snapshotBytes(t, f)
+	if err := dst2.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	_, err = dst2.Get([]byte("k"))
+	wantLocked(t, err, "k", "t1")
+	if a, b := hashOf(t, f), hashOf(t, dst2); a != b {
+		t.Fatalf("hash %v after restore, %v at the source", b, a)
+	}
+	apply(t, dst2, resolve("t1", true, "k"))
+	if it, err := dst2.Get([]byte("k")); err != nil || string(it.Value) != "v" {
+		t.Fatalf("after resolve on the restored replica: %q %v", it.Value, err)
+	}
+}
+
+// A retried phase returns its first outcome.
+func TestPhaseRetryIsDeduplicated(t *testing.T) {
+	f := memShard(t)
+	status(t, f, fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "t", Deadline: 10})
+	decide := phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t", Commit: true})
+	decide.RequestID = "d1"
+	if r := apply(t, f, decide)[0]; r.Status != fsm.TxnCommitted || r.Duplicate {
+		t.Fatalf("decide: %+v", r)
+	}
+	status(t, f, fsm.Phase{Kind: fsm.PhaseForget, TxnID: "t"})
+	if r := apply(t, f, decide)[0]; r.Status != fsm.TxnCommitted || !r.Duplicate {
+		t.Fatalf("retried decide after forget: %+v (a fresh decide would find no record and abort)", r)
+	}
+	prep := prepare("u", nil, kv("x", "1"))
+	apply(t, f, prepare("other", nil, kv("x", "0")))
+	prep.RequestID = "p1"
+	first := apply(t, f, prep)[0]
+	again := apply(t, f, prep)[0]
+	wantConflict(t, first, "x", "other")
+	if again.Code != fsm.Conflict || !again.Duplicate || again.Holder != "other" {
+		t.Fatalf("retried conflicting prepare: %+v", again)
+	}
+}
+
+func TestPhaseCheckRejects(t *testing.T) {
+	s := openStore(t, "")
+	for _, tt := range []struct {
+		name string
+		cmd  fsm.Command
+		want error
+	}{
+		{"no txn id", phase(fsm.Phase{Kind: fsm.PhaseDecide}), fsm.ErrInvalid},
+		{"unknown kind", phase(fsm.Phase{Kind: 9, TxnID: "t"}), fsm.ErrInvalid},
+		{"begin without deadline", phase(fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "t"}), fsm.ErrInvalid},
+		{"empty prepare", prepare("t", nil), fsm.ErrInvalid},
+		{"prepare with a get", prepare("t", nil, getOp("a")), fsm.ErrInvalid},
+		{"prepare with a condition", prepare("t", nil, kv("a", "1").If(3)), fsm.ErrInvalid},
+		{"read of another kind", prepare("t", []fsm.Compare{{Kind: fsm.CompareExists, Key: []byte("a")}}), fsm.ErrInvalid},
+		{"read without key", prepare("t", []fsm.Compare{{Kind: fsm.CompareVersion}}), fsm.ErrInvalid},
+		{"resolve without keys", resolve("t", true), fsm.ErrInvalid},
+		{"decide with keys", phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t", Keys: [][]byte{[]byte("a")}}), fsm.ErrInvalid},
+		{"phase with ops", fsm.Command{Ops: []fsm.Op{kv("a", "1")}, Phase: &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t"}}, fsm.ErrInvalid},
+		{"long txn id", phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: string(make([]byte, 300))}), fsm.ErrTooLarge},
+		{"long key", resolve("t", true, string(make([]byte, 5000))), fsm.ErrTooLarge},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := s.Check(tt.cmd); !errors.Is(err, tt.want) {
+				t.Fatalf("Check = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if err := s.Check(prepare("t", []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("a")}}, kv("b", ""), del("c"))); err != nil {
+		t.Fatalf("a valid prepare: %v", err)
+	}
+}
