@@ -46,13 +46,13 @@ type FSM struct {
 	// and exclusively by Restore before it drops the generation it replaced.
 	persisting sync.RWMutex
 
-	applied  atomic.Uint64 // last index whose effects are in Badger
+	applied atomic.Uint64 // last index whose effects are in Badger
 	// intents counts this replica's transaction intents; never below what
 	// a reader can see in Badger (apply adds before writing one and
 	// subtracts after committing its removal), so at zero nobody needs to
 	// look for intents.
 	intents  atomic.Int64
-	meta     appliedMeta   // owned by the apply goroutine
+	meta     appliedMeta // owned by the apply goroutine
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced whenever applied grows
 

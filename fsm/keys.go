@@ -68,7 +68,7 @@ func (k keyspace) dedupeIdx(index uint64, id string) []byte {
 	return k.key(spaceDedupeIdx, binary.BigEndian.AppendUint64(nil, index), []byte(id))
 }
 
-func (k keyspace) intent(user []byte) []byte { return k.key(spaceIntent, user) }
+func (k keyspace) intent(user []byte) []byte  { return k.key(spaceIntent, user) }
 func (k keyspace) txnRecord(id string) []byte { return k.key(spaceTxn, []byte(id)) }
 
 // userKey strips the data prefix from a stored data key.
