@@ -57,7 +57,7 @@ func (e *APIError) Is(target error) bool {
 	m := map[string]error{
 		"bad_request": ErrBadRequest, "not_found": ErrNotFound, "version_mismatch": ErrVersionMismatch,
 		"too_large": ErrTooLarge, "conflict": ErrConflict, "unavailable": ErrUnavailable,
-		"outcome_unknown": ErrOutcomeUnknown, "not_implemented": ErrNotImplemented,
+		"outcome_unknown": ErrOutcomeUnknown,
 	}
 	return m[e.Code] == target
 }

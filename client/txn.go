@@ -3,14 +3,9 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 )
-
-// ErrNotImplemented: the server does not offer what was asked (for now:
-// transactions whose keys live on more than one shard).
-var ErrNotImplemented = errors.New("client: not implemented")
 
 // Compare is one condition of a transaction, on a key's state before it.
 // Build it with VersionIs, VersionBelow, VersionAbove, Exists, Absent or

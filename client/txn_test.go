@@ -33,17 +33,19 @@ func TestClientTxn(t *testing.T) {
 	if _, err := c.Txn(ctx, client.Txn{}); !errors.Is(err, client.ErrBadRequest) {
 		t.Fatalf("empty txn: %v", err)
 	}
-	// Keys on two shards (the node has two): not implemented yet, and said so.
-	for i := 0; ; i++ {
-		if i == 64 {
-			t.Fatal("no pair of keys on two shards found")
-		}
-		_, err := c.Txn(ctx, client.Txn{Then: []client.TxnOp{client.TxnPut("x", nil), client.TxnPut(fmt.Sprint("y", i), nil)}})
-		if errors.Is(err, client.ErrNotImplemented) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("txn on x, y%d: %v", i, err)
+	// Keys on both shards of the node: one transaction writes them all.
+	var ops []client.TxnOp
+	for i := range 8 {
+		ops = append(ops, client.TxnPut(fmt.Sprint("y", i), []byte{byte('0' + i)}))
+	}
+	r, err = c.Txn(ctx, client.Txn{If: []client.Compare{client.Absent("y0")}, Then: ops})
+	if err != nil || !r.Succeeded || len(r.Results) != 8 {
+		t.Fatalf("txn over shards: %+v %v", r, err)
+	}
+	for i := range 8 {
+		v, ver, err := c.Get(ctx, fmt.Sprint("y", i))
+		if err != nil || string(v) != string(rune('0'+i)) || ver != r.Results[i].Version {
+			t.Fatalf("y%d after the txn: %q@%d %v, want version %d", i, v, ver, err, r.Results[i].Version)
 		}
 	}
 	// The empty value is a value a comparison can name.

@@ -367,7 +367,9 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 		} else {
 			results[i] = a.applyCommand(index, &pos, cmd)
 		}
-		if cmd.RequestID != "" {
+		// A conflict applied nothing and is not remembered: a retry
+		// under the same ID runs again once the key is free.
+		if cmd.RequestID != "" && results[i].Code != Conflict {
 			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode(cmd)...)))
 			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), nil))
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -79,6 +80,12 @@ type Config struct {
 	// Shard is the template for every shard replica's raft settings; its ID,
 	// NodeID, Dir, Store, Mux, Logger and Metrics are filled in by the node.
 	Shard shard.Config
+	// Txn configures the coordinator of cross-shard transactions (record
+	// TTL, attempts); its Failpoint is for tests. ResolveInterval is how
+	// often the node looks for abandoned intents on the shards it leads.
+	// Default 2s.
+	Txn             txn.Config
+	ResolveInterval time.Duration
 	// Store configures the node's Badger store; Dir and Logger are filled in
 	// by the node. Every node of a cluster must use the same MemTableSize
 	// (it bounds the largest command; see fsm.Options).
@@ -103,6 +110,7 @@ func DefaultConfig() Config {
 		ReplicaMaxLag:     256,
 		ReconcileInterval: time.Second,
 		RequestTimeout:    DefaultTimeout,
+		ResolveInterval:   2 * time.Second,
 		Shard:             shard.DefaultConfig(),
 		Store:             fsm.DefaultOptions(""),
 	}
@@ -148,6 +156,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		errs = append(errs, errors.New("node: RequestTimeout must be positive"))
+	}
+	if c.ResolveInterval <= 0 {
+		errs = append(errs, errors.New("node: ResolveInterval must be positive"))
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("node: ReconcileInterval must be positive"))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -102,7 +103,7 @@ func writeErr(w http.ResponseWriter, err error, requestID string) {
 		status, code = http.StatusNotFound, "not_found"
 	case errors.Is(err, fsm.ErrVersionMismatch):
 		status, code = http.StatusPreconditionFailed, "version_mismatch"
-	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrLocked):
+	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrLocked), errors.Is(err, txn.ErrConflict):
 		status, code = http.StatusConflict, "conflict"
 	case errors.Is(err, shard.ErrOutcomeUnknown):
 		status, code = http.StatusGatewayTimeout, "outcome_unknown"

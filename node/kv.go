@@ -38,7 +38,7 @@ func (n *Node) write(ctx context.Context, op fsm.Op, o WriteOptions) (fsm.OpResu
 		return fsm.OpResult{}, fmt.Errorf("%w: empty key", fsm.ErrInvalid)
 	}
 	op.IfVersion = o.IfVersion
-	res, err := n.propose(ctx, n.keyTarget(op.Key), fsm.Command{RequestID: o.RequestID, Ops: []fsm.Op{op}})
+	res, err := n.proposeSettling(ctx, n.keyTarget(op.Key), fsm.Command{RequestID: o.RequestID, Ops: []fsm.Op{op}})
 	if err != nil {
 		return fsm.OpResult{}, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cairndb/cairn/internal/peer"
 	"github.com/cairndb/cairn/ring"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/raft"
 )
@@ -39,6 +40,9 @@ type Node struct {
 	raftAddr, httpAddr string
 
 	meta *shard.Shard
+	// coord runs cross-shard transactions and settles the intents that
+	// reads and writes meet.
+	coord *txn.Coordinator
 
 	mu     sync.RWMutex
 	shards map[fsm.ShardID]*shard.Shard // data shard replicas open here
@@ -158,11 +162,13 @@ func (n *Node) start(ctx context.Context) error {
 		}
 		n.logger.Info("formed a one-node cluster")
 	}
-	n.wg.Add(4)
+	n.coord = txn.New(txnCluster{n}, n.cfg.Txn)
+	n.wg.Add(5)
 	go n.watchMeta()
 	go n.watchGossip()
 	go n.announceLoop()
 	go n.reconcileLoop()
+	go n.resolveLoop()
 	if !n.inCluster() {
 		n.wg.Add(1)
 		go n.form()

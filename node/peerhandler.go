@@ -107,6 +107,7 @@ func toPeerError(err error) *peer.Error {
 	}
 	e := &peer.Error{Message: err.Error()}
 	var nl *shard.NotLeaderError
+	var locked *fsm.LockedError
 	switch {
 	case errors.As(err, &nl):
 		e.Code, e.Leader = peer.CodeNotLeader, nl.Leader
@@ -120,6 +121,8 @@ func toPeerError(err error) *peer.Error {
 		e.Code = peer.CodeNotFound
 	case errors.Is(err, shard.ErrTooStale):
 		e.Code = peer.CodeTooStale
+	case errors.As(err, &locked):
+		e.Code, e.Key, e.TxnID, e.RecordShard = peer.CodeLocked, locked.Key, locked.TxnID, uint64(locked.RecordShard)
 	default:
 		// Unavailable, closed, or the request's deadline before anything
 		// was proposed.

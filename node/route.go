@@ -327,6 +327,8 @@ func (n *Node) peerError(id fsm.ShardID, addr string, e *peer.Error, requestID s
 		return fmt.Errorf("%w: %s", shard.ErrTooStale, e.Message)
 	case peer.CodeWrongShard:
 		return &wrongShardError{shard: id, epoch: e.Epoch}
+	case peer.CodeLocked:
+		return &fsm.LockedError{Key: e.Key, TxnID: e.TxnID, RecordShard: fsm.ShardID(e.RecordShard)}
 	}
 	return fmt.Errorf("%w: peer answered %s: %s", shard.ErrUnavailable, e.Code, e.Message)
 }
@@ -358,9 +360,16 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 		}
 		lastErr = err
 		var ws *wrongShardError
+		var locked *fsm.LockedError
 		switch {
 		case errors.As(err, &ws):
 			n.awaitEpoch(ctx, ws.epoch)
+		case errors.As(err, &locked):
+			// An undecided write of a cross-shard transaction: learn its
+			// fate (aborting it if its deadline passed) and read again.
+			if err := n.settleLocked(ctx, t.id, locked); err != nil {
+				lastErr = err
+			}
 		case shard.IsRetryable(err), errors.Is(err, shard.ErrOutcomeUnknown), errors.Is(err, shard.ErrClosed) && n.ctx.Err() == nil:
 		default:
 			return nil, false, err

@@ -10,14 +10,12 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 )
-
-// ErrCrossShard: a transaction's keys live on more than one shard. Only
-// one-shard transactions exist so far; the cross-shard protocol (two-phase
-// commit over the shard leaders) is not built yet.
-var ErrCrossShard = errors.New("node: transaction spans shards")
 
 // TxnRequest is a compare-and-write transaction: when every comparison in
 // If holds, Then runs, otherwise Else; both may hold puts, deletes and gets
@@ -35,37 +33,62 @@ type TxnResponse struct {
 	Succeeded bool
 	Results   []fsm.OpResult
 	// Duplicate: the request ID had applied before; Results are that
-	// first outcome, without what its gets read.
+	// first outcome, without what its gets read (one-shard transactions).
 	Duplicate bool
+	// TxnID names a cross-shard transaction (empty for one shard).
+	TxnID string
 }
 
+// errSpansShards: the keys of a would-be one-shard transaction are not on
+// one shard (any more).
+var errSpansShards = errors.New("node: keys span shards")
+
 // Transact runs req atomically: comparisons, the chosen branch's writes and
-// its gets happen at one point in the shard's history (strictly
-// serializable). Every key must live on one shard; otherwise the error
-// wraps ErrCrossShard and nothing is proposed. Other errors are those of
-// Put.
+// its gets take effect at one point in time (strictly serializable). Keys
+// on one shard take one raft entry; keys on several go through two-phase
+// commit (package txn), where RequestID is not used: a cross-shard
+// transaction whose outcome is unknown is reported with its transaction ID
+// (a *txn.OutcomeUnknownError) rather than retried.
+//
+// Errors: fsm.ErrInvalid / fsm.ErrTooLarge (nothing proposed), txn.ErrConflict
+// (lost races with other transactions until the context or the attempts
+// ran out; nothing applied), shard.ErrUnavailable, shard.ErrOutcomeUnknown
+// or *txn.OutcomeUnknownError.
 func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error) {
 	cmd := fsm.Command{RequestID: req.RequestID, Txn: true, If: req.If, Ops: req.Then, Else: req.Else}
 	keys := cmd.Keys()
 	if len(keys) == 0 {
 		return TxnResponse{}, fmt.Errorf("%w: a transaction needs at least one operation", fsm.ErrInvalid)
 	}
-	locate := n.keysTarget(keys)
-	if _, err := locate(ctx); err != nil {
-		return TxnResponse{}, err // spans shards, or no layout yet
+	if err := n.store.Check(cmd); err != nil {
+		return TxnResponse{}, err
 	}
-	res, err := n.propose(ctx, locate, cmd)
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	locate := n.oneShardTarget(keys)
+	if _, err := locate(ctx); err == nil {
+		res, err := n.proposeSettling(ctx, locate, cmd)
+		if !errors.Is(err, errSpansShards) {
+			if err != nil {
+				return TxnResponse{}, err
+			}
+			if err := res.Err(); err != nil {
+				return TxnResponse{}, err
+			}
+			return TxnResponse{Succeeded: res.Succeeded, Results: res.Ops, Duplicate: res.Duplicate}, nil
+		}
+	} else if !errors.Is(err, errSpansShards) {
+		return TxnResponse{}, err
+	}
+	r, err := n.coord.Execute(ctx, txn.Request{If: req.If, Then: req.Then, Else: req.Else})
 	if err != nil {
 		return TxnResponse{}, err
 	}
-	if err := res.Err(); err != nil {
-		return TxnResponse{}, err
-	}
-	return TxnResponse{Succeeded: res.Succeeded, Results: res.Ops, Duplicate: res.Duplicate}, nil
+	return TxnResponse{Succeeded: r.Succeeded, Results: r.Results, TxnID: r.TxnID}, nil
 }
 
-// keysTarget routes a request whose keys must all live on one shard.
-func (n *Node) keysTarget(keys [][]byte) func(context.Context) (target, error) {
+// oneShardTarget routes a request whose keys must all live on one shard.
+func (n *Node) oneShardTarget(keys [][]byte) func(context.Context) (target, error) {
 	return func(ctx context.Context) (target, error) {
 		v, err := n.routingView(ctx)
 		if err != nil {
@@ -73,12 +96,108 @@ func (n *Node) keysTarget(keys [][]byte) func(context.Context) (target, error) {
 		}
 		id := v.ring.Locate(keys[0])
 		for _, k := range keys[1:] {
-			if other := v.ring.Locate(k); other != id {
-				return target{}, fmt.Errorf("%w: key %q is on %v, key %q on %v; cross-shard transactions are not available yet",
-					ErrCrossShard, keys[0], id, k, other)
+			if v.ring.Locate(k) != id {
+				return target{}, errSpansShards
 			}
 		}
 		return target{id: id, epoch: v.ring.Epoch()}, nil
+	}
+}
+
+// proposeSettling proposes cmd and, while it meets intents of cross-shard
+// transactions (a Conflict result, which applied nothing and is not
+// remembered under the request ID), settles them and tries again until
+// ctx ends.
+func (n *Node) proposeSettling(ctx context.Context, locate func(context.Context) (target, error), cmd fsm.Command) (fsm.Result, error) {
+	for attempt := 0; ; attempt++ {
+		res, err := n.propose(ctx, locate, cmd)
+		if err != nil || res.Code != fsm.Conflict {
+			return res, err
+		}
+		t, err := locate(ctx)
+		if err != nil {
+			return res, err
+		}
+		if err := n.coord.Settle(ctx, res.Holder, res.HolderShard, t.id, res.Key); err != nil && !errors.Is(err, txn.ErrPending) {
+			return res, err
+		}
+		if !n.pause(ctx, attempt) {
+			return res, nil // the conflict stands
+		}
+	}
+}
+
+// settleLocked settles the intent a read met on shard id.
+func (n *Node) settleLocked(ctx context.Context, id fsm.ShardID, le *fsm.LockedError) error {
+	err := n.coord.Settle(ctx, le.TxnID, le.RecordShard, id, le.Key)
+	if errors.Is(err, txn.ErrPending) {
+		return nil // wait and read again
+	}
+	return err
+}
+
+// txnCluster gives the coordinator the node's routing.
+type txnCluster struct{ n *Node }
+
+func (c txnCluster) Locate(ctx context.Context, key []byte) (fsm.ShardID, error) {
+	t, err := c.n.keyTarget(key)(ctx)
+	return t.id, err
+}
+
+func (c txnCluster) Propose(ctx context.Context, id fsm.ShardID, cmd fsm.Command) (fsm.Result, error) {
+	return c.n.propose(ctx, func(ctx context.Context) (target, error) {
+		v, err := c.n.routingView(ctx)
+		if err != nil {
+			return target{}, err
+		}
+		return target{id: id, epoch: v.ring.Epoch()}, nil
+	}, cmd)
+}
+
+func (c txnCluster) Read(ctx context.Context, key []byte) (fsm.Item, bool, error) {
+	it, err := c.n.Get(ctx, key, shard.ReadOptions{})
+	if errors.Is(err, fsm.ErrNotFound) {
+		return fsm.Item{}, false, nil
+	}
+	return it, err == nil, err
+}
+
+// resolveLoop settles, on the shards this node leads, intents whose
+// transactions are decided or past their deadline (their coordinator died
+// or gave up resolving them).
+func (n *Node) resolveLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.ResolveInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.mu.RLock()
+		open := make([]*shard.Shard, 0, len(n.shards))
+		for _, s := range n.shards {
+			open = append(open, s)
+		}
+		n.mu.RUnlock()
+		for _, s := range open {
+			if _, _, self := s.Leader(); !self {
+				continue
+			}
+			intents, err := s.FSM().Intents(nil, 256)
+			if err != nil {
+				continue
+			}
+			for _, in := range intents {
+				ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
+				err := n.coord.Settle(ctx, in.TxnID, in.RecordShard, s.ID(), in.Key)
+				cancel()
+				if err != nil && !errors.Is(err, txn.ErrPending) {
+					n.logger.Debug("settling an intent", "shard", uint64(s.ID()), "txn", in.TxnID, "error", err)
+				}
+			}
+		}
 	}
 }
 
@@ -271,8 +390,9 @@ func (n *Node) handleTxn(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	w.Header().Set("Request-Id", o.RequestID)
 	resp, err := n.Transact(ctx, req)
-	if errors.Is(err, ErrCrossShard) {
-		writeError(w, http.StatusNotImplemented, "not_implemented", err.Error(), "")
+	var unknown *txn.OutcomeUnknownError
+	if errors.As(err, &unknown) {
+		writeError(w, http.StatusGatewayTimeout, "outcome_unknown", err.Error(), unknown.TxnID)
 		return
 	}
 	if err != nil {
@@ -287,7 +407,8 @@ func (n *Node) handleTxn(w http.ResponseWriter, r *http.Request) {
 		Succeeded bool        `json:"succeeded"`
 		Results   []txnResult `json:"results"`
 		Duplicate bool        `json:"duplicate,omitempty"`
-	}{Succeeded: resp.Succeeded, Results: make([]txnResult, len(resp.Results)), Duplicate: resp.Duplicate}
+		TxnID     string      `json:"txn_id,omitempty"`
+	}{Succeeded: resp.Succeeded, Results: make([]txnResult, len(resp.Results)), Duplicate: resp.Duplicate, TxnID: resp.TxnID}
 	for i, res := range resp.Results {
 		switch ops[i].Type {
 		case fsm.OpPut:

@@ -99,6 +99,11 @@ type Error struct {
 	Message string
 	Leader  string // not_leader: the leader's raft address, if known
 	Epoch   uint64 // wrong_shard: the peer's ring epoch
+	// locked: the key and the transaction holding it, and the shard of
+	// that transaction's record.
+	Key         []byte
+	TxnID       string
+	RecordShard uint64
 }
 
 // Error codes.
@@ -112,6 +117,7 @@ const (
 	CodeTooStale       = "too_stale"
 	CodeWrongShard     = "wrong_shard"
 	CodeNotHosted      = "not_hosted"
+	CodeLocked         = "locked"
 )
 
 func (e *Error) Error() string { return fmt.Sprintf("peer: %s: %s", e.Code, e.Message) }

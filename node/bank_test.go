@@ -1,0 +1,324 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
+)
+
+// bank is a set of accounts, each on a chosen shard, holding balances as
+// decimal strings.
+type bank struct {
+	keys [][]byte
+}
+
+// newBank places n accounts round-robin over the ring's data shards.
+func newBank(n *Node, accounts int) bank {
+	shards := n.Ring().Shards()
+	var b bank
+	for i := range accounts {
+		id := shards[i%len(shards)]
+		for j := 0; ; j++ {
+			k := fmt.Sprintf("acct-%d-%d", i, j)
+			if n.Ring().Locate([]byte(k)) == id {
+				b.keys = append(b.keys, []byte(k))
+				break
+			}
+		}
+	}
+	return b
+}
+
+// read returns every balance and version from one transaction (one point in
+// time across shards).
+func (b bank) read(ctx context.Context, n *Node) ([]int, []uint64, error) {
+	var gets []fsm.Op
+	for _, k := range b.keys {
+		gets = append(gets, fsm.Get(k))
+	}
+	r, err := n.Transact(ctx, TxnRequest{Then: gets})
+	if err != nil {
+		return nil, nil, err
+	}
+	bal, vers := make([]int, len(b.keys)), make([]uint64, len(b.keys))
+	for i, res := range r.Results {
+		if !res.Found {
+			return nil, nil, fmt.Errorf("account %s missing", b.keys[i])
+		}
+		bal[i], _ = strconv.Atoi(string(res.Value))
+		vers[i] = res.Version
+	}
+	return bal, vers, nil
+}
+
+// transfer moves amount from account i to j if i holds enough; false when
+// it did not happen (too poor, or a concurrent change: nothing applied).
+func (b bank) transfer(ctx context.Context, n *Node, i, j, amount int) (bool, error) {
+	r, err := n.Transact(ctx, TxnRequest{Then: []fsm.Op{fsm.Get(b.keys[i]), fsm.Get(b.keys[j])}})
+	if err != nil {
+		return false, err
+	}
+	from, _ := strconv.Atoi(string(r.Results[0].Value))
+	to, _ := strconv.Atoi(string(r.Results[1].Value))
+	if from < amount {
+		return false, nil
+	}
+	w, err := n.Transact(ctx, TxnRequest{
+		If: []fsm.Compare{
+			{Kind: fsm.CompareVersion, Key: b.keys[i], Version: r.Results[0].Version},
+			{Kind: fsm.CompareVersion, Key: b.keys[j], Version: r.Results[1].Version},
+		},
+		Then: []fsm.Op{fsm.Put(b.keys[i], []byte(strconv.Itoa(from-amount))), fsm.Put(b.keys[j], []byte(strconv.Itoa(to+amount)))},
+	})
+	if err != nil {
+		return false, err
+	}
+	return w.Succeeded, nil
+}
+
+func sum(bal []int) int {
+	s := 0
+	for _, v := range bal {
+		s += v
+	}
+	return s
+}
+
+// intentsLeft counts the intents on every replica of every node.
+func intentsLeft(nodes ...*Node) int {
+	total := 0
+	for _, n := range nodes {
+		n.mu.RLock()
+		for _, s := range n.shards {
+			in, _ := s.FSM().Intents(nil, 1000)
+			total += len(in)
+		}
+		n.mu.RUnlock()
+	}
+	return total
+}
+
+// Ten accounts over every shard of a 3-node cluster, 16 concurrent
+// transferrers through all nodes, continuous reads of all balances in one
+// transaction (until 100 transfers and 10 reads are done): the total never
+// changes, no balance goes negative, and no lock is left at the end.
+func TestBankAcrossShards(t *testing.T) {
+	tc := startCluster(t, 3, 4, func(c *Config) { c.Txn.TTL = time.Second })
+	nodes := []*Node{tc.nodes["n1"], tc.nodes["n2"], tc.nodes["n3"]}
+	ctx := t.Context()
+	b := newBank(nodes[0], 10)
+	var init []fsm.Op
+	for _, k := range b.keys {
+		init = append(init, fsm.Put(k, []byte("100")))
+	}
+	if _, err := nodes[0].Transact(ctx, TxnRequest{Then: init}); err != nil {
+		t.Fatal(err)
+	}
+	const total = 1000
+
+	var done atomic.Bool
+	var transfers, reads, conflicts atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 1))
+			for !done.Load() {
+				i, j := r.IntN(10), r.IntN(10)
+				if i == j {
+					continue
+				}
+				ok, err := b.transfer(ctx, nodes[w%3], i, j, 1+r.IntN(40))
+				switch {
+				case errors.Is(err, txn.ErrConflict):
+					conflicts.Add(1)
+				case err != nil:
+					t.Errorf("transfer: %v", err)
+					return
+				case ok:
+					transfers.Add(1)
+				}
+			}
+		})
+	}
+	for rd := range 2 {
+		wg.Go(func() {
+			for !done.Load() {
+				bal, _, err := b.read(ctx, nodes[rd])
+				if errors.Is(err, txn.ErrConflict) {
+					conflicts.Add(1)
+					continue
+				}
+				if err != nil {
+					t.Errorf("read: %v", err)
+					return
+				}
+				reads.Add(1)
+				if s := sum(bal); s != total {
+					t.Errorf("balances %v sum to %d, want %d", bal, s, total)
+				}
+				for _, v := range bal {
+					if v < 0 {
+						t.Errorf("negative balance in %v", bal)
+					}
+				}
+			}
+		})
+	}
+	stop := func() { done.Store(true); wg.Wait() }
+	t.Cleanup(stop) // also when the wait below fails
+	// Run until enough has happened concurrently.
+	const wantTransfers, wantReads = 100, 10
+	start := time.Now()
+	waitFor(t, "transfers and reads", 90*time.Second, func() error {
+		if transfers.Load() < wantTransfers || reads.Load() < wantReads {
+			return fmt.Errorf("%d transfers, %d reads (%d conflicts)", transfers.Load(), reads.Load(), conflicts.Load())
+		}
+		return nil
+	})
+	stop()
+	bal, _, err := b.read(ctx, nodes[2])
+	if err != nil || sum(bal) != total {
+		t.Fatalf("final balances %v (sum %d), %v", bal, sum(bal), err)
+	}
+	t.Logf("%d transfers, %d total reads, %d conflicts in %v", transfers.Load(), reads.Load(), conflicts.Load(), time.Since(start).Round(time.Millisecond))
+	waitFor(t, "no intents left", 10*time.Second, func() error {
+		if n := intentsLeft(nodes...); n > 0 {
+			return fmt.Errorf("%d intents", n)
+		}
+		return nil
+	})
+}
+
+// The coordinator dies at each step of a transfer between two shards. The
+// background resolver alone (nobody reads) releases every lock within the
+// record's TTL plus a few resolve rounds; afterwards the total is intact,
+// and a transfer that was decided is visible on both shards, one that was
+// not has vanished.
+func TestCoordinatorCrashes(t *testing.T) {
+	for _, tt := range []struct {
+		point     txn.Failpoint
+		committed bool
+	}{
+		{txn.AfterPrepareOne, false},
+		{txn.BeforeDecide, false},
+		{txn.AfterDecide, true},
+		{txn.AfterResolveOne, true},
+	} {
+		t.Run(string(tt.point), func(t *testing.T) {
+			var armed atomic.Bool
+			crash := errors.New("coordinator crashed")
+			cfg := testNodeConfig(t.TempDir())
+			cfg.Txn.TTL = 400 * time.Millisecond
+			cfg.ResolveInterval = 100 * time.Millisecond
+			cfg.Txn.Failpoint = func(f txn.Failpoint) error {
+				if f == tt.point && armed.CompareAndSwap(true, false) {
+					return crash
+				}
+				return nil
+			}
+			n := startReady(t, cfg)
+			defer n.Close()
+			ctx := t.Context()
+			b := newBank(n, 2) // two accounts on two shards
+			for _, k := range b.keys {
+				if _, err := n.Put(ctx, k, []byte("100"), WriteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			armed.Store(true)
+			_, err := b.transfer(ctx, n, 0, 1, 30)
+			if !errors.Is(err, crash) {
+				t.Fatalf("transfer: %v, want the failpoint's crash", err)
+			}
+			crashed := time.Now()
+			if intentsLeft(n) == 0 && tt.point != txn.AfterResolveOne {
+				t.Fatal("the crash left no intents: the failpoint is not where it claims")
+			}
+			bound := cfg.Txn.TTL + 5*cfg.ResolveInterval + time.Second
+			waitFor(t, "locks released", bound, func() error {
+				if k := intentsLeft(n); k > 0 {
+					return fmt.Errorf("%d intents", k)
+				}
+				return nil
+			})
+			t.Logf("locks released %v after the crash (bound %v)", time.Since(crashed).Round(time.Millisecond), bound)
+			want := []int{100, 100}
+			if tt.committed {
+				want = []int{70, 130}
+			}
+			for i, k := range b.keys {
+				it, err := n.Get(ctx, k, shard.ReadOptions{})
+				if err != nil || string(it.Value) != strconv.Itoa(want[i]) {
+					t.Fatalf("%s = %q (%v), want %d", k, it.Value, err, want[i])
+				}
+			}
+			bal, _, err := b.read(ctx, n)
+			if err != nil || sum(bal) != 200 {
+				t.Fatalf("balances %v, %v", bal, err)
+			}
+		})
+	}
+}
+
+// A participant's leader changes between prepare and the decision: the
+// transaction still commits, exactly once, on the new leaders.
+func TestLeaderChangeBetweenPrepareAndCommit(t *testing.T) {
+	var tc *testCluster
+	var moved atomic.Bool
+	var b bank
+	tc = startCluster(t, 3, 2, func(c *Config) {
+		c.Txn.Failpoint = func(f txn.Failpoint) error {
+			if f != txn.BeforeDecide || moved.Swap(true) {
+				return nil
+			}
+			for _, k := range b.keys {
+				id := tc.nodes["n1"].Ring().Locate(k)
+				old, _, _ := tc.leaderOf(id).Leader()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				leader, err := tc.nodes["n1"].TransferLeadership(ctx, id, "")
+				cancel()
+				if err != nil {
+					return fmt.Errorf("moving %v's leadership: %w", id, err)
+				}
+				if leader == old {
+					return fmt.Errorf("%v still led by %s", id, leader)
+				}
+			}
+			return nil
+		}
+	})
+	n := tc.nodes["n2"]
+	ctx := t.Context()
+	b = newBank(n, 2)
+	for _, k := range b.keys {
+		if _, err := n.Put(ctx, k, []byte("100"), WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok, err := b.transfer(ctx, n, 0, 1, 25)
+	if err != nil || !ok || !moved.Load() {
+		t.Fatalf("transfer: %t %v (leaders moved: %t)", ok, err, moved.Load())
+	}
+	for _, node := range tc.nodes {
+		bal, _, err := b.read(ctx, node)
+		if err != nil || bal[0] != 75 || bal[1] != 125 {
+			t.Fatalf("balances through %s: %v %v, want [75 125]", node.cfg.Name, bal, err)
+		}
+	}
+	waitFor(t, "no intents left", 10*time.Second, func() error {
+		if k := intentsLeft(tc.nodes["n1"], tc.nodes["n2"], tc.nodes["n3"]); k > 0 {
+			return fmt.Errorf("%d intents", k)
+		}
+		return nil
+	})
+}

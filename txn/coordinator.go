@@ -1,0 +1,604 @@
+package txn
+
+import (
+	"bytes"
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+// Errors. ErrConflict: the transaction kept losing races (nothing of it
+// applied; retry). ErrPending: a transaction holding a key is still running.
+var (
+	ErrConflict = errors.New("txn: conflict")
+	ErrPending  = errors.New("txn: transaction still pending")
+)
+
+// OutcomeUnknownError: the decision was proposed but its fate could not be
+// learned before the context ended. The transaction may have committed;
+// TxnID names it.
+type OutcomeUnknownError struct {
+	TxnID string
+	Err   error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("txn: outcome of transaction %s unknown: %v", e.TxnID, e.Err)
+}
+
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// Cluster is what a coordinator needs from the node it runs in.
+type Cluster interface {
+	// Locate returns the shard that holds key.
+	Locate(ctx context.Context, key []byte) (fsm.ShardID, error)
+	// Propose runs cmd on the leader of shard id, retrying what certainly
+	// did not apply; errors are the node's (unavailable, outcome unknown).
+	Propose(ctx context.Context, id fsm.ShardID, cmd fsm.Command) (fsm.Result, error)
+	// Read returns key linearizably (found false when absent), settling any
+	// intent in its way first.
+	Read(ctx context.Context, key []byte) (it fsm.Item, found bool, err error)
+}
+
+// Failpoint names a step at which tests make the coordinator stop as if it
+// had crashed (Config.Failpoint).
+type Failpoint string
+
+const (
+	// AfterPrepareOne: one participant prepared, the others not yet asked.
+	AfterPrepareOne Failpoint = "after-prepare-one"
+	// BeforeDecide: every participant prepared, nothing decided.
+	BeforeDecide Failpoint = "before-decide"
+	// AfterDecide: the record is committed, no participant resolved.
+	AfterDecide Failpoint = "after-decide"
+	// AfterResolveOne: one participant resolved, the others not.
+	AfterResolveOne Failpoint = "after-resolve-one"
+)
+
+// Config configures a Coordinator.
+type Config struct {
+	// TTL is how far ahead of now a record's deadline lies; a heartbeat
+	// moves it every TTL/3. A crashed coordinator's locks are released
+	// about TTL after its last heartbeat. Default 3s.
+	TTL time.Duration
+	// Attempts bounds how often a transaction that lost a race is run
+	// again before ErrConflict. Default 8.
+	Attempts int
+	// Now is the clock stamped into deadlines (default time.Now).
+	Now func() time.Time
+	// Failpoint, for tests: when it returns an error at a step, the
+	// coordinator returns that error at once and does nothing more, as if
+	// its process had died there.
+	Failpoint func(Failpoint) error
+}
+
+// Coordinator runs cross-shard transactions. It is safe for concurrent use.
+type Coordinator struct {
+	c   Cluster
+	cfg Config
+}
+
+// New returns a coordinator over c.
+func New(c Cluster, cfg Config) *Coordinator {
+	if cfg.TTL <= 0 {
+		cfg.TTL = 3 * time.Second
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 8
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Coordinator{c: c, cfg: cfg}
+}
+
+// Request is a compare-and-write transaction: when every comparison in If
+// holds, Then runs, otherwise Else. Ops are fsm.Put, fsm.Delete and fsm.Get.
+type Request struct {
+	If         []fsm.Compare
+	Then, Else []fsm.Op
+}
+
+// Response says which branch ran and, per op of it, what it did: the new
+// version of a put, whether a delete found the key, what a get read.
+type Response struct {
+	Succeeded bool
+	Results   []fsm.OpResult
+	TxnID     string
+}
+
+var errRetry = errors.New("txn: lost a race")
+
+// Execute runs req atomically across shards (strictly serializable). Errors:
+// ErrConflict (nothing applied; retry), *OutcomeUnknownError (the decision's
+// fate is unknown), the node's unavailable errors (nothing applied), a
+// failpoint's error.
+func (co *Coordinator) Execute(ctx context.Context, req Request) (Response, error) {
+	var lastErr error
+	for attempt := 0; attempt < co.cfg.Attempts; attempt++ {
+		if attempt > 0 && !sleep(ctx, attempt) {
+			break
+		}
+		resp, err := co.attempt(ctx, req)
+		if !errors.Is(err, errRetry) {
+			return resp, err
+		}
+		lastErr = err
+	}
+	if lastErr == nil {
+		lastErr = ctx.Err()
+	}
+	return Response{}, fmt.Errorf("%w: %w", ErrConflict, lastErr)
+}
+
+// sleep waits a jittered, growing backoff before attempt; false if ctx ended.
+func sleep(ctx context.Context, attempt int) bool {
+	d := min(2*time.Millisecond<<min(attempt, 6), 100*time.Millisecond)
+	t := time.NewTimer(d/2 + rand.N(d/2+1))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// plan is one attempt's view: what was read, the branch, its writes.
+type plan struct {
+	succeeded bool
+	ops       []fsm.Op
+	results   []fsm.OpResult
+	reads     map[string]uint64 // key → version read (0: absent)
+	writes    map[string]fsm.Op // key → final write
+	order     [][]byte          // every key, in first-use order
+}
+
+func (co *Coordinator) plan(ctx context.Context, req Request) (*plan, error) {
+	p := &plan{reads: map[string]uint64{}, writes: map[string]fsm.Op{}}
+	seen := map[string]bool{}
+	use := func(k []byte) {
+		if !seen[string(k)] {
+			seen[string(k)] = true
+			p.order = append(p.order, k)
+		}
+	}
+	var toRead [][]byte
+	for _, c := range req.If {
+		use(c.Key)
+		toRead = append(toRead, c.Key)
+	}
+	for _, op := range slices.Concat(req.Then, req.Else) {
+		use(op.Key)
+		if op.Type == fsm.OpGet || op.Type == fsm.OpDelete {
+			toRead = append(toRead, op.Key)
+		}
+	}
+	items, err := co.readAll(ctx, toRead)
+	if err != nil {
+		return nil, err
+	}
+	for k, it := range items {
+		p.reads[k] = it.Version
+	}
+	p.succeeded = true
+	for _, c := range req.If {
+		if !holds(c, items[string(c.Key)]) {
+			p.succeeded = false
+			break
+		}
+	}
+	p.ops = req.Then
+	if !p.succeeded {
+		p.ops = req.Else
+	}
+	// The branch's gets see its earlier writes.
+	overlay := map[string]*fsm.Item{}
+	p.results = make([]fsm.OpResult, len(p.ops))
+	for i, op := range p.ops {
+		k := string(op.Key)
+		cur, written := overlay[k]
+		if !written {
+			if it, ok := items[k]; ok && it.Version != 0 {
+				cur = &it
+			}
+		}
+		switch op.Type {
+		case fsm.OpGet:
+			if cur != nil {
+				p.results[i] = fsm.OpResult{Found: true, Version: cur.Version, Value: cur.Value}
+			}
+		case fsm.OpPut:
+			overlay[k] = &fsm.Item{Key: op.Key, Value: op.Value}
+			p.writes[k] = op
+		case fsm.OpDelete:
+			p.results[i].Existed = cur != nil
+			overlay[k] = nil
+			p.writes[k] = op
+		}
+	}
+	return p, nil
+}
+
+func holds(c fsm.Compare, it fsm.Item) bool {
+	switch c.Kind {
+	case fsm.CompareVersion:
+		return it.Version == c.Version
+	case fsm.CompareVersionLt:
+		return it.Version < c.Version
+	case fsm.CompareVersionGt:
+		return it.Version > c.Version
+	case fsm.CompareExists:
+		return it.Version != 0
+	case fsm.CompareAbsent:
+		return it.Version == 0
+	case fsm.CompareValue:
+		return it.Version != 0 && bytes.Equal(it.Value, c.Value)
+	}
+	return false
+}
+
+// readAll reads keys in parallel; absent keys map to a zero Item.
+func (co *Coordinator) readAll(ctx context.Context, keys [][]byte) (map[string]fsm.Item, error) {
+	out := make(map[string]fsm.Item, len(keys))
+	unique := make([][]byte, 0, len(keys))
+	for _, k := range keys {
+		if _, dup := out[string(k)]; !dup {
+			out[string(k)] = fsm.Item{}
+			unique = append(unique, k)
+		}
+	}
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for _, k := range unique {
+		wg.Go(func() {
+			it, found, err := co.c.Read(ctx, k)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err != nil && firstErr == nil:
+				firstErr = err
+			case found:
+				out[string(k)] = it
+			}
+		})
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+// unchanged serves a transaction that writes nothing without locks: if a
+// second read of every key finds each at the version the first read saw,
+// then every key held that value from its first read to its second, so all
+// of them held their values together at any moment between the last first
+// read and the first second read: the transaction takes effect there. This
+// holds only for keys that exist: a key absent twice may have been created
+// and deleted in between (deletes leave no version behind), so reads of
+// absent keys take the locking path.
+func (co *Coordinator) unchanged(ctx context.Context, p *plan) bool {
+	keys := make([][]byte, 0, len(p.reads))
+	for _, k := range p.order {
+		v, read := p.reads[string(k)]
+		if !read {
+			continue
+		}
+		if v == 0 {
+			return false
+		}
+		keys = append(keys, k)
+	}
+	again, err := co.readAll(ctx, keys)
+	if err != nil {
+		return false
+	}
+	for _, k := range keys {
+		if again[string(k)].Version != p.reads[string(k)] {
+			return false
+		}
+	}
+	return true
+}
+
+// participant is one shard's share of a transaction.
+type participant struct {
+	id     fsm.ShardID
+	reads  []fsm.Compare
+	writes []fsm.Op
+	keys   [][]byte
+}
+
+func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, error) {
+	p, err := co.plan(ctx, req)
+	if err != nil {
+		return Response{}, err
+	}
+	if len(p.writes) == 0 && co.unchanged(ctx, p) {
+		return Response{Succeeded: p.succeeded, Results: p.results}, nil
+	}
+	parts, byKey, err := co.split(ctx, p)
+	if err != nil {
+		return Response{}, err
+	}
+	id := newID()
+	recordShard := byKey[string(p.order[0])]
+	shards := make([]fsm.ShardID, len(parts))
+	for i, pt := range parts {
+		shards[i] = pt.id
+	}
+	res, err := co.c.Propose(ctx, recordShard, fsm.Command{RequestID: id + "/begin", Phase: &fsm.Phase{
+		Kind: fsm.PhaseBegin, TxnID: id, Deadline: co.deadline(), Participants: shards}})
+	if err != nil {
+		// Nothing is locked yet; an unknown begin leaves at most a pending
+		// record that expires harmlessly.
+		return Response{}, err
+	}
+	if res.Status != fsm.TxnPending {
+		return Response{}, fmt.Errorf("txn: new transaction %s found %v", id, res.Status)
+	}
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	defer stopHeartbeat()
+	go co.heartbeat(hbCtx, id, recordShard)
+
+	// Prepare everywhere at once (with failpoints set, the first
+	// participant alone first, so that AfterPrepareOne means one).
+	type outcome struct {
+		res fsm.Result
+		err error
+	}
+	outcomes := make([]outcome, len(parts))
+	prepare := func(i int) {
+		pt := parts[i]
+		r, err := co.c.Propose(ctx, pt.id, fsm.Command{RequestID: fmt.Sprintf("%s/prepare/%d", id, pt.id), Phase: &fsm.Phase{
+			Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Reads: pt.reads, Writes: pt.writes}})
+		outcomes[i] = outcome{r, err}
+	}
+	first := 0
+	if co.cfg.Failpoint != nil {
+		prepare(0)
+		if o := outcomes[0]; o.err == nil && o.res.Code == fsm.OK {
+			if fp := co.failpoint(AfterPrepareOne); fp != nil {
+				return Response{}, fp
+			}
+		}
+		first = 1
+	}
+	var wg sync.WaitGroup
+	for i := first; i < len(parts); i++ {
+		wg.Go(func() { prepare(i) })
+	}
+	wg.Wait()
+	var prepErr error
+	var holders []fsm.Result
+	for _, o := range outcomes {
+		switch {
+		case o.err != nil:
+			prepErr = cmpErr(prepErr, o.err)
+		case o.res.Code == fsm.Conflict:
+			holders = append(holders, o.res)
+			prepErr = cmpErr(prepErr, errRetry)
+		case o.res.Code != fsm.OK:
+			prepErr = cmpErr(prepErr, errRetry)
+		}
+	}
+	// Cleaning up must not stop because the caller's context did: locks
+	// left behind would wait for the deadline.
+	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), co.cfg.TTL)
+	defer cancel()
+	if prepErr != nil {
+		co.abort(cleanup, id, recordShard, parts)
+		for _, h := range holders {
+			// Someone holds our keys: if they are past their deadline,
+			// release them now rather than on our next attempt.
+			_ = co.Settle(cleanup, h.Holder, h.HolderShard, byKey[string(h.Key)], h.Key)
+		}
+		return Response{}, prepErr
+	}
+
+	if fp := co.failpoint(BeforeDecide); fp != nil {
+		return Response{}, fp
+	}
+	status, err := co.decide(ctx, id, recordShard, true)
+	if err != nil {
+		return Response{}, &OutcomeUnknownError{TxnID: id, Err: err}
+	}
+	if status != fsm.TxnCommitted {
+		// Given up on by someone else while we were slow: nothing applied.
+		co.abort(cleanup, id, recordShard, parts)
+		return Response{}, errRetry
+	}
+	stopHeartbeat()
+	if fp := co.failpoint(AfterDecide); fp != nil {
+		return Response{}, fp
+	}
+	versions, all, err := co.resolveAll(cleanup, id, parts, true)
+	if err != nil {
+		return Response{}, err // a failpoint
+	}
+	if all {
+		co.forget(cleanup, id, recordShard)
+	}
+	for i, op := range p.ops {
+		if op.Type == fsm.OpPut {
+			p.results[i].Version = versions[string(op.Key)]
+		}
+	}
+	return Response{Succeeded: p.succeeded, Results: p.results, TxnID: id}, nil
+}
+
+// cmpErr keeps the first error, preferring a retryable one.
+func cmpErr(cur, next error) error {
+	if cur == nil || errors.Is(next, errRetry) && !errors.Is(cur, errRetry) {
+		return next
+	}
+	return cur
+}
+
+// split groups the plan's keys by shard.
+func (co *Coordinator) split(ctx context.Context, p *plan) ([]*participant, map[string]fsm.ShardID, error) {
+	byShard := map[fsm.ShardID]*participant{}
+	byKey := map[string]fsm.ShardID{}
+	var parts []*participant
+	for _, k := range p.order {
+		id, err := co.c.Locate(ctx, k)
+		if err != nil {
+			return nil, nil, err
+		}
+		byKey[string(k)] = id
+		pt := byShard[id]
+		if pt == nil {
+			pt = &participant{id: id}
+			byShard[id] = pt
+			parts = append(parts, pt)
+		}
+		pt.keys = append(pt.keys, k)
+		if v, read := p.reads[string(k)]; read {
+			pt.reads = append(pt.reads, fsm.Compare{Kind: fsm.CompareVersion, Key: k, Version: v})
+		}
+		if w, written := p.writes[string(k)]; written {
+			pt.writes = append(pt.writes, w)
+		}
+	}
+	// A key only written still has to be locked, so that the transaction
+	// is serialized against writers of it: prepare locks writes anyway.
+	return parts, byKey, nil
+}
+
+func (co *Coordinator) deadline() uint64 {
+	return uint64(co.cfg.Now().Add(co.cfg.TTL).UnixMilli())
+}
+
+func (co *Coordinator) heartbeat(ctx context.Context, id string, recordShard fsm.ShardID) {
+	t := time.NewTicker(co.cfg.TTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_, _ = co.c.Propose(ctx, recordShard, fsm.Command{Phase: &fsm.Phase{Kind: fsm.PhaseHeartbeat, TxnID: id, Deadline: co.deadline()}})
+		}
+	}
+}
+
+// decide proposes the decision until its result is known or ctx ends.
+func (co *Coordinator) decide(ctx context.Context, id string, recordShard fsm.ShardID, commit bool) (fsm.TxnStatus, error) {
+	cmd := fsm.Command{RequestID: id + "/decide", Phase: &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: id, Commit: commit}}
+	for attempt := 0; ; attempt++ {
+		res, err := co.c.Propose(ctx, recordShard, cmd)
+		if err == nil {
+			return res.Status, nil
+		}
+		if ctx.Err() != nil || !sleep(ctx, attempt) {
+			return 0, err
+		}
+	}
+}
+
+// abort decides abort and drops the intents that prepares may have left;
+// failures leave intents that anyone who meets them settles.
+func (co *Coordinator) abort(ctx context.Context, id string, recordShard fsm.ShardID, parts []*participant) {
+	status, err := co.decide(ctx, id, recordShard, false)
+	if err != nil || status == fsm.TxnPending {
+		return
+	}
+	if _, all, err := co.resolveAll(ctx, id, parts, status == fsm.TxnCommitted); err == nil && all {
+		co.forget(ctx, id, recordShard)
+	}
+}
+
+// resolveAll resolves every participant at once and returns the versions
+// written (committed puts) and whether every participant resolved. A
+// participant that did not keeps its intents until someone who meets them
+// resolves them from the record (so the record must then be kept). The
+// error is a failpoint's.
+func (co *Coordinator) resolveAll(ctx context.Context, id string, parts []*participant, commit bool) (map[string]uint64, bool, error) {
+	versions := map[string]uint64{}
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	resolve := func(pt *participant) {
+		res, err := co.resolve(ctx, id, pt.id, pt.keys, commit)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			return
+		}
+		for i, k := range pt.keys {
+			if i < len(res.Ops) && res.Ops[i].Version != 0 {
+				versions[string(k)] = res.Ops[i].Version
+			}
+		}
+	}
+	for i, pt := range parts {
+		if i == 0 && commit && co.cfg.Failpoint != nil {
+			resolve(pt)
+			if fp := co.failpoint(AfterResolveOne); fp != nil {
+				return nil, false, fp
+			}
+			continue
+		}
+		wg.Go(func() { resolve(pt) })
+	}
+	wg.Wait()
+	return versions, firstErr == nil, nil
+}
+
+func (co *Coordinator) resolve(ctx context.Context, id string, shard fsm.ShardID, keys [][]byte, commit bool) (fsm.Result, error) {
+	cmd := fsm.Command{RequestID: fmt.Sprintf("%s/resolve/%d", id, shard), Phase: &fsm.Phase{Kind: fsm.PhaseResolve, TxnID: id, Commit: commit, Keys: keys}}
+	for attempt := 0; ; attempt++ {
+		res, err := co.c.Propose(ctx, shard, cmd)
+		if err == nil {
+			return res, nil
+		}
+		if ctx.Err() != nil || !sleep(ctx, attempt) {
+			return fsm.Result{}, err
+		}
+	}
+}
+
+func (co *Coordinator) forget(ctx context.Context, id string, recordShard fsm.ShardID) {
+	_, _ = co.c.Propose(ctx, recordShard, fsm.Command{Phase: &fsm.Phase{Kind: fsm.PhaseForget, TxnID: id}})
+}
+
+func (co *Coordinator) failpoint(f Failpoint) error {
+	if co.cfg.Failpoint == nil {
+		return nil
+	}
+	return co.cfg.Failpoint(f)
+}
+
+// Settle settles the intent of transaction holder on key (on shard):
+// if its record (on recordShard) is decided, or past its deadline (then
+// it is aborted now), the intent is resolved accordingly. ErrPending: the
+// holder is alive and has not decided; wait and retry.
+func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, shard fsm.ShardID, key []byte) error {
+	res, err := co.c.Propose(ctx, recordShard, fsm.Command{Phase: &fsm.Phase{
+		Kind: fsm.PhaseDecide, TxnID: holder, Now: uint64(co.cfg.Now().UnixMilli())}})
+	if err != nil {
+		return err
+	}
+	if res.Status == fsm.TxnPending {
+		return fmt.Errorf("%w: %s", ErrPending, holder)
+	}
+	_, err = co.c.Propose(ctx, shard, fsm.Command{Phase: &fsm.Phase{
+		Kind: fsm.PhaseResolve, TxnID: holder, Commit: res.Status == fsm.TxnCommitted, Keys: [][]byte{key}}})
+	return err
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
