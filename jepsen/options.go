@@ -12,7 +12,12 @@ import (
 const (
 	Register = "register"
 	Set      = "set"
+	Bank     = "bank"
+	Append   = "append"
 )
+
+// AllWorkloads lists every workload.
+var AllWorkloads = []string{Register, Set, Bank, Append}
 
 // Nemesis names.
 const (
@@ -29,7 +34,7 @@ var AllNemeses = []string{NemesisPartition, NemesisKill, NemesisPause, NemesisNe
 
 // Options describe one run.
 type Options struct {
-	Workloads []string      `json:"workloads"`   // register, set (both may run at once)
+	Workloads []string      `json:"workloads"`   // any of AllWorkloads, several at once
 	Nemeses   []string      `json:"nemeses"`     // any of AllNemeses; empty: no faults
 	Nodes     int           `json:"nodes"`       // 3 or 5
 	Duration  time.Duration `json:"duration_ns"` // how long clients run (faults included)
@@ -58,7 +63,7 @@ type Options struct {
 }
 
 // Bugs maps the planted bugs a run can build in to their build tags.
-var Bugs = map[string]string{"local-reads": "cairn_bug_local_reads"}
+var Bugs = map[string]string{"local-reads": "cairn_bug_local_reads", "txn-no-validate": "cairn_bug_txn_no_validate"}
 
 // DefaultOptions returns a short run: 3 nodes, register, no faults.
 func DefaultOptions() Options {
@@ -83,8 +88,8 @@ func (o *Options) validate() error {
 		errs = append(errs, errors.New("no workload"))
 	}
 	for _, w := range o.Workloads {
-		if w != Register && w != Set {
-			errs = append(errs, fmt.Errorf("unknown workload %q (register, set)", w))
+		if !slices.Contains(AllWorkloads, w) {
+			errs = append(errs, fmt.Errorf("unknown workload %q (%s)", w, strings.Join(AllWorkloads, ", ")))
 		}
 	}
 	for _, n := range o.Nemeses {
@@ -105,7 +110,7 @@ func (o *Options) validate() error {
 		errs = append(errs, errors.New("the move nemesis needs 5 nodes: with 3, a removed node's replicas have nowhere to go"))
 	}
 	if _, ok := Bugs[o.Bug]; o.Bug != "" && !ok {
-		errs = append(errs, fmt.Errorf("unknown bug %q (local-reads)", o.Bug))
+		errs = append(errs, fmt.Errorf("unknown bug %q (local-reads, txn-no-validate)", o.Bug))
 	}
 	switch o.Mode {
 	case "auto", "netns", "loopback":

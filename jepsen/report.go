@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/jepsen/checker"
+	"github.com/cairndb/cairn/jepsen/elle"
 	"github.com/cairndb/cairn/jepsen/history"
 )
 
@@ -24,6 +25,8 @@ type Report struct {
 	Windows       []WindowStats           `json:"windows"`
 	Register      *checker.RegisterResult `json:"register,omitempty"`
 	Set           *checker.SetResult      `json:"set,omitempty"`
+	Bank          *checker.BankResult     `json:"bank,omitempty"`
+	Append        *elle.Result            `json:"append,omitempty"`
 	Convergence   ConvergenceResult       `json:"convergence"`
 	Membership    MembershipResult        `json:"membership"`
 	FinalErrors   []string                `json:"final_errors,omitempty"`
@@ -115,6 +118,12 @@ func (r *Report) decide() {
 	if r.Set != nil {
 		verdict("set", r.Set.Valid, r.Set.String())
 	}
+	if r.Bank != nil {
+		verdict("bank", r.Bank.Valid, r.Bank.String())
+	}
+	if r.Append != nil {
+		verdict("append", r.Append.Valid, "append (Elle, strict serializable): "+firstLines(r.Append.String(), 12))
+	}
 	verdict("convergence", r.Convergence.Valid, r.Convergence.String())
 	verdict("membership", r.Membership.Valid, r.Membership.String())
 	if len(r.FinalErrors) > 0 {
@@ -144,7 +153,7 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "\nnemesis errors: %s\n", r.NemesisErrors)
 	}
 	b.WriteString("\n")
-	for _, k := range []string{"register", "set", "convergence", "membership", "recovery"} {
+	for _, k := range []string{"register", "set", "bank", "append", "convergence", "membership", "recovery"} {
 		if v, ok := r.Verdicts[k]; ok {
 			b.WriteString(v + "\n")
 		}
@@ -162,4 +171,13 @@ func (r *Report) write(dir string) error {
 		return err
 	}
 	return writeJSON(filepath.Join(dir, "report.json"), r)
+}
+
+// firstLines keeps the first n lines of s (the rest is in the run folder).
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(strings.TrimRight(s, "\n"), "\n", n+1)
+	if len(lines) > n {
+		lines = append(lines[:n], "…")
+	}
+	return strings.Join(lines, "\n")
 }

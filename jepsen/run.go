@@ -97,6 +97,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			wls = append(wls, newRegister(e, 6, 250))
 		case Set:
 			wls = append(wls, newSet(e, time.Second))
+		case Append:
+			wls = append(wls, newAppend(e, 8))
+		case Bank:
+			b := newBank(e, 8, 100)
+			if err := b.setup(ctx); err != nil {
+				return nil, err
+			}
+			wls = append(wls, b)
 		}
 	}
 
@@ -209,6 +217,19 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		case Set:
 			r := checker.CheckSet(ops)
 			rep.Set = &r
+		case Bank:
+			r := checker.CheckBank(ops, 8*100)
+			rep.Bank = &r
+		case Append:
+			r, err := checkAppend(ops)
+			if err != nil {
+				rep.FinalErrors = append(rep.FinalErrors, "append history: "+err.Error())
+				continue
+			}
+			rep.Append = r
+			if err := os.WriteFile(filepath.Join(dir, "append.txt"), []byte(r.String()), 0o644); err != nil {
+				return nil, err
+			}
 		}
 	}
 	rep.decide()

@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/cairndb/cairn/jepsen/elle"
 	"io"
 	"os"
 	"sync"
@@ -56,6 +57,14 @@ type Op struct {
 	// Set workload: Element added, or Elements read.
 	Element  *int  `json:"element,omitempty"`
 	Elements []int `json:"elements,omitempty"`
+
+	// Append workload: the transaction's micro-operations (reads filled in
+	// on completion). Bank workload: From/To accounts and Amount of a
+	// transfer, or the Balances a read saw.
+	Txn      []elle.Mop `json:"txn,omitempty"`
+	Accounts []int      `json:"accounts,omitempty"`
+	Amount   int        `json:"amount,omitempty"`
+	Balances []int      `json:"balances,omitempty"`
 
 	Node  string `json:"node,omitempty"`  // the node the request went to
 	Error string `json:"error,omitempty"` // why a fail or info ended as it did

@@ -25,7 +25,7 @@ import (
 func main() {
 	o := jepsen.DefaultOptions()
 	fs := flag.NewFlagSet("jepsen", flag.ExitOnError)
-	workloads := fs.String("workload", "register", "comma-separated workloads: register, set")
+	workloads := fs.String("workload", "register", "comma-separated workloads: register, set, bank, append")
 	nemeses := fs.String("nemesis", "", "comma-separated faults: partition, kill, pause, netem, or all (default none)")
 	fs.IntVar(&o.Nodes, "nodes", o.Nodes, "cluster size: 3 or 5")
 	fs.DurationVar(&o.Duration, "time", o.Duration, "how long clients run")
@@ -37,7 +37,7 @@ func main() {
 	fs.DurationVar(&o.Recovery, "recovery", o.Recovery, "time allowed after healing for final reads and convergence")
 	fs.StringVar(&o.Dir, "dir", o.Dir, "where run folders go")
 	fs.StringVar(&o.Binary, "kvnode", "", "kvnode binary to test (default: build from the working tree)")
-	fs.StringVar(&o.Bug, "bug", "", "build kvnode with a planted bug the checkers must find: local-reads")
+	fs.StringVar(&o.Bug, "bug", "", "build kvnode with a planted bug the checkers must find: local-reads, txn-no-validate")
 	fs.BoolVar(&o.Race, "race", false, "build kvnode with the race detector")
 	fs.StringVar(&o.Mode, "mode", o.Mode, "auto (network namespaces when root), netns or loopback")
 	fs.IntVar(&o.Shards, "shards", 0, "data shards (default: kvnode's)")
