@@ -322,3 +322,112 @@ func TestLeaderChangeBetweenPrepareAndCommit(t *testing.T) {
 		return nil
 	})
 }
+
+// The interactive API: 8 workers move money between accounts on different
+// shards with n.Txn (read two balances, check funds, write both) while a
+// reader sums all balances in its own n.Txn; every sum is the total. A
+// function that fails writes nothing; reads see the transaction's writes.
+func TestInteractiveTxn(t *testing.T) {
+	n := startReady(t, testNodeConfig(t.TempDir()))
+	defer n.Close()
+	ctx := t.Context()
+	b := newBank(n, 6)
+	for _, k := range b.keys {
+		if _, err := n.Put(ctx, k, []byte("50"), WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	balance := func(ctx context.Context, tx *txn.Tx, k []byte) (int, error) {
+		v, found, err := tx.Get(ctx, k)
+		if err != nil || !found {
+			return 0, fmt.Errorf("%s: found %t, %v", k, found, err)
+		}
+		return strconv.Atoi(string(v))
+	}
+	var moved, sums atomic.Int64
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 2))
+			for !done.Load() {
+				i, j, amt := r.IntN(6), r.IntN(6), 1+r.IntN(20)
+				if i == j {
+					continue
+				}
+				err := n.Txn(ctx, func(tx *txn.Tx) error {
+					from, err := balance(ctx, tx, b.keys[i])
+					if err != nil {
+						return err
+					}
+					to, err := balance(ctx, tx, b.keys[j])
+					if err != nil || from < amt {
+						return err
+					}
+					tx.Put(b.keys[i], []byte(strconv.Itoa(from-amt)))
+					tx.Put(b.keys[j], []byte(strconv.Itoa(to+amt)))
+					return nil
+				})
+				if err != nil {
+					t.Errorf("transfer: %v", err)
+					return
+				}
+				moved.Add(1)
+			}
+		})
+	}
+	wg.Go(func() {
+		for !done.Load() {
+			total := 0
+			err := n.Txn(ctx, func(tx *txn.Tx) error {
+				total = 0
+				for _, k := range b.keys {
+					v, err := balance(ctx, tx, k)
+					if err != nil {
+						return err
+					}
+					total += v
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("sum: %v", err)
+				return
+			}
+			if total != 300 {
+				t.Errorf("balances sum to %d, want 300", total)
+			}
+			sums.Add(1)
+		}
+	})
+	stop := func() { done.Store(true); wg.Wait() }
+	t.Cleanup(stop)
+	waitFor(t, "transfers and sums", 60*time.Second, func() error {
+		if moved.Load() < 60 || sums.Load() < 5 {
+			return fmt.Errorf("%d transfers, %d sums", moved.Load(), sums.Load())
+		}
+		return nil
+	})
+	stop()
+
+	// A failing function writes nothing; its reads saw its own writes.
+	boom := errors.New("changed my mind")
+	err := n.Txn(ctx, func(tx *txn.Tx) error {
+		tx.Put(b.keys[0], []byte("1000000"))
+		if v, found, err := tx.Get(ctx, b.keys[0]); err != nil || !found || string(v) != "1000000" {
+			t.Errorf("read of the transaction's own write: %q %t %v", v, found, err)
+		}
+		tx.Delete(b.keys[1])
+		if _, found, _ := tx.Get(ctx, b.keys[1]); found {
+			t.Error("a key the transaction deleted is still found in it")
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Txn returned %v, want the function's error", err)
+	}
+	bal, _, err := b.read(ctx, n)
+	if err != nil || sum(bal) != 300 {
+		t.Fatalf("after the aborted transaction: %v (sum %d), %v", bal, sum(bal), err)
+	}
+}

@@ -87,6 +87,50 @@ func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error
 	return TxnResponse{Succeeded: r.Succeeded, Results: r.Results, TxnID: r.TxnID}, nil
 }
 
+// Txn runs fn as an interactive transaction and commits what it did:
+// tx.Get reads (linearizably, seeing the transaction's own writes), tx.Put
+// and tx.Delete buffer writes, and the commit applies the writes, across
+// shards if need be, only if every key read is still at the version read,
+// so the whole transaction takes effect at one moment during the call
+// (strictly serializable). When it lost a race (a key read changed, or
+// conflicts with other transactions), fn runs again on a fresh Tx after a
+// jittered, growing pause, until ctx ends. An error from fn aborts the
+// transaction: nothing is written and the error is returned.
+//
+// fn may run several times, so it must not have effects outside tx.
+func (n *Node) Txn(ctx context.Context, fn func(tx *txn.Tx) error) error {
+	read := func(ctx context.Context, key []byte) (fsm.Item, bool, error) {
+		return txnCluster{n}.Read(ctx, key)
+	}
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 && !n.pause(ctx, attempt) {
+			return fmt.Errorf("%w: gave up after %d attempts: %w", txn.ErrConflict, attempt, ctx.Err())
+		}
+		tx := txn.NewTx(read)
+		err := fn(tx)
+		if txn.Retryable(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		req, ok := tx.Request()
+		if !ok {
+			return nil // read nothing, wrote nothing
+		}
+		r, err := n.Transact(ctx, TxnRequest{If: req.If, Then: req.Then})
+		switch {
+		case txn.Retryable(err):
+			continue
+		case err != nil:
+			return err
+		case r.Succeeded:
+			return nil
+		}
+		// A comparison failed: something read changed; run fn again.
+	}
+}
+
 // oneShardTarget routes a request whose keys must all live on one shard.
 func (n *Node) oneShardTarget(keys [][]byte) func(context.Context) (target, error) {
 	return func(ctx context.Context) (target, error) {
