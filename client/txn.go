@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 )
 
 // Compare is one condition of a transaction, on a key's state before it.
@@ -121,4 +123,47 @@ func (c *Client) Txn(ctx context.Context, t Txn, opts ...WriteOption) (TxnRespon
 		return TxnResponse{}, fmt.Errorf("client: txn response: %w", err)
 	}
 	return r, nil
+}
+
+// Intent is a lock a cross-shard transaction holds (GET /v1/txn/intents).
+type Intent struct {
+	Shard       uint64 `json:"shard"`
+	Key         string `json:"key"`
+	TxnID       string `json:"txn_id"`
+	RecordShard uint64 `json:"record_shard"`
+	Write       bool   `json:"write"`
+	AgeMillis   int64  `json:"age_ms"`
+}
+
+// Intents lists the intents on the shards the node leads, oldest first.
+func (c *Client) Intents(ctx context.Context) ([]Intent, error) {
+	b, err := c.do(ctx, http.MethodGet, "/v1/txn/intents", nil, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Intents []Intent `json:"intents"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("client: intents: %w", err)
+	}
+	return r.Intents, nil
+}
+
+// ResolveTxn decides transaction id now (aborting it if still pending) and
+// returns its status: "committed" or "aborted". recordShard is the shard
+// holding its record (Intent.RecordShard).
+func (c *Client) ResolveTxn(ctx context.Context, id string, recordShard uint64) (string, error) {
+	q := url.Values{"record_shard": {strconv.FormatUint(recordShard, 10)}}
+	b, err := c.do(ctx, http.MethodPost, "/v1/txn/"+url.PathEscape(id)+"/resolve", q, nil, "")
+	if err != nil {
+		return "", err
+	}
+	var r struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return "", fmt.Errorf("client: resolve: %w", err)
+	}
+	return r.Status, nil
 }

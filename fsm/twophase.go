@@ -82,7 +82,8 @@ type Phase struct {
 	// RecordShard is where the transaction's record lives (Prepare: kept
 	// in the intents, so that whoever meets one can find the decision).
 	RecordShard ShardID
-	// Deadline (Begin, Heartbeat) and Now (Decide): unix milliseconds.
+	// Deadline (Begin, Heartbeat) and Now (Decide; Prepare: kept in the
+	// intents to tell their age): unix milliseconds.
 	Deadline uint64
 	Now      uint64
 	Commit   bool // Decide, Resolve
@@ -144,6 +145,7 @@ const (
 type intent struct {
 	txnID       string
 	recordShard ShardID
+	since       uint64 // unix ms stamped by the proposer of the prepare
 	op          byte
 	value       []byte
 }
@@ -151,13 +153,14 @@ type intent struct {
 func (in intent) encode() []byte {
 	b := appendBytes(nil, []byte(in.txnID))
 	b = binary.AppendUvarint(b, uint64(in.recordShard))
+	b = binary.AppendUvarint(b, in.since)
 	b = append(b, in.op)
 	return append(b, in.value...)
 }
 
 func decodeIntent(b []byte) (intent, error) {
 	d := decoder{b: b}
-	in := intent{txnID: string(d.bytes()), recordShard: ShardID(d.uvarint()), op: d.byte()}
+	in := intent{txnID: string(d.bytes()), recordShard: ShardID(d.uvarint()), since: d.uvarint(), op: d.byte()}
 	if d.err != nil || in.op < intentPut || in.op > intentRead {
 		return intent{}, fmt.Errorf("fsm: bad intent record")
 	}
@@ -314,7 +317,7 @@ func (a *applier) prepare(p *Phase) Result {
 		}
 	}
 	for _, w := range p.Writes {
-		in := intent{txnID: p.TxnID, recordShard: p.RecordShard, op: intentPut, value: w.Value}
+		in := intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentPut, value: w.Value}
 		if w.Type == OpDelete {
 			in.op, in.value = intentDelete, nil
 		}
@@ -322,7 +325,7 @@ func (a *applier) prepare(p *Phase) Result {
 	}
 	for _, r := range p.Reads {
 		if _, held := a.intentOf(r.Key); !held {
-			a.lock(r.Key, intent{txnID: p.TxnID, recordShard: p.RecordShard, op: intentRead})
+			a.lock(r.Key, intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentRead})
 		}
 	}
 	return Result{}
@@ -409,7 +412,8 @@ type IntentInfo struct {
 	Key         []byte
 	TxnID       string
 	RecordShard ShardID
-	Write       bool // a put or delete; false for a read lock
+	Write       bool   // a put or delete; false for a read lock
+	Since       uint64 // unix ms when its transaction prepared (proposer's clock)
 }
 
 // Intents returns up to limit intents of this replica in key order,
@@ -438,7 +442,7 @@ func (f *FSM) Intents(after []byte, limit int) ([]IntentInfo, error) {
 			}); err != nil {
 				return err
 			}
-			out = append(out, IntentInfo{Key: bytes.Clone(key), TxnID: in.txnID, RecordShard: in.recordShard, Write: in.op != intentRead})
+			out = append(out, IntentInfo{Key: bytes.Clone(key), TxnID: in.txnID, RecordShard: in.recordShard, Write: in.op != intentRead, Since: in.since})
 		}
 		return nil
 	})

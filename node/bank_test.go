@@ -2,10 +2,13 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +17,7 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // bank is a set of accounts, each on a chosen shard, holding balances as
@@ -430,4 +434,119 @@ func TestInteractiveTxn(t *testing.T) {
 	if err != nil || sum(bal) != 300 {
 		t.Fatalf("after the aborted transaction: %v (sum %d), %v", bal, sum(bal), err)
 	}
+}
+
+// An in-doubt transaction (its coordinator died after preparing one shard,
+// with a deadline far away) shows in GET /v1/txn/intents with its age and
+// in the metrics; forcing its resolution aborts it and releases its locks.
+func TestInDoubtTransactionListedAndForced(t *testing.T) {
+	var armed atomic.Bool
+	crash := errors.New("coordinator crashed")
+	reg := prometheus.NewRegistry()
+	cfg := testNodeConfig(t.TempDir())
+	cfg.Registry = reg
+	cfg.Txn.TTL = time.Hour // only forcing can end it
+	cfg.ResolveInterval = 50 * time.Millisecond
+	cfg.Txn.Failpoint = func(f txn.Failpoint) error {
+		if f == txn.AfterPrepareOne && armed.CompareAndSwap(true, false) {
+			return crash
+		}
+		return nil
+	}
+	n := startReady(t, cfg)
+	srv := httptest.NewServer(n.Handler(reg))
+	t.Cleanup(func() { srv.Close(); n.Close() })
+	ctx := t.Context()
+	b := newBank(n, 2)
+	for _, k := range b.keys {
+		if _, err := n.Put(ctx, k, []byte("10"), WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := b.transfer(ctx, n, 0, 1, 5); err != nil || !ok {
+		t.Fatalf("a healthy transfer: %t %v", ok, err)
+	}
+	armed.Store(true)
+	if _, err := b.transfer(ctx, n, 0, 1, 5); !errors.Is(err, crash) {
+		t.Fatalf("transfer: %v", err)
+	}
+
+	st, _, body := do(t, "GET", srv.URL+"/v1/txn/intents", nil, nil)
+	var list struct {
+		Intents []IntentStatus `json:"intents"`
+	}
+	if err := json.Unmarshal(body, &list); st != 200 || err != nil || len(list.Intents) == 0 {
+		t.Fatalf("intents: %d %s %v", st, body, err)
+	}
+	in := list.Intents[0]
+	if in.TxnID == "" || !in.Write || in.AgeMillis < 0 || in.AgeMillis > 60_000 {
+		t.Fatalf("intent %+v", in)
+	}
+	waitFor(t, "the intents gauge", 5*time.Second, func() error {
+		if v := gaugeSum(t, reg, "cairn_txn_intents"); v < 1 {
+			return fmt.Errorf("cairn_txn_intents %v", v)
+		}
+		return nil
+	})
+	if c := counterValue(t, reg, "cairn_txn_total", map[string]string{"kind": "cross_shard", "outcome": "committed"}); c < 1 {
+		t.Fatalf("committed cross-shard transactions counted: %v", c)
+	}
+
+	st, _, body = do(t, "POST", srv.URL+"/v1/txn/"+in.TxnID+"/resolve?record_shard="+strconv.FormatUint(in.RecordShard, 10), nil, nil)
+	if st != 200 || !strings.Contains(string(body), `"aborted"`) {
+		t.Fatalf("force resolve: %d %s", st, body)
+	}
+	waitFor(t, "locks released", 5*time.Second, func() error {
+		if k := intentsLeft(n); k > 0 {
+			return fmt.Errorf("%d intents", k)
+		}
+		return nil
+	})
+	bal, _, err := b.read(ctx, n)
+	if err != nil || bal[0] != 5 || bal[1] != 15 {
+		t.Fatalf("balances %v %v, want [5 15] (the forced transfer aborted)", bal, err)
+	}
+	if st, _, _ := do(t, "POST", srv.URL+"/v1/txn/x/resolve?record_shard=0", nil, nil); st != 400 {
+		t.Fatalf("resolve with the meta shard as record shard: %d", st)
+	}
+}
+
+func gaugeSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }

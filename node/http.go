@@ -36,6 +36,8 @@ func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	handle("DELETE /v1/kv/{key...}", "/v1/kv/{key}", n.handleDelete)
 	handle("GET /v1/kv", "/v1/kv", n.handleScan)
 	handle("POST /v1/txn", "/v1/txn", n.handleTxn)
+	handle("GET /v1/txn/intents", "/v1/txn/intents", n.handleIntents)
+	handle("POST /v1/txn/{id}/resolve", "/v1/txn/{id}/resolve", n.handleForceResolve)
 	handle("GET /v1/cluster", "/v1/cluster", n.handleCluster)
 	handle("POST /v1/cluster/shards/{shard}/transfer-leader", "/v1/cluster/shards/{shard}/transfer-leader", n.handleTransfer)
 	handle("DELETE /v1/cluster/nodes/{name}", "/v1/cluster/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -56,6 +57,9 @@ func (n *Node) registerMetrics() error {
 		return fmt.Errorf("node: metrics: %w", err)
 	}
 	if err := n.store.RegisterMetrics(reg); err != nil {
+		return fmt.Errorf("node: metrics: %w", err)
+	}
+	if n.txnMetrics, err = txn.NewMetrics(reg); err != nil {
 		return fmt.Errorf("node: metrics: %w", err)
 	}
 	n.http = &httpMetrics{

@@ -42,7 +42,8 @@ type Node struct {
 	meta *shard.Shard
 	// coord runs cross-shard transactions and settles the intents that
 	// reads and writes meet.
-	coord *txn.Coordinator
+	coord      *txn.Coordinator
+	txnMetrics *txn.Metrics
 
 	mu     sync.RWMutex
 	shards map[fsm.ShardID]*shard.Shard // data shard replicas open here
@@ -162,7 +163,9 @@ func (n *Node) start(ctx context.Context) error {
 		}
 		n.logger.Info("formed a one-node cluster")
 	}
-	n.coord = txn.New(txnCluster{n}, n.cfg.Txn)
+	tcfg := n.cfg.Txn
+	tcfg.Metrics = n.txnMetrics
+	n.coord = txn.New(txnCluster{n}, tcfg)
 	n.wg.Add(5)
 	go n.watchMeta()
 	go n.watchGossip()

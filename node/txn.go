@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -69,10 +70,11 @@ func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error
 	if _, err := locate(ctx); err == nil {
 		res, err := n.proposeSettling(ctx, locate, cmd)
 		if !errors.Is(err, errSpansShards) {
-			if err != nil {
-				return TxnResponse{}, err
+			if err == nil {
+				err = res.Err()
 			}
-			if err := res.Err(); err != nil {
+			n.txnMetrics.Done("one_shard", oneShardOutcome(err))
+			if err != nil {
 				return TxnResponse{}, err
 			}
 			return TxnResponse{Succeeded: res.Succeeded, Results: res.Ops, Duplicate: res.Duplicate}, nil
@@ -129,6 +131,18 @@ func (n *Node) Txn(ctx context.Context, fn func(tx *txn.Tx) error) error {
 		}
 		// A comparison failed: something read changed; run fn again.
 	}
+}
+
+func oneShardOutcome(err error) string {
+	switch {
+	case err == nil:
+		return "committed"
+	case errors.Is(err, fsm.ErrConflict):
+		return "conflict"
+	case errors.Is(err, shard.ErrOutcomeUnknown):
+		return "unknown"
+	}
+	return "error"
 }
 
 // oneShardTarget routes a request whose keys must all live on one shard.
@@ -233,6 +247,13 @@ func (n *Node) resolveLoop() {
 			if err != nil {
 				continue
 			}
+			var oldest time.Duration
+			for _, in := range intents {
+				if age := time.Since(time.UnixMilli(int64(in.Since))); in.Since > 0 && age > oldest {
+					oldest = age
+				}
+			}
+			n.txnMetrics.Intents(strconv.FormatUint(uint64(s.ID()), 10), len(intents), oldest)
 			for _, in := range intents {
 				ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
 				err := n.coord.Settle(ctx, in.TxnID, in.RecordShard, s.ID(), in.Key)
@@ -469,4 +490,97 @@ func (n *Node) handleTxn(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// IntentStatus is one lock of a cross-shard transaction on a replica this
+// node leads.
+type IntentStatus struct {
+	Shard       uint64 `json:"shard"`
+	Key         string `json:"key"`
+	TxnID       string `json:"txn_id"`
+	RecordShard uint64 `json:"record_shard"`
+	Write       bool   `json:"write"`
+	AgeMillis   int64  `json:"age_ms"`
+}
+
+// Intents lists up to limit intents on the replicas this node leads (the
+// in-doubt or in-flight transactions' locks), oldest first.
+func (n *Node) Intents(limit int) []IntentStatus {
+	n.mu.RLock()
+	open := make([]*shard.Shard, 0, len(n.shards))
+	for _, s := range n.shards {
+		open = append(open, s)
+	}
+	n.mu.RUnlock()
+	out := []IntentStatus{}
+	now := time.Now()
+	for _, s := range open {
+		if _, _, self := s.Leader(); !self {
+			continue
+		}
+		ins, err := s.FSM().Intents(nil, limit)
+		if err != nil {
+			continue
+		}
+		for _, in := range ins {
+			out = append(out, IntentStatus{Shard: uint64(s.ID()), Key: string(in.Key), TxnID: in.TxnID,
+				RecordShard: uint64(in.RecordShard), Write: in.Write, AgeMillis: now.Sub(time.UnixMilli(int64(in.Since))).Milliseconds()})
+		}
+	}
+	slices.SortFunc(out, func(a, b IntentStatus) int { return int(b.AgeMillis - a.AgeMillis) })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out
+}
+
+// ForceResolve decides transaction id now: a pending record (on
+// recordShard) is aborted even before its deadline; a decided one keeps
+// its decision. The intents on the replicas this node leads are settled at
+// once; every other node's resolver settles its own within its interval.
+// It returns the decision.
+func (n *Node) ForceResolve(ctx context.Context, id string, recordShard fsm.ShardID) (fsm.TxnStatus, error) {
+	if id == "" {
+		return 0, fmt.Errorf("%w: empty transaction ID", fsm.ErrInvalid)
+	}
+	res, err := txnCluster{n}.Propose(ctx, recordShard, fsm.Command{Phase: &fsm.Phase{
+		Kind: fsm.PhaseDecide, TxnID: id, Now: math.MaxUint64}})
+	if err != nil {
+		return 0, err
+	}
+	for _, in := range n.Intents(100000) {
+		if in.TxnID == id {
+			err = errors.Join(err, n.coord.Settle(ctx, id, recordShard, fsm.ShardID(in.Shard), []byte(in.Key)))
+		}
+	}
+	return res.Status, err
+}
+
+func (n *Node) handleIntents(w http.ResponseWriter, r *http.Request) {
+	limit := 1000
+	if s := r.URL.Query().Get("limit"); s != "" {
+		l, err := strconv.Atoi(s)
+		if err != nil || l < 1 || l > 100000 {
+			badRequest(w, "limit must be between 1 and 100000")
+			return
+		}
+		limit = l
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"node": n.cfg.Name, "intents": n.Intents(limit)})
+}
+
+func (n *Node) handleForceResolve(w http.ResponseWriter, r *http.Request) {
+	rs, err := strconv.ParseUint(r.URL.Query().Get("record_shard"), 10, 64)
+	if err != nil || rs == uint64(MetaShard) {
+		badRequest(w, "record_shard must name the data shard holding the transaction's record (kvnode txn list shows it)")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
+	defer cancel()
+	status, err := n.ForceResolve(ctx, r.PathValue("id"), fsm.ShardID(rs))
+	if err != nil {
+		writeErr(w, err, "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"txn_id": r.PathValue("id"), "status": status.String()})
 }

@@ -74,6 +74,8 @@ type Config struct {
 	Attempts int
 	// Now is the clock stamped into deadlines (default time.Now).
 	Now func() time.Time
+	// Metrics: where outcomes and step times go (nil: nowhere).
+	Metrics *Metrics
 	// Failpoint, for tests: when it returns an error at a step, the
 	// coordinator returns that error at once and does nothing more, as if
 	// its process had died there.
@@ -121,7 +123,8 @@ var errRetry = errors.New("txn: lost a race")
 // ErrConflict (nothing applied; retry), *OutcomeUnknownError (the decision's
 // fate is unknown), the node's unavailable errors (nothing applied), a
 // failpoint's error.
-func (co *Coordinator) Execute(ctx context.Context, req Request) (Response, error) {
+func (co *Coordinator) Execute(ctx context.Context, req Request) (resp Response, err error) {
+	defer func() { co.cfg.Metrics.Done(kindOf(resp, err), outcomeOf(err)) }()
 	var lastErr error
 	for attempt := 0; attempt < co.cfg.Attempts; attempt++ {
 		if attempt > 0 && !sleep(ctx, attempt) {
@@ -137,6 +140,27 @@ func (co *Coordinator) Execute(ctx context.Context, req Request) (Response, erro
 		lastErr = ctx.Err()
 	}
 	return Response{}, fmt.Errorf("%w: %w", ErrConflict, lastErr)
+}
+
+func kindOf(r Response, err error) string {
+	if err == nil && r.TxnID == "" {
+		return "read_only"
+	}
+	return "cross_shard"
+}
+
+// outcomeOf names a transaction's outcome for the metrics.
+func outcomeOf(err error) string {
+	var unknown *OutcomeUnknownError
+	switch {
+	case err == nil:
+		return "committed"
+	case errors.Is(err, ErrConflict), errors.Is(err, fsm.ErrConflict):
+		return "conflict"
+	case errors.As(err, &unknown):
+		return "unknown"
+	}
+	return "error"
 }
 
 // sleep waits a jittered, growing backoff before attempt; false if ctx ended.
@@ -182,10 +206,12 @@ func (co *Coordinator) plan(ctx context.Context, req Request) (*plan, error) {
 			toRead = append(toRead, op.Key)
 		}
 	}
+	start := time.Now()
 	items, err := co.readAll(ctx, toRead)
 	if err != nil {
 		return nil, err
 	}
+	co.cfg.Metrics.observe("read", start)
 	for k, it := range items {
 		p.reads[k] = it.Version
 	}
@@ -358,7 +384,7 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	prepare := func(i int) {
 		pt := parts[i]
 		r, err := co.c.Propose(ctx, pt.id, fsm.Command{RequestID: fmt.Sprintf("%s/prepare/%d", id, pt.id), Phase: &fsm.Phase{
-			Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Reads: pt.reads, Writes: pt.writes}})
+			Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Now: uint64(co.cfg.Now().UnixMilli()), Reads: pt.reads, Writes: pt.writes}})
 		outcomes[i] = outcome{r, err}
 	}
 	first := 0
@@ -371,11 +397,13 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 		}
 		first = 1
 	}
+	prepStart := time.Now()
 	var wg sync.WaitGroup
 	for i := first; i < len(parts); i++ {
 		wg.Go(func() { prepare(i) })
 	}
 	wg.Wait()
+	co.cfg.Metrics.observe("prepare", prepStart)
 	var prepErr error
 	var holders []fsm.Result
 	for _, o := range outcomes {
@@ -406,7 +434,9 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	if fp := co.failpoint(BeforeDecide); fp != nil {
 		return Response{}, fp
 	}
+	decStart := time.Now()
 	status, err := co.decide(ctx, id, recordShard, true)
+	co.cfg.Metrics.observe("decide", decStart)
 	if err != nil {
 		return Response{}, &OutcomeUnknownError{TxnID: id, Err: err}
 	}
@@ -419,10 +449,12 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	if fp := co.failpoint(AfterDecide); fp != nil {
 		return Response{}, fp
 	}
+	resStart := time.Now()
 	versions, all, err := co.resolveAll(cleanup, id, parts, true)
 	if err != nil {
 		return Response{}, err // a failpoint
 	}
+	co.cfg.Metrics.observe("resolve", resStart)
 	if all {
 		co.forget(cleanup, id, recordShard)
 	}

@@ -37,6 +37,8 @@ const cliUsage = `usage: kvnode [flags]                      run a node (kvnode 
        kvnode scan [--addr A] [--prefix P] [--start S] [--end E] [--limit N]
        kvnode status [--addr A]
        kvnode txn [--addr A] JSON                 (a POST /v1/txn body; "-" reads stdin)
+       kvnode txn list [--addr A]                 (locks of in-flight or in-doubt transactions, on every node)
+       kvnode txn resolve [--addr A] TXN-ID       (decide it now: abort if still pending)
        kvnode transfer-leader [--addr A] [--to NODE] SHARD   (hand a shard's leadership to NODE, or any other replica)
        kvnode remove-node [--addr A] NODE                    (take a node that is down for good out of the cluster)
        kvnode bench [--addr A] [--clients N] [--duration D] [--keys N] [--value-size B]
@@ -256,7 +258,13 @@ func cmdRemoveNode(c *client.Client, o cliOpts, args []string, out io.Writer) er
 // cmdTxn runs a compare-and-write transaction given as the JSON body of
 // POST /v1/txn and prints the answer as JSON.
 func cmdTxn(c *client.Client, o cliOpts, args []string, out io.Writer) error {
-	if err := wantArgs(args, 1, "a transaction as JSON (or - for stdin)"); err != nil {
+	switch {
+	case len(args) == 1 && args[0] == "list":
+		return cmdTxnList(c, o, out)
+	case len(args) == 2 && args[0] == "resolve":
+		return cmdTxnResolve(c, o, args[1], out)
+	}
+	if err := wantArgs(args, 1, "a transaction as JSON (or - for stdin), list, or resolve TXN-ID"); err != nil {
 		return err
 	}
 	body := []byte(args[0])
@@ -279,4 +287,76 @@ func cmdTxn(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 	enc := json.NewEncoder(out)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
+}
+
+// clusterIntents gathers the intents of every node of the cluster.
+func clusterIntents(c *client.Client, o cliOpts) ([]client.Intent, []string, error) {
+	raw, err := c.Cluster(o.ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var st node.ClusterStatus
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return nil, nil, fmt.Errorf("status: %w", err)
+	}
+	var all []client.Intent
+	var owners, unreachable []string
+	for _, nd := range st.Nodes {
+		if !nd.Alive || nd.HTTPAddr == "" {
+			unreachable = append(unreachable, nd.Name)
+			continue
+		}
+		ins, err := client.New(nd.HTTPAddr).Intents(o.ctx)
+		if err != nil {
+			unreachable = append(unreachable, nd.Name)
+			continue
+		}
+		for range ins {
+			owners = append(owners, nd.Name)
+		}
+		all = append(all, ins...)
+	}
+	if len(unreachable) > 0 {
+		fmt.Fprintf(os.Stderr, "not asked (down or unreachable): %s\n", strings.Join(unreachable, ", "))
+	}
+	return all, owners, nil
+}
+
+func cmdTxnList(c *client.Client, o cliOpts, out io.Writer) error {
+	ins, owners, err := clusterIntents(c, o)
+	if err != nil {
+		return err
+	}
+	if len(ins) == 0 {
+		fmt.Fprintln(out, "no transaction holds a lock")
+		return nil
+	}
+	fmt.Fprintf(out, "%-34s %-7s %-6s %-6s %-9s %-8s %s\n", "TXN", "RECORD", "SHARD", "LOCK", "AGE", "NODE", "KEY")
+	for i, in := range ins {
+		lock := "read"
+		if in.Write {
+			lock = "write"
+		}
+		age := (time.Duration(in.AgeMillis) * time.Millisecond).Round(time.Millisecond)
+		fmt.Fprintf(out, "%-34s %-7d %-6d %-6s %-9s %-8s %s\n", in.TxnID, in.RecordShard, in.Shard, lock, age, owners[i], printable([]byte(in.Key)))
+	}
+	return nil
+}
+
+func cmdTxnResolve(c *client.Client, o cliOpts, id string, out io.Writer) error {
+	ins, _, err := clusterIntents(c, o)
+	if err != nil {
+		return err
+	}
+	for _, in := range ins {
+		if in.TxnID == id {
+			status, err := c.ResolveTxn(o.ctx, id, in.RecordShard)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "transaction %s: %s; its locks are released within a resolver round (2s)\n", id, status)
+			return nil
+		}
+	}
+	return fmt.Errorf("transaction %s holds no lock on any node asked", id)
 }

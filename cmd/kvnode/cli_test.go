@@ -82,4 +82,11 @@ func TestSubcommands(t *testing.T) {
 	if _, err := run("txn", `{"than":[]}`); err == nil || !strings.Contains(err.Error(), "not a transaction") {
 		t.Fatalf("txn with an unknown field: %v", err)
 	}
+	// No transaction is in flight: nothing listed, nothing to resolve.
+	if out, err := run("txn", "list"); err != nil || !strings.Contains(out, "no transaction holds a lock") {
+		t.Fatalf("txn list: %q %v", out, err)
+	}
+	if _, err := run("txn", "resolve", "nope"); err == nil || !strings.Contains(err.Error(), "holds no lock") {
+		t.Fatalf("txn resolve of an unknown transaction: %v", err)
+	}
 }
