@@ -231,6 +231,22 @@ func (c *Client) Cluster(ctx context.Context) (json.RawMessage, error) {
 	return json.RawMessage(b), err
 }
 
+// Locate returns the shard that holds key now (it may move when the ring
+// changes).
+func (c *Client) Locate(ctx context.Context, key string) (uint64, error) {
+	b, err := c.do(ctx, http.MethodGet, "/v1/cluster/locate", url.Values{"key": {key}}, nil, "")
+	if err != nil {
+		return 0, err
+	}
+	var r struct {
+		Shard uint64 `json:"shard"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return 0, fmt.Errorf("client: locate: %w", err)
+	}
+	return r.Shard, nil
+}
+
 // TransferLeader hands the leadership of shard to the replica on node to
 // (empty: any other replica) and returns the node that leads it afterwards.
 func (c *Client) TransferLeader(ctx context.Context, shard uint64, to string) (string, error) {

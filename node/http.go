@@ -39,6 +39,21 @@ func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	handle("GET /v1/txn/intents", "/v1/txn/intents", n.handleIntents)
 	handle("POST /v1/txn/{id}/resolve", "/v1/txn/{id}/resolve", n.handleForceResolve)
 	handle("GET /v1/cluster", "/v1/cluster", n.handleCluster)
+	handle("GET /v1/cluster/locate", "/v1/cluster/locate", func(w http.ResponseWriter, r *http.Request) {
+		key := r.URL.Query().Get("key")
+		if key == "" {
+			badRequest(w, "key is required")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
+		defer cancel()
+		t, err := n.keyTarget([]byte(key))(ctx)
+		if err != nil {
+			writeErr(w, err, "")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"key": key, "shard": uint64(t.id), "ring_epoch": t.epoch})
+	})
 	handle("POST /v1/cluster/shards/{shard}/transfer-leader", "/v1/cluster/shards/{shard}/transfer-leader", n.handleTransfer)
 	handle("DELETE /v1/cluster/nodes/{name}", "/v1/cluster/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -31,6 +32,11 @@ type benchConfig struct {
 	seed        uint64
 	preload     bool
 	jsonOut     bool
+	// txn: "" (puts and gets), "one-shard" or "cross-shard": every
+	// operation is a transaction putting two keys, on one shard or on two.
+	txn string
+	// pairs[i] is the key written with key i in txn mode.
+	pairs []int
 }
 
 // runBench is `kvnode bench`: a closed-loop load of puts and gets against
@@ -49,6 +55,7 @@ func runBench(args []string, out io.Writer) error {
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the key and operation choice")
 	fs.BoolVar(&bc.preload, "preload", false, "write every key once before the timed run (not measured)")
 	fs.BoolVar(&bc.jsonOut, "json", false, "also print the summary as one JSON line")
+	fs.StringVar(&bc.txn, "txn", "", "one-shard or cross-shard: every operation is a transaction putting two keys, on one shard or on two (read-ratio is ignored)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,8 +67,16 @@ func runBench(args []string, out io.Writer) error {
 		return fmt.Errorf("bench: read-ratio must be in [0, 1]")
 	case bc.consistency != "linearizable" && bc.consistency != "stale":
 		return fmt.Errorf("bench: consistency must be linearizable or stale")
+	case bc.txn != "" && bc.txn != "one-shard" && bc.txn != "cross-shard":
+		return fmt.Errorf("bench: txn must be one-shard or cross-shard")
 	}
 	clients := benchClients(bc)
+	if bc.txn != "" {
+		var err error
+		if bc.pairs, err = pairKeys(context.Background(), clients[0], bc.keys, bc.txn == "cross-shard"); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+	}
 	if bc.preload {
 		start := time.Now()
 		n, err := preload(context.Background(), clients, bc, func(done int64) {
@@ -173,10 +188,17 @@ func bench(ctx context.Context, clients []*client.Client, bc benchConfig, progre
 			var firstErr error
 			for ctx.Err() == nil {
 				key := benchKey(rng.IntN(bc.keys))
-				isGet := rng.Float64() < bc.readRatio
+				isGet := rng.Float64() < bc.readRatio && bc.txn == ""
 				t0 := time.Now()
 				var err error
-				if isGet {
+				if bc.txn != "" {
+					i := rng.IntN(bc.keys)
+					for j := range value {
+						value[j] = byte(rng.Uint32())
+					}
+					_, err = c.Txn(ctx, client.Txn{Then: []client.TxnOp{
+						client.TxnPut(benchKey(i), value), client.TxnPut(benchKey(bc.pairs[i]), value)}})
+				} else if isGet {
 					var opts []client.ReadOption
 					if bc.consistency == "stale" {
 						opts = append(opts, client.Stale(0))
@@ -234,7 +256,7 @@ func (r benchResult) print(out io.Writer, bc benchConfig) {
 	for _, row := range []struct {
 		name string
 		lat  []time.Duration
-	}{{"put", r.puts}, {"get", r.gets}, {"all", append(slices.Clone(r.puts), r.gets...)}} {
+	}{{opName(bc), r.puts}, {"get", r.gets}, {"all", append(slices.Clone(r.puts), r.gets...)}} {
 		if len(row.lat) == 0 {
 			continue
 		}
@@ -284,3 +306,45 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
+
+func opName(bc benchConfig) string {
+	if bc.txn != "" {
+		return "txn"
+	}
+	return "put"
+}
+
+// pairKeys pairs every key with another on the same shard (cross false) or
+// on a different one, asking the node where each key lives.
+func pairKeys(ctx context.Context, c *client.Client, keys int, cross bool) ([]int, error) {
+	byShard := map[uint64][]int{}
+	shardOf := make([]uint64, keys)
+	for i := range keys {
+		s, err := c.Locate(ctx, benchKey(i))
+		if err != nil {
+			return nil, fmt.Errorf("locate %s: %w", benchKey(i), err)
+		}
+		shardOf[i] = s
+		byShard[s] = append(byShard[s], i)
+	}
+	shards := slices.Sorted(maps.Keys(byShard))
+	if cross && len(shards) < 2 {
+		return nil, errors.New("cross-shard transactions need a cluster with at least two data shards")
+	}
+	pairs := make([]int, keys)
+	for i := range keys {
+		same := byShard[shardOf[i]]
+		if !cross {
+			if len(same) < 2 {
+				return nil, fmt.Errorf("shard %d holds only one of the %d keys", shardOf[i], keys)
+			}
+			p := same[(slices.Index(same, i)+1)%len(same)]
+			pairs[i] = p
+			continue
+		}
+		other := shards[(slices.Index(shards, shardOf[i])+1)%len(shards)]
+		list := byShard[other]
+		pairs[i] = list[i%len(list)]
+	}
+	return pairs, nil
+}

@@ -53,3 +53,36 @@ func TestBenchRunsMixedLoad(t *testing.T) {
 		t.Fatalf("JSON summary %+v", sum)
 	}
 }
+
+// Transaction mode pairs keys on one shard or on two, as asked, and runs
+// transactions without errors.
+func TestBenchTransactions(t *testing.T) {
+	_, url := nodetest.Start(t, "bench-txn", 2)
+	c := client.New(url)
+	for _, cross := range []bool{false, true} {
+		pairs, err := pairKeys(t.Context(), c, 40, cross)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range pairs {
+			si, _ := c.Locate(t.Context(), benchKey(i))
+			sp, _ := c.Locate(t.Context(), benchKey(p))
+			if p == i || (si != sp) != cross {
+				t.Fatalf("cross %t: key %d (shard %d) paired with %d (shard %d)", cross, i, si, p, sp)
+			}
+		}
+		mode := map[bool]string{false: "one-shard", true: "cross-shard"}[cross]
+		bc := benchConfig{addrs: []string{url}, clients: 4, duration: time.Second, keys: 40, valueSize: 16, consistency: "linearizable", seed: 5, txn: mode, pairs: pairs}
+		ctx, cancel := context.WithTimeout(t.Context(), bc.duration)
+		res := bench(ctx, benchClients(bc), bc, func(int64, int64, time.Duration) {})
+		cancel()
+		if res.errors != 0 || len(res.puts) == 0 || len(res.gets) != 0 {
+			t.Fatalf("%s: %d txns, %d gets, %d errors (%v)", mode, len(res.puts), len(res.gets), res.errors, res.firstError)
+		}
+		var out bytes.Buffer
+		res.print(&out, bc)
+		if !strings.Contains(out.String(), "txn ") {
+			t.Fatalf("summary:\n%s", out.String())
+		}
+	}
+}
