@@ -254,12 +254,27 @@ func (n *Node) resolveLoop() {
 				}
 			}
 			n.txnMetrics.Intents(strconv.FormatUint(uint64(s.ID()), 10), len(intents), oldest)
+			// One settle per transaction, for intents at least a TTL old:
+			// younger ones belong to transactions that are running (or
+			// whose coordinator has not been gone long enough to have
+			// passed its deadline); whoever meets them settles them sooner.
+			keys := map[string][][]byte{}
+			var order []fsm.IntentInfo
 			for _, in := range intents {
+				if time.Since(time.UnixMilli(int64(in.Since))) < n.coord.TTL() {
+					continue
+				}
+				if _, seen := keys[in.TxnID]; !seen {
+					order = append(order, in)
+				}
+				keys[in.TxnID] = append(keys[in.TxnID], in.Key)
+			}
+			for _, in := range order {
 				ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
-				err := n.coord.Settle(ctx, in.TxnID, in.RecordShard, s.ID(), in.Key)
+				err := n.coord.Settle(ctx, in.TxnID, in.RecordShard, s.ID(), keys[in.TxnID]...)
 				cancel()
 				if err != nil && !errors.Is(err, txn.ErrPending) {
-					n.logger.Debug("settling an intent", "shard", uint64(s.ID()), "txn", in.TxnID, "error", err)
+					n.logger.Debug("settling intents", "shard", uint64(s.ID()), "txn", in.TxnID, "error", err)
 				}
 			}
 		}

@@ -88,6 +88,9 @@ type Coordinator struct {
 	cfg Config
 }
 
+// TTL returns the records' time to live (Config.TTL with its default).
+func (co *Coordinator) TTL() time.Duration { return co.cfg.TTL }
+
 // New returns a coordinator over c.
 func New(c Cluster, cfg Config) *Coordinator {
 	if cfg.TTL <= 0 {
@@ -611,11 +614,11 @@ func (co *Coordinator) failpoint(f Failpoint) error {
 	return co.cfg.Failpoint(f)
 }
 
-// Settle settles the intent of transaction holder on key (on shard):
+// Settle settles the intents of transaction holder on keys (on shard):
 // if its record (on recordShard) is decided, or past its deadline (then
-// it is aborted now), the intent is resolved accordingly. ErrPending: the
+// it is aborted now), the intents are resolved accordingly. ErrPending: the
 // holder is alive and has not decided; wait and retry.
-func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, shard fsm.ShardID, key []byte) error {
+func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, shard fsm.ShardID, keys ...[]byte) error {
 	res, err := co.c.Propose(ctx, recordShard, fsm.Command{Phase: &fsm.Phase{
 		Kind: fsm.PhaseDecide, TxnID: holder, Now: uint64(co.cfg.Now().UnixMilli())}})
 	if err != nil {
@@ -625,7 +628,7 @@ func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, s
 		return fmt.Errorf("%w: %s", ErrPending, holder)
 	}
 	_, err = co.c.Propose(ctx, shard, fsm.Command{Phase: &fsm.Phase{
-		Kind: fsm.PhaseResolve, TxnID: holder, Commit: res.Status == fsm.TxnCommitted, Keys: [][]byte{key}}})
+		Kind: fsm.PhaseResolve, TxnID: holder, Commit: res.Status == fsm.TxnCommitted, Keys: keys}})
 	return err
 }
 
