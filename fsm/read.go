@@ -29,10 +29,24 @@ func (f *FSM) view(fn func(txn *badger.Txn, ks keyspace) error) error {
 func (f *FSM) Get(key []byte) (Item, error) {
 	var it Item
 	err := f.view(func(txn *badger.Txn, ks keyspace) error {
-		if err := f.lockedError(txn, ks, key); err != nil {
-			return err
+		lockErr := f.lockedError(txn, ks, key)
+		var locked *LockedError
+		if lockErr != nil && !errors.As(lockErr, &locked) {
+			return lockErr
 		}
 		item, err := txn.Get(ks.data(key))
+		if locked != nil {
+			if err == nil {
+				locked.Committed, err = decodeItem(key, item)
+				locked.Found = err == nil
+			} else if errors.Is(err, badger.ErrKeyNotFound) {
+				err = nil
+			}
+			if err != nil {
+				return err
+			}
+			return locked
+		}
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("%w: key %q", ErrNotFound, key)
 		}

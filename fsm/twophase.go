@@ -122,11 +122,16 @@ func (s TxnStatus) String() string {
 var ErrLocked = errors.New("fsm: key locked by a transaction")
 
 // LockedError names the key and the transaction holding it, and where that
-// transaction's record lives. It unwraps to ErrLocked.
+// transaction's record lives. It unwraps to ErrLocked. From a Get it also
+// carries the key's committed state in the same view (Committed, Found):
+// a reader that then learns the transaction is still pending may return
+// it, since the transaction cannot have taken effect before then.
 type LockedError struct {
 	Key         []byte
 	TxnID       string
 	RecordShard ShardID
+	Committed   Item
+	Found       bool
 }
 
 func (e *LockedError) Error() string {

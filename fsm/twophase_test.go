@@ -146,8 +146,15 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 	// does not stop them.
 	_, err = f.Get([]byte("a"))
 	wantLocked(t, err, "a", "t1")
+	var le *fsm.LockedError
+	if errors.As(err, &le); !le.Found || string(le.Committed.Value) != "100" || le.Committed.Version != ver(1, 1) {
+		t.Fatalf("locked get of a carries %+v, want the committed 100@1.1", le)
+	}
 	_, err = f.Get([]byte("new")) // absent, but about to exist
 	wantLocked(t, err, "new", "t1")
+	if errors.As(err, &le); le.Found {
+		t.Fatalf("locked get of an absent key says found: %+v", le)
+	}
 	if it, err := f.Get([]byte("seen")); err != nil || string(it.Value) != "s" {
 		t.Fatalf("read-locked key: %q %v", it.Value, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/peer"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/txn"
 )
 
 // DefaultTimeout bounds a request whose context has no deadline.
@@ -328,7 +329,8 @@ func (n *Node) peerError(id fsm.ShardID, addr string, e *peer.Error, requestID s
 	case peer.CodeWrongShard:
 		return &wrongShardError{shard: id, epoch: e.Epoch}
 	case peer.CodeLocked:
-		return &fsm.LockedError{Key: e.Key, TxnID: e.TxnID, RecordShard: fsm.ShardID(e.RecordShard)}
+		return &fsm.LockedError{Key: e.Key, TxnID: e.TxnID, RecordShard: fsm.ShardID(e.RecordShard),
+			Found: e.Found, Committed: fsm.Item{Key: e.Key, Value: e.Value, Version: e.Version}}
 	}
 	return fmt.Errorf("%w: peer answered %s: %s", shard.ErrUnavailable, e.Code, e.Message)
 }
@@ -366,8 +368,17 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 			n.awaitEpoch(ctx, ws.epoch)
 		case errors.As(err, &locked):
 			// An undecided write of a cross-shard transaction: learn its
-			// fate (aborting it if its deadline passed) and read again.
-			if err := n.settleLocked(ctx, t.id, locked); err != nil {
+			// fate (aborting it if its deadline passed). Decided, it is
+			// resolved and the key read again. Still pending, it cannot
+			// have taken effect before the read, so a get returns what
+			// was committed (a scan waits and reads again).
+			err := n.coord.Settle(ctx, locked.TxnID, locked.RecordShard, t.id, locked.Key)
+			switch {
+			case errors.Is(err, txn.ErrPending) && r.scan == nil && !locked.Found:
+				return nil, false, fmt.Errorf("%w: key %q", fsm.ErrNotFound, locked.Key)
+			case errors.Is(err, txn.ErrPending) && r.scan == nil:
+				return []fsm.Item{locked.Committed}, false, nil
+			case err != nil && !errors.Is(err, txn.ErrPending):
 				lastErr = err
 			}
 		case shard.IsRetryable(err), errors.Is(err, shard.ErrOutcomeUnknown), errors.Is(err, shard.ErrClosed) && n.ctx.Err() == nil:

@@ -185,15 +185,6 @@ func (n *Node) proposeSettling(ctx context.Context, locate func(context.Context)
 	}
 }
 
-// settleLocked settles the intent a read met on shard id.
-func (n *Node) settleLocked(ctx context.Context, id fsm.ShardID, le *fsm.LockedError) error {
-	err := n.coord.Settle(ctx, le.TxnID, le.RecordShard, id, le.Key)
-	if errors.Is(err, txn.ErrPending) {
-		return nil // wait and read again
-	}
-	return err
-}
-
 // txnCluster gives the coordinator the node's routing.
 type txnCluster struct{ n *Node }
 

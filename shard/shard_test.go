@@ -276,9 +276,19 @@ func TestFollowerCatchesUpFromLogAndSnapshot(t *testing.T) {
 	if n := f.shard.Status().Snapshots; n < 1 {
 		t.Fatalf("follower missed %d entries beyond TrailingLogs but installed no snapshot", 300)
 	}
-	it, _, err := f.shard.Get(ctx, []byte("b299"), ReadOptions{})
-	if err != nil || string(it.Value) != "v299" {
-		t.Fatalf("follower read after snapshot catch-up: %q %v", it.Value, err)
+	// A leader change under load makes a read unavailable (safe to retry),
+	// never wrong.
+	var it fsm.Item
+	var err error
+	eventually(t, 10*time.Second, "a linearizable read on the follower", func() bool {
+		it, _, err = f.shard.Get(ctx, []byte("b299"), ReadOptions{})
+		if err != nil && !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("follower read after snapshot catch-up: %v", err)
+		}
+		return err == nil
+	})
+	if string(it.Value) != "v299" {
+		t.Fatalf("follower read after snapshot catch-up: %q", it.Value)
 	}
 	// The restored follower keeps applying new entries and survives a restart
 	// (its applied index now comes from the installed snapshot).

@@ -345,13 +345,23 @@ type participant struct {
 	keys   [][]byte
 }
 
+// lockFreeTries is how often a transaction that writes nothing tries to
+// read a consistent view without locks before it takes them.
+const lockFreeTries = 4
+
 func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, error) {
-	p, err := co.plan(ctx, req)
-	if err != nil {
-		return Response{}, err
-	}
-	if len(p.writes) == 0 && co.unchanged(ctx, p) {
-		return Response{Succeeded: p.succeeded, Results: p.results}, nil
+	var p *plan
+	for try := 0; ; try++ {
+		var err error
+		if p, err = co.plan(ctx, req); err != nil {
+			return Response{}, err
+		}
+		if len(p.writes) > 0 || try == lockFreeTries {
+			break
+		}
+		if co.unchanged(ctx, p) {
+			return Response{Succeeded: p.succeeded, Results: p.results}, nil
+		}
 	}
 	parts, byKey, err := co.split(ctx, p)
 	if err != nil {

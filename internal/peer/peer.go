@@ -104,6 +104,10 @@ type Error struct {
 	Key         []byte
 	TxnID       string
 	RecordShard uint64
+	// locked, from a get: the key's committed state.
+	Found   bool
+	Value   []byte
+	Version uint64
 }
 
 // Error codes.
