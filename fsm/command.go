@@ -162,6 +162,25 @@ func (c Command) Keys() [][]byte {
 	return keys
 }
 
+// writes reports whether the command may write: any put or delete in
+// either branch, or any phase (phases change records and intents).
+func (c Command) writes() bool {
+	if c.Phase != nil {
+		return true
+	}
+	for _, op := range c.Ops {
+		if op.Type != OpGet {
+			return true
+		}
+	}
+	for _, op := range c.Else {
+		if op.Type != OpGet {
+			return true
+		}
+	}
+	return false
+}
+
 // positions is how many version positions the command takes in its entry:
 // one per op of both branches, whichever runs, so that versions do not
 // depend on the outcome of comparisons.

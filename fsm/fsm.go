@@ -352,7 +352,11 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 	pos := uint64(0)
 	for i, cmd := range cmds {
 		a.meta.Commands++
-		if cmd.RequestID != "" {
+		// A command that cannot write is not deduplicated: running it
+		// again changes nothing, and a duplicate could not repeat what it
+		// read (a retry of a read-only transaction must read afresh).
+		dedupe := cmd.RequestID != "" && cmd.writes()
+		if dedupe {
 			if r, ok := a.dedupe(index, cmd.RequestID); ok {
 				r.Duplicate = true
 				results[i] = r
@@ -369,7 +373,7 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 		}
 		// A conflict applied nothing and is not remembered: a retry
 		// under the same ID runs again once the key is free.
-		if cmd.RequestID != "" && results[i].Code != Conflict {
+		if dedupe && results[i].Code != Conflict {
 			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode(cmd)...)))
 			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), nil))
 		}

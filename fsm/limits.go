@@ -71,7 +71,7 @@ func footprint(cmd Command, threshold int64) (bytes, count int64) {
 		bytes += int64(len(op.Key)) + v + entryOverhead + genPrefixLen + 1
 		count++
 	}
-	if cmd.RequestID != "" {
+	if cmd.RequestID != "" && cmd.writes() {
 		bytes += 2*(int64(len(cmd.RequestID))+genPrefixLen+1) + 16 + int64(cmd.positions())*12 + 2*entryOverhead
 		count += 2
 	}

@@ -176,3 +176,19 @@ func TestTxnCheckRejects(t *testing.T) {
 		t.Fatalf("a transaction with only an else branch: %v", err)
 	}
 }
+
+// A transaction that only reads is not deduplicated: a retry under the same
+// request ID (the node retries with it when an attempt's outcome was
+// unknown) reads afresh instead of returning a duplicate without values.
+func TestReadOnlyTxnRetryReadsAgain(t *testing.T) {
+	f := memShard(t)
+	apply1(t, f, kv("a", "1"))
+	cmd := txn(nil, []fsm.Op{getOp("a")}, nil)
+	cmd.RequestID = "read-1"
+	first := apply(t, f, cmd)[0]
+	apply1(t, f, kv("a", "2"))
+	again := apply(t, f, cmd)[0]
+	if again.Duplicate || !again.Ops[0].Found || string(again.Ops[0].Value) != "2" || string(first.Ops[0].Value) != "1" {
+		t.Fatalf("first %s, retry %s; want a fresh read of 2", fmtTxn(first), fmtTxn(again))
+	}
+}

@@ -28,6 +28,10 @@ func readKeys(ctx context.Context, c *client.Client, keys []string) (map[string]
 	if err != nil {
 		return nil, nil, err
 	}
+	if r.Duplicate {
+		// A duplicate does not repeat its reads: nothing was read here.
+		return nil, nil, fmt.Errorf("a read answered as a duplicate carries no values")
+	}
 	if len(r.Results) != len(keys) {
 		return nil, nil, fmt.Errorf("read of %d keys returned %d results", len(keys), len(r.Results))
 	}
