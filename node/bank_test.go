@@ -610,3 +610,42 @@ func TestReadsMeetingIntents(t *testing.T) {
 		})
 	}
 }
+
+// The low-level form: Begin, reads and writes, Commit; a concurrent change
+// to a key read makes Commit fail retryably and write nothing.
+func TestBeginCommit(t *testing.T) {
+	n := startReady(t, testNodeConfig(t.TempDir()))
+	defer n.Close()
+	ctx := t.Context()
+	b := newBank(n, 2)
+	for _, k := range b.keys {
+		if _, err := n.Put(ctx, k, []byte("1"), WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx := n.Begin()
+	if v, found, err := tx.Get(ctx, b.keys[0]); err != nil || !found || string(v) != "1" {
+		t.Fatalf("get: %q %t %v", v, found, err)
+	}
+	tx.Put(b.keys[1], []byte("2"))
+	if _, err := n.Put(ctx, b.keys[0], []byte("changed"), WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Commit(ctx, tx); !txn.Retryable(err) || !errors.Is(err, txn.ErrChanged) {
+		t.Fatalf("commit after a read key changed: %v", err)
+	}
+	if it, err := n.Get(ctx, b.keys[1], shard.ReadOptions{}); err != nil || string(it.Value) != "1" {
+		t.Fatalf("a failed commit wrote: %q %v", it.Value, err)
+	}
+	tx = n.Begin()
+	if _, _, err := tx.Get(ctx, b.keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	tx.Put(b.keys[1], []byte("3"))
+	if err := n.Commit(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	if it, err := n.Get(ctx, b.keys[1], shard.ReadOptions{}); err != nil || string(it.Value) != "3" {
+		t.Fatalf("after commit: %q %v", it.Value, err)
+	}
+}

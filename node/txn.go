@@ -101,36 +101,47 @@ func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error
 //
 // fn may run several times, so it must not have effects outside tx.
 func (n *Node) Txn(ctx context.Context, fn func(tx *txn.Tx) error) error {
-	read := func(ctx context.Context, key []byte) (fsm.Item, bool, error) {
-		return txnCluster{n}.Read(ctx, key)
-	}
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 && !n.pause(ctx, attempt) {
 			return fmt.Errorf("%w: gave up after %d attempts: %w", txn.ErrConflict, attempt, ctx.Err())
 		}
-		tx := txn.NewTx(read)
+		tx := n.Begin()
 		err := fn(tx)
-		if txn.Retryable(err) {
-			continue
+		if err == nil {
+			err = n.Commit(ctx, tx)
 		}
-		if err != nil {
+		if !txn.Retryable(err) {
 			return err
 		}
-		req, ok := tx.Request()
-		if !ok {
-			return nil // read nothing, wrote nothing
-		}
-		r, err := n.Transact(ctx, TxnRequest{If: req.If, Then: req.Then})
-		switch {
-		case txn.Retryable(err):
-			continue
-		case err != nil:
-			return err
-		case r.Succeeded:
-			return nil
-		}
-		// A comparison failed: something read changed; run fn again.
 	}
+}
+
+// Begin starts a transaction for the low-level form: read and write
+// through the returned Tx, then Commit it (or drop it to abort: nothing is
+// written before Commit).
+func (n *Node) Begin() *txn.Tx {
+	return txn.NewTx(func(ctx context.Context, key []byte) (fsm.Item, bool, error) {
+		return txnCluster{n}.Read(ctx, key)
+	})
+}
+
+// Commit applies tx's writes, across shards if need be, if every key it
+// read is still at the version read. A transaction that lost a race
+// returns an error for which txn.Retryable is true (nothing was written);
+// run it again from Begin.
+func (n *Node) Commit(ctx context.Context, tx *txn.Tx) error {
+	req, ok := tx.Request()
+	if !ok {
+		return nil // read nothing, wrote nothing
+	}
+	r, err := n.Transact(ctx, TxnRequest{If: req.If, Then: req.Then})
+	switch {
+	case err != nil:
+		return err
+	case !r.Succeeded:
+		return txn.ErrChanged
+	}
+	return nil
 }
 
 func oneShardOutcome(err error) string {

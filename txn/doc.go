@@ -36,9 +36,12 @@
 // writer, another transaction's prepare, the background resolver) settles
 // it: a Decide with the current time aborts the record if its deadline has
 // passed, or reports the decision if there is one; then a Resolve applies
-// or drops the intent. A live transaction (pending, before its deadline) is
-// waited for, with backoff, for as long as the caller's context allows. No
-// lock outlives its transaction's deadline plus the time to settle it.
+// or drops the intent. A get that finds the record still pending returns
+// the key's committed value: the transaction cannot have taken effect
+// before the record was seen pending, so the read is ordered before it.
+// Writers (and scans) wait for a live transaction, with backoff, for as
+// long as their context allows. No lock outlives its transaction's
+// deadline plus the time to settle it.
 //
 // Every step is idempotent (a request ID per step, phases that tolerate
 // repetition), so an outcome-unknown step is simply proposed again.

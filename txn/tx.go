@@ -47,7 +47,7 @@ func (tx *Tx) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
 	if v, seen := tx.reads[string(key)]; seen && v != it.Version {
 		// The key changed between two reads of this transaction: it
 		// cannot commit, so stop it now.
-		return nil, false, errChanged
+		return nil, false, ErrChanged
 	}
 	tx.reads[string(key)] = it.Version
 	return it.Value, found, nil
@@ -71,8 +71,9 @@ func (tx *Tx) write(op fsm.Op) {
 	tx.writes[k] = op
 }
 
-// errChanged: something the transaction read changed before it committed.
-var errChanged = errors.New("txn: a key read by the transaction changed")
+// ErrChanged: something the transaction read changed before it committed
+// (nothing was written; Retryable reports true).
+var ErrChanged = errors.New("txn: a key read by the transaction changed")
 
 // Request returns the compare-and-write that commits tx: every read key at
 // the version read, then the writes. A transaction that only read commits
@@ -103,5 +104,5 @@ func (tx *Tx) Request() (req Request, ok bool) {
 // simply run again: a key it read changed, or conflicts outlasted the
 // coordinator's attempts.
 func Retryable(err error) bool {
-	return errors.Is(err, errChanged) || errors.Is(err, ErrConflict) || errors.Is(err, fsm.ErrConflict)
+	return errors.Is(err, ErrChanged) || errors.Is(err, ErrConflict) || errors.Is(err, fsm.ErrConflict)
 }
