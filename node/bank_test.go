@@ -226,31 +226,12 @@ func TestCoordinatorCrashes(t *testing.T) {
 		{txn.AfterResolveOne, true},
 	} {
 		t.Run(string(tt.point), func(t *testing.T) {
-			var armed atomic.Bool
-			crash := errors.New("coordinator crashed")
 			cfg := testNodeConfig(t.TempDir())
 			cfg.Txn.TTL = 400 * time.Millisecond
 			cfg.ResolveInterval = 100 * time.Millisecond
-			cfg.Txn.Failpoint = func(f txn.Failpoint) error {
-				if f == tt.point && armed.CompareAndSwap(true, false) {
-					return crash
-				}
-				return nil
-			}
-			n := startReady(t, cfg)
-			defer n.Close()
+			arm := crashOnce(&cfg, tt.point)
+			n, b := crashedTransfer(t, cfg, arm)
 			ctx := t.Context()
-			b := newBank(n, 2) // two accounts on two shards
-			for _, k := range b.keys {
-				if _, err := n.Put(ctx, k, []byte("100"), WriteOptions{}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			armed.Store(true)
-			_, err := b.transfer(ctx, n, 0, 1, 30)
-			if !errors.Is(err, crash) {
-				t.Fatalf("transfer: %v, want the failpoint's crash", err)
-			}
 			crashed := time.Now()
 			if intentsLeft(n) == 0 && tt.point != txn.AfterResolveOne {
 				t.Fatal("the crash left no intents: the failpoint is not where it claims")
@@ -447,19 +428,12 @@ func TestInteractiveTxn(t *testing.T) {
 // with a deadline far away) shows in GET /v1/txn/intents with its age and
 // in the metrics; forcing its resolution aborts it and releases its locks.
 func TestInDoubtTransactionListedAndForced(t *testing.T) {
-	var armed atomic.Bool
-	crash := errors.New("coordinator crashed")
 	reg := prometheus.NewRegistry()
 	cfg := testNodeConfig(t.TempDir())
 	cfg.Registry = reg
 	cfg.Txn.TTL = time.Hour // only forcing can end it
 	cfg.ResolveInterval = 50 * time.Millisecond
-	cfg.Txn.Failpoint = func(f txn.Failpoint) error {
-		if f == txn.AfterPrepareOne && armed.CompareAndSwap(true, false) {
-			return crash
-		}
-		return nil
-	}
+	arm := crashOnce(&cfg, txn.AfterPrepareOne)
 	n := startReady(t, cfg)
 	srv := httptest.NewServer(n.Handler(reg))
 	t.Cleanup(func() { srv.Close(); n.Close() })
@@ -473,8 +447,8 @@ func TestInDoubtTransactionListedAndForced(t *testing.T) {
 	if ok, err := b.transfer(ctx, n, 0, 1, 5); err != nil || !ok {
 		t.Fatalf("a healthy transfer: %t %v", ok, err)
 	}
-	armed.Store(true)
-	if _, err := b.transfer(ctx, n, 0, 1, 5); !errors.Is(err, crash) {
+	arm()
+	if _, err := b.transfer(ctx, n, 0, 1, 5); !errors.Is(err, errCrash) {
 		t.Fatalf("transfer: %v", err)
 	}
 
@@ -490,12 +464,12 @@ func TestInDoubtTransactionListedAndForced(t *testing.T) {
 		t.Fatalf("intent %+v", in)
 	}
 	waitFor(t, "the intents gauge", 5*time.Second, func() error {
-		if v := gaugeSum(t, reg, "cairn_txn_intents"); v < 1 {
+		if v := metricSum(t, reg, "cairn_txn_intents", nil); v < 1 {
 			return fmt.Errorf("cairn_txn_intents %v", v)
 		}
 		return nil
 	})
-	if c := counterValue(t, reg, "cairn_txn_total", map[string]string{"kind": "cross_shard", "outcome": "committed"}); c < 1 {
+	if c := metricSum(t, reg, "cairn_txn_total", map[string]string{"kind": "cross_shard", "outcome": "committed"}); c < 1 {
 		t.Fatalf("committed cross-shard transactions counted: %v", c)
 	}
 
@@ -518,7 +492,9 @@ func TestInDoubtTransactionListedAndForced(t *testing.T) {
 	}
 }
 
-func gaugeSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// metricSum sums the gauge or counter series of name in reg whose labels
+// include labels.
+func metricSum(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -526,126 +502,55 @@ func gaugeSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	var sum float64
 	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetGauge().GetValue()
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue series
+				}
 			}
+			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
 	return sum
 }
 
-func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+// errCrash is what a coordinator "crash" returns (crashOnce).
+var errCrash = errors.New("coordinator crashed")
+
+// crashOnce makes cfg's coordinator stop at point, as if it died there, the
+// first time it gets there after arm is called.
+func crashOnce(cfg *Config, point txn.Failpoint) (arm func()) {
+	var armed atomic.Bool
+	cfg.Txn.Failpoint = func(f txn.Failpoint) error {
+		if f == point && armed.CompareAndSwap(true, false) {
+			return errCrash
+		}
+		return nil
+	}
+	return func() { armed.Store(true) }
+}
+
+// crashedTransfer starts a node with cfg, opens two accounts of 100 on two
+// shards and runs a transfer of 30 during which the coordinator crashes
+// at the armed failpoint.
+func crashedTransfer(t *testing.T, cfg Config, arm func()) (*Node, bank) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
-// A read that meets an intent returns the transaction's write once it is
-// decided (settling the intent itself, with no resolver running), and the
-// committed value, at once, while it is pending: a pending transaction
-// cannot have taken effect yet.
-func TestReadsMeetingIntents(t *testing.T) {
-	for _, tt := range []struct {
-		point txn.Failpoint
-		want  []string
-	}{
-		{txn.AfterDecide, []string{"70", "130"}},
-		{txn.AfterPrepareOne, []string{"100", "100"}},
-		{txn.BeforeDecide, []string{"100", "100"}},
-	} {
-		t.Run(string(tt.point), func(t *testing.T) {
-			var armed atomic.Bool
-			crash := errors.New("coordinator crashed")
-			cfg := testNodeConfig(t.TempDir())
-			cfg.Txn.TTL = time.Hour         // a pending record stays pending
-			cfg.ResolveInterval = time.Hour // nobody settles but the readers
-			cfg.Txn.Failpoint = func(f txn.Failpoint) error {
-				if f == tt.point && armed.CompareAndSwap(true, false) {
-					return crash
-				}
-				return nil
-			}
-			n := startReady(t, cfg)
-			defer n.Close()
-			ctx := t.Context()
-			b := newBank(n, 2)
-			for _, k := range b.keys {
-				if _, err := n.Put(ctx, k, []byte("100"), WriteOptions{}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			armed.Store(true)
-			if _, err := b.transfer(ctx, n, 0, 1, 30); !errors.Is(err, crash) {
-				t.Fatalf("transfer: %v", err)
-			}
-			if intentsLeft(n) == 0 {
-				t.Fatal("no intent left to meet")
-			}
-			for i, k := range b.keys {
-				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				it, err := n.Get(rctx, k, shard.ReadOptions{})
-				cancel()
-				if err != nil || string(it.Value) != tt.want[i] {
-					t.Fatalf("%s = %q, %v; want %s", k, it.Value, err, tt.want[i])
-				}
-			}
-		})
-	}
-}
-
-// The low-level form: Begin, reads and writes, Commit; a concurrent change
-// to a key read makes Commit fail retryably and write nothing.
-func TestBeginCommit(t *testing.T) {
-	n := startReady(t, testNodeConfig(t.TempDir()))
-	defer n.Close()
+	n := startReady(t, cfg)
+	t.Cleanup(func() { n.Close() })
 	ctx := t.Context()
 	b := newBank(n, 2)
 	for _, k := range b.keys {
-		if _, err := n.Put(ctx, k, []byte("1"), WriteOptions{}); err != nil {
+		if _, err := n.Put(ctx, k, []byte("100"), WriteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	tx := n.Begin()
-	if v, found, err := tx.Get(ctx, b.keys[0]); err != nil || !found || string(v) != "1" {
-		t.Fatalf("get: %q %t %v", v, found, err)
+	arm()
+	if _, err := b.transfer(ctx, n, 0, 1, 30); !errors.Is(err, errCrash) {
+		t.Fatalf("transfer: %v, want the failpoint's crash", err)
 	}
-	tx.Put(b.keys[1], []byte("2"))
-	if _, err := n.Put(ctx, b.keys[0], []byte("changed"), WriteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Commit(ctx, tx); !txn.Retryable(err) || !errors.Is(err, txn.ErrChanged) {
-		t.Fatalf("commit after a read key changed: %v", err)
-	}
-	if it, err := n.Get(ctx, b.keys[1], shard.ReadOptions{}); err != nil || string(it.Value) != "1" {
-		t.Fatalf("a failed commit wrote: %q %v", it.Value, err)
-	}
-	tx = n.Begin()
-	if _, _, err := tx.Get(ctx, b.keys[0]); err != nil {
-		t.Fatal(err)
-	}
-	tx.Put(b.keys[1], []byte("3"))
-	if err := n.Commit(ctx, tx); err != nil {
-		t.Fatal(err)
-	}
-	if it, err := n.Get(ctx, b.keys[1], shard.ReadOptions{}); err != nil || string(it.Value) != "3" {
-		t.Fatalf("after commit: %q %v", it.Value, err)
-	}
+	return n, b
 }
