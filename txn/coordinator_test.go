@@ -1,0 +1,207 @@
+package txn_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/txn"
+	"github.com/hashicorp/raft"
+)
+
+// memCluster is two in-memory shard state machines behind the Cluster
+// interface: keys starting with a letter before 'n' live on shard 1, the
+// rest on shard 2. Proposals apply at once, in order, one entry each.
+type memCluster struct {
+	t      *testing.T
+	mu     sync.Mutex
+	shards map[fsm.ShardID]*fsm.FSM
+}
+
+func newMemCluster(t *testing.T) *memCluster {
+	opts := fsm.DefaultOptions("")
+	opts.InMemory = true
+	opts.MemTableSize = 8 << 20
+	st, err := fsm.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	c := &memCluster{t: t, shards: map[fsm.ShardID]*fsm.FSM{}}
+	for _, id := range []fsm.ShardID{1, 2} {
+		f, err := st.Shard(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.shards[id] = f
+	}
+	return c
+}
+
+func (c *memCluster) Locate(_ context.Context, key []byte) (fsm.ShardID, error) {
+	if key[0] < 'n' {
+		return 1, nil
+	}
+	return 2, nil
+}
+
+func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command) (fsm.Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f := c.shards[id]
+	l := &raft.Log{Index: f.Applied() + 1, Term: 1, Type: raft.LogCommand, Data: fsm.EncodeGroup([]fsm.Command{cmd})}
+	return f.ApplyBatch([]*raft.Log{l})[0].([]fsm.Result)[0], nil
+}
+
+// Read settles intents the way a node does: a pending transaction's key
+// reads as committed, a decided one is resolved first.
+func (c *memCluster) Read(ctx context.Context, key []byte) (fsm.Item, bool, error) {
+	id, _ := c.Locate(ctx, key)
+	for {
+		it, err := c.shards[id].Get(key)
+		var le *fsm.LockedError
+		switch {
+		case err == nil:
+			return it, true, nil
+		case errors.Is(err, fsm.ErrNotFound):
+			return fsm.Item{}, false, nil
+		case !errors.As(err, &le):
+			return fsm.Item{}, false, err
+		}
+		err = coordOf(c).Settle(ctx, le.TxnID, le.RecordShard, id, le.Key)
+		if errors.Is(err, txn.ErrPending) {
+			return le.Committed, le.Found, nil
+		}
+		if err != nil {
+			return fsm.Item{}, false, err
+		}
+	}
+}
+
+var coords sync.Map // *memCluster → *txn.Coordinator, for Read's settling
+
+func coordOf(c *memCluster) *txn.Coordinator {
+	v, _ := coords.Load(c)
+	return v.(*txn.Coordinator)
+}
+
+func newCoordinator(t *testing.T, cfg txn.Config) (*txn.Coordinator, *memCluster) {
+	c := newMemCluster(t)
+	co := txn.New(c, cfg)
+	coords.Store(c, co)
+	t.Cleanup(func() { coords.Delete(c) })
+	return co, c
+}
+
+func intents(t *testing.T, c *memCluster) int {
+	n := 0
+	for _, f := range c.shards {
+		in, err := f.Intents(nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(in)
+	}
+	return n
+}
+
+func TestExecuteAcrossShards(t *testing.T) {
+	co, c := newCoordinator(t, txn.Config{})
+	ctx := t.Context()
+	// "alice" on shard 1, "zed" on shard 2.
+	r, err := co.Execute(ctx, txn.Request{
+		If:   []fsm.Compare{{Kind: fsm.CompareAbsent, Key: []byte("alice")}},
+		Then: []fsm.Op{fsm.Put([]byte("alice"), []byte("10")), fsm.Put([]byte("zed"), []byte("20")), fsm.Get([]byte("alice")), fsm.Delete([]byte("nobody"))},
+		Else: []fsm.Op{fsm.Get([]byte("alice"))},
+	})
+	if err != nil || !r.Succeeded || r.TxnID == "" || len(r.Results) != 4 {
+		t.Fatalf("first: %+v %v", r, err)
+	}
+	if r.Results[0].Version == 0 || r.Results[1].Version == 0 || !r.Results[2].Found || string(r.Results[2].Value) != "10" || r.Results[3].Existed {
+		t.Fatalf("results %+v", r.Results)
+	}
+	for k, want := range map[string]string{"alice": "10", "zed": "20"} {
+		id, _ := c.Locate(ctx, []byte(k))
+		it, err := c.shards[id].Get([]byte(k))
+		if err != nil || string(it.Value) != want {
+			t.Fatalf("%s = %q %v", k, it.Value, err)
+		}
+	}
+	if n := intents(t, c); n != 0 {
+		t.Fatalf("%d intents left", n)
+	}
+	// Now the comparison fails: the else branch, nothing written.
+	r, err = co.Execute(ctx, txn.Request{
+		If:   []fsm.Compare{{Kind: fsm.CompareAbsent, Key: []byte("alice")}},
+		Then: []fsm.Op{fsm.Put([]byte("zed"), []byte("x"))},
+		Else: []fsm.Op{fsm.Get([]byte("zed"))},
+	})
+	if err != nil || r.Succeeded || string(r.Results[0].Value) != "20" || r.TxnID != "" {
+		t.Fatalf("else branch (read only, no locks): %+v %v", r, err)
+	}
+}
+
+// A transaction whose prepare meets another's lock loses (nothing applied),
+// and once the other is decided it goes through.
+func TestExecuteConflictAndSettle(t *testing.T) {
+	co, c := newCoordinator(t, txn.Config{TTL: 50 * time.Millisecond, Attempts: 2})
+	ctx := t.Context()
+	// Another transaction holds "alice" and is past its deadline (its
+	// record says 1 ms since the epoch).
+	if _, err := c.Propose(ctx, 1, fsm.Command{Phase: &fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "old", Deadline: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := c.Propose(ctx, 1, fsm.Command{Phase: &fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "old", RecordShard: 1,
+		Writes: []fsm.Op{fsm.Put([]byte("alice"), []byte("stale"))}}}); r.Code != fsm.OK {
+		t.Fatalf("prepare old: %+v", r)
+	}
+	// The new transaction settles it (aborting it: its deadline passed)
+	// and commits; the abandoned write never shows.
+	r, err := co.Execute(ctx, txn.Request{Then: []fsm.Op{fsm.Put([]byte("alice"), []byte("new")), fsm.Put([]byte("zed"), []byte("new"))}})
+	if err != nil || !r.Succeeded {
+		t.Fatalf("execute: %+v %v", r, err)
+	}
+	it, _, _ := c.Read(ctx, []byte("alice"))
+	if string(it.Value) != "new" {
+		t.Fatalf("alice = %q", it.Value)
+	}
+	if st, _, found, _ := c.shards[1].Record("old"); !found || st != fsm.TxnAborted {
+		t.Fatalf("old record: %v %t", st, found)
+	}
+}
+
+// The coordinator dies after the decision: readers resolve the committed
+// intents themselves; before the decision, the write is invisible and, past
+// the deadline, aborted.
+func TestCrashAfterDecideThenRead(t *testing.T) {
+	crash := errors.New("crash")
+	for _, tt := range []struct {
+		point txn.Failpoint
+		want  string
+	}{{txn.AfterDecide, "v"}, {txn.BeforeDecide, ""}} {
+		t.Run(string(tt.point), func(t *testing.T) {
+			co, c := newCoordinator(t, txn.Config{TTL: time.Hour, Failpoint: func(f txn.Failpoint) error {
+				if f == tt.point {
+					return crash
+				}
+				return nil
+			}})
+			ctx := t.Context()
+			if _, err := co.Execute(ctx, txn.Request{Then: []fsm.Op{fsm.Put([]byte("alice"), []byte("v")), fsm.Put([]byte("zed"), []byte("v"))}}); !errors.Is(err, crash) {
+				t.Fatalf("execute: %v", err)
+			}
+			if intents(t, c) == 0 {
+				t.Fatal("no intents left by the crash")
+			}
+			for _, k := range []string{"alice", "zed"} {
+				it, found, err := c.Read(ctx, []byte(k))
+				if err != nil || string(it.Value) != tt.want || found != (tt.want != "") {
+					t.Fatalf("%s = %q (found %t), %v; want %q", k, it.Value, found, err, tt.want)
+				}
+			}
+		})
+	}
+}
