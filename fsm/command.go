@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -114,6 +115,26 @@ type Compare struct {
 	Key     []byte
 	Version uint64
 	Value   []byte
+}
+
+// Holds reports whether the comparison holds for a key at version (0:
+// absent) holding value.
+func (c Compare) Holds(version uint64, value []byte) bool {
+	switch c.Kind {
+	case CompareVersion:
+		return version == c.Version
+	case CompareVersionLt:
+		return version < c.Version
+	case CompareVersionGt:
+		return version > c.Version
+	case CompareExists:
+		return version != 0
+	case CompareAbsent:
+		return version == 0
+	case CompareValue:
+		return version != 0 && bytes.Equal(value, c.Value)
+	}
+	return false
 }
 
 // Command is what a client proposes: one write, or an atomic batch of writes

@@ -482,27 +482,13 @@ func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 	return res
 }
 
-// holds evaluates a transaction's comparison against the stored state.
+// holds evaluates a transaction's comparison against the stored state
+// (reading the value only when the comparison needs it).
 func (a *applier) holds(cmp Compare) bool {
 	if cmp.Kind == CompareValue {
-		v, val := a.read(cmp.Key)
-		return v != 0 && bytes.Equal(val, cmp.Value)
+		return cmp.Holds(a.read(cmp.Key))
 	}
-	v := a.version(cmp.Key)
-	switch cmp.Kind {
-	case CompareVersion:
-		return v == cmp.Version
-	case CompareVersionLt:
-		return v < cmp.Version
-	case CompareVersionGt:
-		return v > cmp.Version
-	case CompareExists:
-		return v != 0
-	case CompareAbsent:
-		return v == 0
-	}
-	// The decoder admits no other kind.
-	panic(fmt.Sprintf("fsm: comparison kind %d", cmp.Kind))
+	return cmp.Holds(a.version(cmp.Key), nil)
 }
 
 // read returns key's version (0 if absent) and a copy of its value.

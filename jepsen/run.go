@@ -91,6 +91,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rec := history.NewRecorder(hf)
 	e := newEnv(rec, names, addrs, o.OpTimeout)
 	var wls []workload
+	var bank *bankWorkload
 	for _, w := range o.Workloads {
 		switch w {
 		case Register:
@@ -100,11 +101,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		case Append:
 			wls = append(wls, newAppend(e, 8))
 		case Bank:
-			b := newBank(e, 8, 100)
-			if err := b.setup(ctx); err != nil {
+			bank = newBank(e, 8, 100)
+			if err := bank.setup(ctx); err != nil {
 				return nil, err
 			}
-			wls = append(wls, b)
+			wls = append(wls, bank)
 		}
 	}
 
@@ -218,7 +219,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			r := checker.CheckSet(ops)
 			rep.Set = &r
 		case Bank:
-			r := checker.CheckBank(ops, 8*100)
+			r := checker.CheckBank(ops, bank.total())
 			rep.Bank = &r
 		case Append:
 			r, err := checkAppend(ops)

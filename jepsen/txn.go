@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/client"
@@ -204,7 +203,6 @@ type bankWorkload struct {
 	e        *env
 	accounts int
 	initial  int
-	ready    atomic.Bool
 }
 
 func newBank(e *env, accounts, initial int) *bankWorkload {
@@ -236,7 +234,6 @@ func (w *bankWorkload) setup(ctx context.Context) error {
 		if err == nil {
 			// Opened now, or by an earlier attempt whose answer was lost
 			// (then the comparisons failed and nothing changed).
-			w.ready.Store(true)
 			return nil
 		}
 		if ctx.Err() != nil {

@@ -222,6 +222,19 @@ func (c txnCluster) Read(ctx context.Context, key []byte) (fsm.Item, bool, error
 	return it, err == nil, err
 }
 
+// ledShards returns the data shard replicas this node leads now.
+func (n *Node) ledShards() []*shard.Shard {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	var led []*shard.Shard
+	for _, s := range n.shards {
+		if _, _, self := s.Leader(); self {
+			led = append(led, s)
+		}
+	}
+	return led
+}
+
 // resolveLoop settles, on the shards this node leads, intents whose
 // transactions are decided or past their deadline (their coordinator died
 // or gave up resolving them).
@@ -235,16 +248,7 @@ func (n *Node) resolveLoop() {
 			return
 		case <-t.C:
 		}
-		n.mu.RLock()
-		open := make([]*shard.Shard, 0, len(n.shards))
-		for _, s := range n.shards {
-			open = append(open, s)
-		}
-		n.mu.RUnlock()
-		for _, s := range open {
-			if _, _, self := s.Leader(); !self {
-				continue
-			}
+		for _, s := range n.ledShards() {
 			intents, err := s.FSM().Intents(nil, 256)
 			if err != nil {
 				continue
@@ -523,18 +527,9 @@ type IntentStatus struct {
 // Intents lists up to limit intents on the replicas this node leads (the
 // in-doubt or in-flight transactions' locks), oldest first.
 func (n *Node) Intents(limit int) []IntentStatus {
-	n.mu.RLock()
-	open := make([]*shard.Shard, 0, len(n.shards))
-	for _, s := range n.shards {
-		open = append(open, s)
-	}
-	n.mu.RUnlock()
 	out := []IntentStatus{}
 	now := time.Now()
-	for _, s := range open {
-		if _, _, self := s.Leader(); !self {
-			continue
-		}
+	for _, s := range n.ledShards() {
 		ins, err := s.FSM().Intents(nil, limit)
 		if err != nil {
 			continue

@@ -278,18 +278,6 @@ func (c *cluster) waitConverged(within time.Duration) map[string][32]byte {
 	}
 }
 
-// put proposes to whichever replica leads, retrying while nothing was proposed.
-func (c *cluster) put(ctx context.Context, key, value string) (fsm.Result, error) {
-	for {
-		r := c.leader(5 * time.Second)
-		res, err := r.shard.Propose(ctx, fsm.Command{Ops: []fsm.Op{fsm.Put([]byte(key), []byte(value))}})
-		if err != nil && IsRetryable(err) && ctx.Err() == nil {
-			continue
-		}
-		return res, err
-	}
-}
-
 // eventually polls cond until it holds, failing the test after within.
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -1,7 +1,6 @@
 package txn
 
 import (
-	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -220,7 +219,7 @@ func (co *Coordinator) plan(ctx context.Context, req Request) (*plan, error) {
 	}
 	p.succeeded = true
 	for _, c := range req.If {
-		if !holds(c, items[string(c.Key)]) {
+		if it := items[string(c.Key)]; !c.Holds(it.Version, it.Value) {
 			p.succeeded = false
 			break
 		}
@@ -255,24 +254,6 @@ func (co *Coordinator) plan(ctx context.Context, req Request) (*plan, error) {
 		}
 	}
 	return p, nil
-}
-
-func holds(c fsm.Compare, it fsm.Item) bool {
-	switch c.Kind {
-	case fsm.CompareVersion:
-		return it.Version == c.Version
-	case fsm.CompareVersionLt:
-		return it.Version < c.Version
-	case fsm.CompareVersionGt:
-		return it.Version > c.Version
-	case fsm.CompareExists:
-		return it.Version != 0
-	case fsm.CompareAbsent:
-		return it.Version == 0
-	case fsm.CompareValue:
-		return it.Version != 0 && bytes.Equal(it.Value, c.Value)
-	}
-	return false
 }
 
 // readAll reads keys in parallel; absent keys map to a zero Item.

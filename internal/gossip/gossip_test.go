@@ -60,7 +60,7 @@ func TestMembersDiscoverDieAndReturn(t *testing.T) {
 	waitMembers(t, a, "a", "b")
 	waitMembers(t, b, "a", "b")
 	// c comes back on its address and joins through its seed.
-	c = start(t, "c", cAddr, []string{a.Addr()}, nil)
+	start(t, "c", cAddr, []string{a.Addr()}, nil)
 	waitMembers(t, a, "a", "b", "c")
 	waitMembers(t, b, "a", "b", "c")
 }

@@ -112,15 +112,6 @@ func (g *graph) build() {
 // edges returns the number of distinct ordered pairs.
 func (g *graph) edges() int { return len(g.to) }
 
-// kindsBetween returns the kinds of the edge from a to b, 0 if none.
-func (g *graph) kindsBetween(a, b int32) edgeKind {
-	out := g.to[g.start[a]:g.start[a+1]]
-	if i, ok := slices.BinarySearch(out, b); ok {
-		return g.kinds[int(g.start[a])+i]
-	}
-	return 0
-}
-
 // components returns the strongly connected components with more than one
 // node, found with Tarjan's algorithm run on an explicit stack so deep
 // graphs cannot overflow the goroutine stack. Each component is sorted.
