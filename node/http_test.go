@@ -211,7 +211,7 @@ func TestHTTPScanClusterHealthMetrics(t *testing.T) {
 }
 
 // GET /v1/cluster/replicas hashes every local replica; a write changes the
-// hash and applied index of its shard's replica and no other.
+// hash and applied index of its shard's replica and the state of no other.
 func TestHTTPReplicaStates(t *testing.T) {
 	n, srv := startHTTP(t)
 	type states struct {
@@ -243,10 +243,18 @@ func TestHTTPReplicaStates(t *testing.T) {
 	}
 	after := get()
 	target := uint64(n.view.Load().ring.Locate([]byte("hash-me")))
+	// Only the target's state may change. Applied indexes of other shards
+	// may still move: a fresh leader's configuration entry can reach the
+	// state machine after the first listing, without changing its state.
 	for id, a := range after {
 		b := before[id]
-		changed := a.StateHash != b.StateHash || a.Applied != b.Applied
-		if changed != (id == target) {
+		var ok bool
+		if id == target {
+			ok = a.StateHash != b.StateHash && a.Applied > b.Applied
+		} else {
+			ok = a.StateHash == b.StateHash && a.Applied >= b.Applied
+		}
+		if !ok {
 			t.Fatalf("shard %d: before %+v after %+v (the write went to shard %d)", id, b, a, target)
 		}
 	}
