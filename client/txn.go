@@ -133,6 +133,10 @@ type Intent struct {
 	RecordShard uint64 `json:"record_shard"`
 	Write       bool   `json:"write"`
 	AgeMillis   int64  `json:"age_ms"`
+	// Range: a scanned range [Key, End) locked against writers (End
+	// empty: no upper bound).
+	Range bool   `json:"range,omitempty"`
+	End   string `json:"end,omitempty"`
 }
 
 // Intents lists the intents on the shards the node leads, oldest first.

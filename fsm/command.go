@@ -183,6 +183,18 @@ func (c Command) Keys() [][]byte {
 	return keys
 }
 
+// writeKeys returns the keys the command's puts and deletes may write,
+// in either branch.
+func (c Command) writeKeys() [][]byte {
+	var keys [][]byte
+	for _, op := range append(c.Ops[:len(c.Ops):len(c.Ops)], c.Else...) {
+		if op.Type != OpGet {
+			keys = append(keys, op.Key)
+		}
+	}
+	return keys
+}
+
 // writes reports whether the command may write: any put or delete in
 // either branch, or any phase (phases change records and intents).
 func (c Command) writes() bool {
@@ -250,6 +262,13 @@ func (c Command) encodedSize() int {
 		for _, k := range p.Keys {
 			n += binary.MaxVarintLen64 + len(k)
 		}
+		n += binary.MaxVarintLen64
+		for _, sc := range p.Scans {
+			n += 3*binary.MaxVarintLen64 + len(sc.Start) + len(sc.End)
+			for _, it := range sc.Items {
+				n += 2*binary.MaxVarintLen64 + len(it.Key)
+			}
+		}
 	}
 	return n
 }
@@ -307,6 +326,16 @@ func (p *Phase) append(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p.Keys)))
 	for _, k := range p.Keys {
 		b = appendBytes(b, k)
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.Scans)))
+	for _, sc := range p.Scans {
+		b = appendBytes(b, sc.Start)
+		b = appendBytes(b, sc.End)
+		b = binary.AppendUvarint(b, uint64(len(sc.Items)))
+		for _, it := range sc.Items {
+			b = appendBytes(b, it.Key)
+			b = binary.AppendUvarint(b, it.Version)
+		}
 	}
 	return b
 }
@@ -374,7 +403,7 @@ func DecodeGroup(data []byte) ([]Command, error) {
 		}
 		ops += len(c.Ops) + len(c.Else)
 		if c.Phase != nil {
-			ops += len(c.Phase.Reads) + len(c.Phase.Writes) + len(c.Phase.Keys)
+			ops += len(c.Phase.Reads) + len(c.Phase.Writes) + len(c.Phase.Keys) + c.Phase.scanItems()
 		}
 		if ops > MaxOpsPerEntry {
 			return nil, fmt.Errorf("%w: more than %d ops in one entry", ErrCorrupt, MaxOpsPerEntry)
@@ -425,6 +454,15 @@ func (d *decoder) phase() *Phase {
 	n = d.count(1)
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		p.Keys = append(p.Keys, d.bytes())
+	}
+	n = d.count(3)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		sc := ScanRead{Start: d.bytes(), End: d.bytes()}
+		m := d.count(2)
+		for j := uint64(0); j < m && d.err == nil; j++ {
+			sc.Items = append(sc.Items, KeyVersion{Key: d.bytes(), Version: d.uvarint()})
+		}
+		p.Scans = append(p.Scans, sc)
 	}
 	return p
 }

@@ -414,7 +414,7 @@ func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 	}
 	base := *pos
 	*pos += cmd.positions()
-	if res, ok := a.conflict("", cmd.Keys()); ok {
+	if res, ok := a.conflict("", cmd.Keys(), cmd.writeKeys()); ok {
 		return res
 	}
 	ops, offset, succeeded := cmd.Ops, uint64(0), true

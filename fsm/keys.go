@@ -23,6 +23,7 @@ const (
 	spaceDedupeIdx = 'q'
 	spaceIntent    = 'i'
 	spaceTxn       = 't'
+	spaceRangeLock = 'l'
 )
 
 func shardPrefix(id ShardID) []byte {
@@ -70,6 +71,15 @@ func (k keyspace) dedupeIdx(index uint64, id string) []byte {
 
 func (k keyspace) intent(user []byte) []byte  { return k.key(spaceIntent, user) }
 func (k keyspace) txnRecord(id string) []byte { return k.key(spaceTxn, []byte(id)) }
+
+// rangeLocks is the prefix of transaction id's range locks; rangeLock the
+// key of its i-th.
+func (k keyspace) rangeLocks(id string) []byte {
+	return k.key(spaceRangeLock, appendBytes(nil, []byte(id)))
+}
+func (k keyspace) rangeLock(id string, i int) []byte {
+	return binary.BigEndian.AppendUint32(k.rangeLocks(id), uint32(i))
+}
 
 // userKey strips the data prefix from a stored data key.
 func (k keyspace) userKey(stored []byte) []byte { return stored[len(k.prefix)+1:] }

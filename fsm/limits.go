@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -94,6 +95,9 @@ func phaseFootprint(p *Phase, threshold int64) (bytes, count int64) {
 	for _, w := range p.Writes {
 		entry(int64(len(w.Key)), id+16+int64(len(w.Value)))
 	}
+	for _, sc := range p.Scans {
+		entry(int64(len(sc.Start)+len(sc.End)+len(p.TxnID)+4), 32) // the range lock
+	}
 	for _, k := range p.Keys {
 		// The intent's removal and the data it writes, whose value is the
 		// intent's: at most the threshold inline.
@@ -179,12 +183,11 @@ func (s *Store) checkPhase(cmd Command) error {
 	case len(p.Participants) > l.MaxOps:
 		return fmt.Errorf("%w: %d participants, limit %d", ErrTooLarge, len(p.Participants), l.MaxOps)
 	}
-	want := map[PhaseKind]string{PhasePrepare: "reads or writes", PhaseResolve: "keys"}
-	has := map[PhaseKind]bool{PhasePrepare: len(p.Reads)+len(p.Writes) > 0, PhaseResolve: len(p.Keys) > 0}
-	if w, ok := want[p.Kind]; ok && !has[p.Kind] {
-		return fmt.Errorf("%w: %s without %s", ErrInvalid, p.Kind, w)
+	// A Resolve may name no keys: it then releases range locks only.
+	if p.Kind == PhasePrepare && len(p.Reads)+len(p.Writes)+len(p.Scans) == 0 {
+		return fmt.Errorf("%w: %s without reads, scans or writes", ErrInvalid, p.Kind)
 	}
-	if p.Kind != PhasePrepare && len(p.Reads)+len(p.Writes) > 0 || p.Kind != PhaseResolve && len(p.Keys) > 0 {
+	if p.Kind != PhasePrepare && len(p.Reads)+len(p.Writes)+len(p.Scans) > 0 || p.Kind != PhaseResolve && len(p.Keys) > 0 {
 		return fmt.Errorf("%w: %s with fields of another phase", ErrInvalid, p.Kind)
 	}
 	if (p.Kind == PhaseBegin || p.Kind == PhaseHeartbeat) && p.Deadline == 0 {
@@ -227,9 +230,38 @@ func (s *Store) checkPhase(cmd Command) error {
 			return err
 		}
 	}
+	for i, sc := range p.Scans {
+		if err := checkScanRead(sc, l.MaxKeySize); err != nil {
+			return fmt.Errorf("%w: scan %d: %w", ErrInvalid, i, err)
+		}
+	}
 	b, c := footprint(cmd, s.opts.ValueThreshold)
 	if b > l.MaxFootprint || c > l.MaxCount {
 		return fmt.Errorf("%w: %s needs %d bytes in one transaction, limit %d", ErrTooLarge, p.Kind, b, l.MaxFootprint)
+	}
+	return nil
+}
+
+// checkScanRead checks that a scanned range is well formed: End after Start
+// (or open), and the items inside it in strictly increasing key order.
+func checkScanRead(sc ScanRead, maxKey int) error {
+	if len(sc.Start) > maxKey || len(sc.End) > maxKey {
+		return fmt.Errorf("range bound longer than %d bytes", maxKey)
+	}
+	if len(sc.End) > 0 && bytes.Compare(sc.Start, sc.End) >= 0 {
+		return fmt.Errorf("range [%q, %q) is empty", sc.Start, sc.End)
+	}
+	var prev []byte
+	for j, it := range sc.Items {
+		switch {
+		case len(it.Key) == 0 || it.Version == 0:
+			return fmt.Errorf("item %d: an item needs a key and the version it had", j)
+		case bytes.Compare(it.Key, sc.Start) < 0 || len(sc.End) > 0 && bytes.Compare(it.Key, sc.End) >= 0:
+			return fmt.Errorf("item %d: key %q outside the range", j, it.Key)
+		case prev != nil && bytes.Compare(prev, it.Key) >= 0:
+			return fmt.Errorf("item %d: keys out of order", j)
+		}
+		prev = it.Key
 	}
 	return nil
 }

@@ -34,9 +34,12 @@ const (
 	// On an existing record it changes nothing and reports its status.
 	PhaseBegin PhaseKind = 1
 	// PhasePrepare checks that each of Reads still holds (the versions the
-	// transaction read) and that no other transaction holds any of the keys,
-	// then writes an intent for each key: Writes carry their op and value,
-	// keys only read are locked.
+	// transaction read), that each of Scans still holds exactly the keys
+	// and versions read, and that no other transaction holds any of the
+	// keys or a write intent in a scanned range; then it writes an intent
+	// for each key (Writes carry their op and value, keys only read are
+	// locked) and a range lock for each scan. A scan that changed fails
+	// with VersionMismatch and FailedOp len(Reads)+its index.
 	PhasePrepare PhaseKind = 2
 	// PhaseDecide turns a pending record committed (Commit) or aborted. An
 	// abort with Now set applies only when the record's deadline is before
@@ -93,8 +96,40 @@ type Phase struct {
 	Reads []Compare
 	// Writes (Prepare): puts and deletes.
 	Writes []Op
-	// Keys (Resolve): the keys whose intents to resolve.
+	// Keys (Resolve): the keys whose intents to resolve. A Resolve also
+	// releases every range lock the transaction holds on the shard.
 	Keys [][]byte
+	// Scans (Prepare): ranges the transaction scanned, each with what this
+	// shard held in it. Prepare checks each range still holds exactly
+	// that and locks it against writers until the transaction resolves.
+	Scans []ScanRead
+}
+
+// ScanRead is a range a transaction scanned: [Start, End), End empty for
+// no upper bound, and every key of the shard in it with the version read,
+// in key order.
+type ScanRead struct {
+	Start, End []byte
+	Items      []KeyVersion
+}
+
+// KeyVersion is a key and a version of it.
+type KeyVersion struct {
+	Key     []byte
+	Version uint64
+}
+
+func (p *Phase) scanItems() int {
+	n := 0
+	for _, sc := range p.Scans {
+		n += 1 + len(sc.Items)
+	}
+	return n
+}
+
+// inRange reports whether key lies in [start, end) (end empty: no bound).
+func inRange(key, start, end []byte) bool {
+	return bytes.Compare(key, start) >= 0 && (len(end) == 0 || bytes.Compare(key, end) < 0)
 }
 
 // TxnStatus is the state of a transaction record.
@@ -236,8 +271,10 @@ func (a *applier) putRecord(id string, r txnRecord) {
 }
 
 // conflict returns a Conflict result if another transaction than self holds
-// one of keys ("" for a command outside any transaction).
-func (a *applier) conflict(self string, keys [][]byte) (Result, bool) {
+// an intent on one of keys, or a range lock over one of writes (the keys
+// among them to be written); self is "" for a command outside any
+// transaction.
+func (a *applier) conflict(self string, keys, writes [][]byte) (Result, bool) {
 	if a.f.intents.Load() == 0 {
 		return Result{}, false
 	}
@@ -246,7 +283,127 @@ func (a *applier) conflict(self string, keys [][]byte) (Result, bool) {
 			return Result{Code: Conflict, Key: k, Holder: in.txnID, HolderShard: in.recordShard}, true
 		}
 	}
+	var res Result
+	found := false
+	a.eachRangeLock(func(rl rangeLock) bool {
+		if rl.txnID == self {
+			return true
+		}
+		for _, k := range writes {
+			if inRange(k, rl.start, rl.end) {
+				res, found = Result{Code: Conflict, Key: k, Holder: rl.txnID, HolderShard: rl.recordShard}, true
+				return false
+			}
+		}
+		return true
+	})
+	return res, found
+}
+
+// scanConflict returns a Conflict result if another transaction than self
+// holds a write intent in one of the ranges: its commit would change what
+// the scan read.
+func (a *applier) scanConflict(self string, scans []ScanRead) (Result, bool) {
+	if a.f.intents.Load() == 0 {
+		return Result{}, false
+	}
+	base := a.ks.key(spaceIntent)
+	for _, sc := range scans {
+		it := a.txn.NewIterator(badger.IteratorOptions{Prefix: base})
+		for it.Seek(a.ks.intent(sc.Start)); it.Valid(); it.Next() {
+			key := it.Item().Key()[len(base):]
+			if !inRange(key, sc.Start, sc.End) {
+				break
+			}
+			var in intent
+			a.must(it.Item().Value(func(b []byte) error {
+				var err error
+				in, err = decodeIntent(b)
+				return err
+			}))
+			if in.txnID != self && in.op != intentRead {
+				it.Close()
+				return Result{Code: Conflict, Key: bytes.Clone(key), Holder: in.txnID, HolderShard: in.recordShard}, true
+			}
+		}
+		it.Close()
+	}
 	return Result{}, false
+}
+
+// scanHolds reports whether the shard holds exactly sc.Items in sc's range.
+func (a *applier) scanHolds(sc ScanRead) bool {
+	base := a.ks.dataPrefix()
+	it := a.txn.NewIterator(badger.IteratorOptions{Prefix: base})
+	defer it.Close()
+	i := 0
+	for it.Seek(a.ks.data(sc.Start)); it.Valid(); it.Next() {
+		key := it.Item().Key()[len(base):]
+		if !inRange(key, sc.Start, sc.End) {
+			break
+		}
+		if i == len(sc.Items) || !bytes.Equal(key, sc.Items[i].Key) {
+			return false
+		}
+		var v uint64
+		a.must(it.Item().Value(func(b []byte) error {
+			if len(b) < 8 {
+				return fmt.Errorf("record %q of %d bytes", key, len(b))
+			}
+			v = binary.BigEndian.Uint64(b)
+			return nil
+		}))
+		if v != sc.Items[i].Version {
+			return false
+		}
+		i++
+	}
+	return i == len(sc.Items)
+}
+
+// rangeLock is a scanned range a prepared transaction holds against
+// writers.
+type rangeLock struct {
+	txnID       string
+	recordShard ShardID
+	since       uint64
+	start, end  []byte
+}
+
+func (rl rangeLock) encode() []byte {
+	b := appendBytes(nil, []byte(rl.txnID))
+	b = binary.AppendUvarint(b, uint64(rl.recordShard))
+	b = binary.AppendUvarint(b, rl.since)
+	b = appendBytes(b, rl.start)
+	return appendBytes(b, rl.end)
+}
+
+func decodeRangeLock(b []byte) (rangeLock, error) {
+	d := decoder{b: b}
+	rl := rangeLock{txnID: string(d.bytes()), recordShard: ShardID(d.uvarint()), since: d.uvarint()}
+	rl.start, rl.end = bytes.Clone(d.bytes()), bytes.Clone(d.bytes())
+	if d.err != nil || len(d.b) != 0 {
+		return rangeLock{}, fmt.Errorf("fsm: bad range lock")
+	}
+	return rl, nil
+}
+
+// eachRangeLock calls fn for every range lock of the shard until it
+// returns false.
+func (a *applier) eachRangeLock(fn func(rangeLock) bool) {
+	it := a.txn.NewIterator(badger.IteratorOptions{Prefix: a.ks.key(spaceRangeLock)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var rl rangeLock
+		a.must(it.Item().Value(func(b []byte) error {
+			var err error
+			rl, err = decodeRangeLock(b)
+			return err
+		}))
+		if !fn(rl) {
+			return
+		}
+	}
 }
 
 // applyPhase applies one step of a cross-shard transaction.
@@ -313,13 +470,31 @@ func (a *applier) prepare(p *Phase) Result {
 	for _, w := range p.Writes {
 		keys = append(keys, w.Key)
 	}
-	if res, ok := a.conflict(p.TxnID, keys); ok {
+	if res, ok := a.conflict(p.TxnID, keys, keys[len(p.Reads):]); ok {
+		return res
+	}
+	if res, ok := a.scanConflict(p.TxnID, p.Scans); ok {
 		return res
 	}
 	for i, r := range p.Reads {
 		if cur := a.version(r.Key); cur != r.Version && !bugSkipReadValidation {
 			return Result{Code: VersionMismatch, FailedOp: i, Key: r.Key, Current: cur}
 		}
+	}
+	for i, sc := range p.Scans {
+		if !a.scanHolds(sc) && !bugSkipReadValidation {
+			return Result{Code: VersionMismatch, FailedOp: len(p.Reads) + i, Key: sc.Start}
+		}
+	}
+	for i, sc := range p.Scans {
+		key := a.ks.rangeLock(p.TxnID, i)
+		if _, err := a.txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
+			a.f.intents.Add(1)
+		} else {
+			a.must(err)
+		}
+		rl := rangeLock{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, start: sc.Start, end: sc.End}
+		a.must(a.txn.Set(key, rl.encode()))
 	}
 	for _, w := range p.Writes {
 		in := intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentPut, value: w.Value}
@@ -346,6 +521,18 @@ func (a *applier) lock(key []byte, in intent) {
 
 func (a *applier) resolve(index, base uint64, p *Phase) Result {
 	res := Result{Ops: make([]OpResult, len(p.Keys))}
+	if a.f.intents.Load() > 0 {
+		var locks [][]byte
+		it := a.txn.NewIterator(badger.IteratorOptions{Prefix: a.ks.rangeLocks(p.TxnID)})
+		for it.Rewind(); it.Valid(); it.Next() {
+			locks = append(locks, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+		for _, k := range locks {
+			a.must(a.txn.Delete(k))
+			a.released++
+		}
+	}
 	for i, k := range p.Keys {
 		in, ok := a.intentOf(k)
 		if !ok || in.txnID != p.TxnID {
@@ -397,48 +584,63 @@ func (f *FSM) lockedError(txn *badger.Txn, ks keyspace, key []byte) error {
 	return &LockedError{Key: bytes.Clone(key), TxnID: in.txnID, RecordShard: in.recordShard}
 }
 
-// countIntents counts the intents of generation gen.
+// countIntents counts the intents and range locks of generation gen.
 func (f *FSM) countIntents(gen uint32) (int64, error) {
 	var n int64
 	err := f.db.View(func(txn *badger.Txn) error {
-		opts := badger.IteratorOptions{Prefix: newKeyspace(f.id, gen).key(spaceIntent)}
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			n++
+		for _, space := range []byte{spaceIntent, spaceRangeLock} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: newKeyspace(f.id, gen).key(space)})
+			for it.Rewind(); it.Valid(); it.Next() {
+				n++
+			}
+			it.Close()
 		}
 		return nil
 	})
 	return n, err
 }
 
-// IntentInfo describes one intent (Intents).
+// IntentInfo describes one intent or range lock (Intents).
 type IntentInfo struct {
 	Key         []byte
 	TxnID       string
 	RecordShard ShardID
 	Write       bool   // a put or delete; false for a read lock
 	Since       uint64 // unix ms when its transaction prepared (proposer's clock)
+	// Range: a scanned range [Key, End) locked against writers (End
+	// empty: no upper bound).
+	Range bool
+	End   []byte
 }
 
-// Intents returns up to limit intents of this replica in key order,
-// starting after the key after (nil: from the first), for resolvers and
+// Intents returns up to limit of this replica's range locks and intents
+// (range locks first, each kind in key order), for resolvers and
 // operators.
-func (f *FSM) Intents(after []byte, limit int) ([]IntentInfo, error) {
+func (f *FSM) Intents(limit int) ([]IntentInfo, error) {
 	var out []IntentInfo
 	if f.intents.Load() == 0 {
 		return nil, nil
 	}
 	err := f.view(func(txn *badger.Txn, ks keyspace) error {
+		locks := txn.NewIterator(badger.IteratorOptions{Prefix: ks.key(spaceRangeLock)})
+		for locks.Rewind(); locks.Valid() && len(out) < limit; locks.Next() {
+			var rl rangeLock
+			if err := locks.Item().Value(func(b []byte) error {
+				var err error
+				rl, err = decodeRangeLock(b)
+				return err
+			}); err != nil {
+				locks.Close()
+				return err
+			}
+			out = append(out, IntentInfo{Key: rl.start, End: rl.end, Range: true, TxnID: rl.txnID, RecordShard: rl.recordShard, Since: rl.since})
+		}
+		locks.Close()
 		prefix := ks.key(spaceIntent)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
-		it.Seek(append(bytes.Clone(prefix), after...))
-		for ; it.Valid() && len(out) < limit; it.Next() {
+		for it.Rewind(); it.Valid() && len(out) < limit; it.Next() {
 			key := it.Item().Key()[len(prefix):]
-			if after != nil && bytes.Equal(key, after) {
-				continue
-			}
 			var in intent
 			if err := it.Item().Value(func(b []byte) error {
 				var err error

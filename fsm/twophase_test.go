@@ -110,7 +110,7 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 	if r.Code != fsm.VersionMismatch || r.Current != ver(1, 1) {
 		t.Fatalf("prepare with a stale read: %s", fmtResult(r))
 	}
-	if infos, _ := f.Intents(nil, 10); len(infos) != 0 {
+	if infos, _ := f.Intents(10); len(infos) != 0 {
 		t.Fatalf("a failed prepare left intents: %+v", infos)
 	}
 
@@ -118,7 +118,7 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 	if r := apply(t, f, prepare("t1", reads, kv("a", "60"), kv("new", "n"), del("gone")))[0]; r.Code != fsm.OK {
 		t.Fatalf("prepare: %s", fmtResult(r))
 	}
-	infos, err := f.Intents(nil, 10)
+	infos, err := f.Intents(10)
 	if err != nil || len(infos) != 4 {
 		t.Fatalf("intents %+v, %v; want a, gone, new, seen", infos, err)
 	}
@@ -127,8 +127,8 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 			t.Fatalf("intent %+v", in)
 		}
 	}
-	if more, _ := f.Intents([]byte("gone"), 10); len(more) != 2 || string(more[0].Key) != "new" {
-		t.Fatalf("intents after gone: %+v", more)
+	if first, _ := f.Intents(2); len(first) != 2 || string(first[1].Key) != "gone" {
+		t.Fatalf("the first two intents: %+v", first)
 	}
 
 	// Writers of any locked key are refused, whatever else they touch.
@@ -185,7 +185,7 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 	wantValue(t, f, "new", "n", ver(index, 2))
 	wantAbsent(t, f, "gone")
 	wantValue(t, f, "seen", "s", ver(1, 4))
-	if infos, _ := f.Intents(nil, 10); len(infos) != 0 {
+	if infos, _ := f.Intents(10); len(infos) != 0 {
 		t.Fatalf("intents after resolve: %+v", infos)
 	}
 	// Resolving again changes nothing; the keys are free.
@@ -286,7 +286,11 @@ func TestPhaseCheckRejects(t *testing.T) {
 		{"prepare with a condition", prepare("t", nil, kv("a", "1").If(3)), fsm.ErrInvalid},
 		{"read of another kind", prepare("t", []fsm.Compare{{Kind: fsm.CompareExists, Key: []byte("a")}}), fsm.ErrInvalid},
 		{"read without key", prepare("t", []fsm.Compare{{Kind: fsm.CompareVersion}}), fsm.ErrInvalid},
-		{"resolve without keys", resolve("t", true), fsm.ErrInvalid},
+		{"scan outside a prepare", phase(fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "t", Scans: []fsm.ScanRead{{Start: []byte("a")}}}), fsm.ErrInvalid},
+		{"empty scan range", scanPrepare("t", fsm.ScanRead{Start: []byte("b"), End: []byte("a")}), fsm.ErrInvalid},
+		{"scan item outside its range", scanPrepare("t", fsm.ScanRead{Start: []byte("b"), End: []byte("c"), Items: []fsm.KeyVersion{{Key: []byte("a"), Version: 1}}}), fsm.ErrInvalid},
+		{"scan items out of order", scanPrepare("t", fsm.ScanRead{Items: []fsm.KeyVersion{{Key: []byte("b"), Version: 1}, {Key: []byte("a"), Version: 1}}}), fsm.ErrInvalid},
+		{"scan item without version", scanPrepare("t", fsm.ScanRead{Items: []fsm.KeyVersion{{Key: []byte("b")}}}), fsm.ErrInvalid},
 		{"decide with keys", phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t", Keys: [][]byte{[]byte("a")}}), fsm.ErrInvalid},
 		{"phase with ops", fsm.Command{Ops: []fsm.Op{kv("a", "1")}, Phase: &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t"}}, fsm.ErrInvalid},
 		{"long txn id", phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: string(make([]byte, 300))}), fsm.ErrTooLarge},
@@ -301,4 +305,103 @@ func TestPhaseCheckRejects(t *testing.T) {
 	if err := s.Check(prepare("t", []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("a")}}, kv("b", ""), del("c"))); err != nil {
 		t.Fatalf("a valid prepare: %v", err)
 	}
+	if err := s.Check(scanPrepare("t", fsm.ScanRead{Start: []byte("a"), Items: []fsm.KeyVersion{{Key: []byte("a"), Version: 1}, {Key: []byte("b"), Version: 2}}})); err != nil {
+		t.Fatalf("a valid scan prepare: %v", err)
+	}
+	if err := s.Check(resolve("t", true)); err != nil {
+		t.Fatalf("a resolve releasing range locks only: %v", err)
+	}
+}
+
+func scanPrepare(txn string, scans ...fsm.ScanRead) fsm.Command {
+	return phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: txn, RecordShard: 7, Scans: scans})
+}
+
+func scanOf(start, end string, items ...fsm.KeyVersion) fsm.ScanRead {
+	sc := fsm.ScanRead{Start: []byte(start), Items: items}
+	if end != "" {
+		sc.End = []byte(end)
+	}
+	return sc
+}
+
+func kver(k string, v uint64) fsm.KeyVersion { return fsm.KeyVersion{Key: []byte(k), Version: v} }
+
+// A prepare with a scan validates the range (same keys, same versions, no
+// key added) and locks it: writers of any key in it, existing or not, get
+// Conflict until the transaction resolves; readers and other scanners do
+// not.
+func TestPrepareScanValidatesAndLocksRange(t *testing.T) {
+	f := memShard(t)
+	apply1(t, f, kv("a1", "1"), kv("a2", "2"), kv("a3", "3"), kv("b1", "x")) // 1.1 .. 1.4
+	whole := scanOf("a", "b", kver("a1", ver(1, 1)), kver("a2", ver(1, 2)), kver("a3", ver(1, 3)))
+
+	for _, tt := range []struct {
+		name string
+		sc   fsm.ScanRead
+	}{
+		{"a key missing from the read", scanOf("a", "b", kver("a1", ver(1, 1)), kver("a3", ver(1, 3)))},
+		{"a key read that is gone", scanOf("a", "b", kver("a1", ver(1, 1)), kver("a2", ver(1, 2)), kver("a25", ver(1, 2)), kver("a3", ver(1, 3)))},
+		{"a stale version", scanOf("a", "b", kver("a1", ver(1, 1)), kver("a2", ver(1, 1)), kver("a3", ver(1, 3)))},
+		{"an open range missing b1", scanOf("a", "", kver("a1", ver(1, 1)), kver("a2", ver(1, 2)), kver("a3", ver(1, 3)))},
+	} {
+		r := apply(t, f, scanPrepare("stale", tt.sc))[0]
+		if r.Code != fsm.VersionMismatch || r.FailedOp != 0 {
+			t.Fatalf("%s: %s, want a version mismatch of scan 0", tt.name, fmtResult(r))
+		}
+	}
+	// The failed position counts reads first.
+	r := apply(t, f, phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "stale", RecordShard: 7,
+		Reads: []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("b1"), Version: ver(1, 4)}},
+		Scans: []fsm.ScanRead{whole, scanOf("c", "d", kver("c1", 5))}}))[0]
+	if r.Code != fsm.VersionMismatch || r.FailedOp != 2 {
+		t.Fatalf("second scan stale: %s, want failed op 2", fmtResult(r))
+	}
+	if infos, _ := f.Intents(10); len(infos) != 0 {
+		t.Fatalf("failed prepares left locks: %+v", infos)
+	}
+
+	if r := apply(t, f, scanPrepare("t1", whole))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare of a scan that holds: %s", fmtResult(r))
+	}
+	infos, err := f.Intents(10)
+	if err != nil || len(infos) != 1 || !infos[0].Range || string(infos[0].Key) != "a" || string(infos[0].End) != "b" || infos[0].TxnID != "t1" || infos[0].Write {
+		t.Fatalf("locks %+v, %v; want the range [a, b) of t1", infos, err)
+	}
+	wantConflict(t, apply1(t, f, kv("a25", "new")), "a25", "t1") // a phantom
+	wantConflict(t, apply1(t, f, del("a1")), "a1", "t1")
+	wantConflict(t, apply(t, f, prepare("t2", nil, kv("zz", "1"), kv("a0", "1")))[0], "a0", "t1")
+	if r := apply1(t, f, kv("b2", "outside")); r.Code != fsm.OK {
+		t.Fatalf("write outside the range: %s", fmtResult(r))
+	}
+	if it, err := f.Get([]byte("a2")); err != nil || string(it.Value) != "2" {
+		t.Fatalf("read inside a range lock: %+v %v", it, err)
+	}
+	// Another transaction may read and scan the range, not write it.
+	if r := apply(t, f, phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "t3", RecordShard: 7,
+		Reads: []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("a1"), Version: ver(1, 1)}}, Scans: []fsm.ScanRead{whole}}))[0]; r.Code != fsm.OK {
+		t.Fatalf("a second reader of the range: %s", fmtResult(r))
+	}
+	// Resolving t1 and t3 (with no keys of theirs to name for t1) frees
+	// the range.
+	apply(t, f, resolve("t1", true), resolve("t3", false, "a1"))
+	if infos, _ := f.Intents(10); len(infos) != 0 {
+		t.Fatalf("locks after resolve: %+v", infos)
+	}
+	if r := apply1(t, f, kv("a25", "new")); r.Code != fsm.OK {
+		t.Fatalf("write after the range was released: %s", fmtResult(r))
+	}
+
+	// A write intent of another transaction in a scanned range: the
+	// scanner cannot know what the range will hold, so it conflicts.
+	if r := apply(t, f, prepare("w", nil, kv("c5", "1")))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare w: %s", fmtResult(r))
+	}
+	wantConflict(t, apply(t, f, scanPrepare("t4", scanOf("c", "d")))[0], "c5", "w")
+	// A range lock in an open range catches keys past every existing one.
+	apply(t, f, resolve("w", false, "c5"))
+	if r := apply(t, f, scanPrepare("t5", scanOf("x", "")))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare of an empty open range: %s", fmtResult(r))
+	}
+	wantConflict(t, apply1(t, f, kv("zzzz", "1")), "zzzz", "t5")
 }

@@ -111,7 +111,7 @@ func intentsLeft(nodes ...*Node) int {
 	for _, n := range nodes {
 		n.mu.RLock()
 		for _, s := range n.shards {
-			in, _ := s.FSM().Intents(nil, 1000)
+			in, _ := s.FSM().Intents(1000)
 			total += len(in)
 		}
 		n.mu.RUnlock()

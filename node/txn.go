@@ -27,6 +27,8 @@ type TxnRequest struct {
 	// RequestID makes a retried transaction apply at most once (the node
 	// picks one when empty).
 	RequestID string
+	// scans: ranges a Tx read (Commit); they take the cross-shard path.
+	scans []fsm.ScanRead
 }
 
 // TxnResponse says which branch ran and what each of its ops did, in order.
@@ -58,14 +60,17 @@ var errSpansShards = errors.New("node: keys span shards")
 func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error) {
 	cmd := fsm.Command{RequestID: req.RequestID, Txn: true, If: req.If, Ops: req.Then, Else: req.Else}
 	keys := cmd.Keys()
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	if len(req.scans) > 0 {
+		return n.transactScans(ctx, req)
+	}
 	if len(keys) == 0 {
 		return TxnResponse{}, fmt.Errorf("%w: a transaction needs at least one operation", fsm.ErrInvalid)
 	}
 	if err := n.store.Check(cmd); err != nil {
 		return TxnResponse{}, err
 	}
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
 	locate := n.oneShardTarget(keys)
 	if _, err := locate(ctx); err == nil {
 		res, err := n.proposeSettling(ctx, locate, cmd)
@@ -89,12 +94,30 @@ func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error
 	return TxnResponse{Succeeded: r.Succeeded, Results: r.Results, TxnID: r.TxnID}, nil
 }
 
+// transactScans commits a Tx that scanned: every shard takes part, to
+// check and lock its share of each range.
+func (n *Node) transactScans(ctx context.Context, req TxnRequest) (TxnResponse, error) {
+	if len(req.Then) > 0 {
+		cmd := fsm.Command{Txn: true, If: req.If, Ops: req.Then}
+		if err := n.store.Check(cmd); err != nil {
+			return TxnResponse{}, err
+		}
+	}
+	r, err := n.coord.Execute(ctx, txn.Request{If: req.If, Then: req.Then, Scans: req.scans})
+	if err != nil {
+		return TxnResponse{}, err
+	}
+	return TxnResponse{Succeeded: r.Succeeded, Results: r.Results, TxnID: r.TxnID}, nil
+}
+
 // Txn runs fn as an interactive transaction and commits what it did:
-// tx.Get reads (linearizably, seeing the transaction's own writes), tx.Put
-// and tx.Delete buffer writes, and the commit applies the writes, across
-// shards if need be, only if every key read is still at the version read,
-// so the whole transaction takes effect at one moment during the call
-// (strictly serializable). When it lost a race (a key read changed, or
+// tx.Get and tx.Scan read (linearizably, seeing the transaction's own
+// writes), tx.Put and tx.Delete buffer writes, and the commit applies the
+// writes, across shards if need be, only if every key read is still at the
+// version read and every range scanned still holds exactly what the scan
+// returned (no phantoms), so the whole transaction takes effect at one
+// moment during the call (strictly serializable). A transaction that
+// scanned involves every shard in its commit. When it lost a race (a key read changed, or
 // conflicts with other transactions), fn runs again on a fresh Tx after a
 // jittered, growing pause, until ctx ends. An error from fn aborts the
 // transaction: nothing is written and the error is returned.
@@ -120,8 +143,9 @@ func (n *Node) Txn(ctx context.Context, fn func(tx *txn.Tx) error) error {
 // through the returned Tx, then Commit it (or drop it to abort: nothing is
 // written before Commit).
 func (n *Node) Begin() *txn.Tx {
-	return txn.NewTx(func(ctx context.Context, key []byte) (fsm.Item, bool, error) {
-		return txnCluster{n}.Read(ctx, key)
+	return txn.NewTx(txnCluster{n}.Read, func(ctx context.Context, start, end []byte, limit int) ([]fsm.Item, bool, error) {
+		items, cursor, err := n.Scan(ctx, ScanOptions{Start: start, End: end, Limit: limit}, shard.ReadOptions{})
+		return items, cursor != nil, err
 	})
 }
 
@@ -134,7 +158,7 @@ func (n *Node) Commit(ctx context.Context, tx *txn.Tx) error {
 	if !ok {
 		return nil // read nothing, wrote nothing
 	}
-	r, err := n.Transact(ctx, TxnRequest{If: req.If, Then: req.Then})
+	r, err := n.Transact(ctx, TxnRequest{If: req.If, Then: req.Then, scans: req.Scans})
 	switch {
 	case err != nil:
 		return err
@@ -214,6 +238,14 @@ func (c txnCluster) Propose(ctx context.Context, id fsm.ShardID, cmd fsm.Command
 	}, cmd)
 }
 
+func (c txnCluster) Shards(ctx context.Context) ([]fsm.ShardID, error) {
+	v, err := c.n.routingView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.ring.Shards(), nil
+}
+
 func (c txnCluster) Read(ctx context.Context, key []byte) (fsm.Item, bool, error) {
 	it, err := c.n.Get(ctx, key, shard.ReadOptions{})
 	if errors.Is(err, fsm.ErrNotFound) {
@@ -249,7 +281,7 @@ func (n *Node) resolveLoop() {
 		case <-t.C:
 		}
 		for _, s := range n.ledShards() {
-			intents, err := s.FSM().Intents(nil, 256)
+			intents, err := s.FSM().Intents(256)
 			if err != nil {
 				continue
 			}
@@ -272,8 +304,11 @@ func (n *Node) resolveLoop() {
 				}
 				if _, seen := keys[in.TxnID]; !seen {
 					order = append(order, in)
+					keys[in.TxnID] = nil
 				}
-				keys[in.TxnID] = append(keys[in.TxnID], in.Key)
+				if !in.Range { // a resolve releases range locks by themselves
+					keys[in.TxnID] = append(keys[in.TxnID], in.Key)
+				}
 			}
 			for _, in := range order {
 				ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
@@ -522,6 +557,10 @@ type IntentStatus struct {
 	RecordShard uint64 `json:"record_shard"`
 	Write       bool   `json:"write"`
 	AgeMillis   int64  `json:"age_ms"`
+	// Range: a scanned range [Key, End) locked against writers (End
+	// empty: no upper bound).
+	Range bool   `json:"range,omitempty"`
+	End   string `json:"end,omitempty"`
 }
 
 // Intents lists up to limit intents on the replicas this node leads (the
@@ -530,13 +569,14 @@ func (n *Node) Intents(limit int) []IntentStatus {
 	out := []IntentStatus{}
 	now := time.Now()
 	for _, s := range n.ledShards() {
-		ins, err := s.FSM().Intents(nil, limit)
+		ins, err := s.FSM().Intents(limit)
 		if err != nil {
 			continue
 		}
 		for _, in := range ins {
 			out = append(out, IntentStatus{Shard: uint64(s.ID()), Key: string(in.Key), TxnID: in.TxnID,
-				RecordShard: uint64(in.RecordShard), Write: in.Write, AgeMillis: now.Sub(time.UnixMilli(int64(in.Since))).Milliseconds()})
+				RecordShard: uint64(in.RecordShard), Write: in.Write, AgeMillis: now.Sub(time.UnixMilli(int64(in.Since))).Milliseconds(),
+				Range: in.Range, End: string(in.End)})
 		}
 	}
 	slices.SortFunc(out, func(a, b IntentStatus) int { return int(b.AgeMillis - a.AgeMillis) })
@@ -562,7 +602,11 @@ func (n *Node) ForceResolve(ctx context.Context, id string, recordShard fsm.Shar
 	}
 	for _, in := range n.Intents(100000) {
 		if in.TxnID == id {
-			err = errors.Join(err, n.coord.Settle(ctx, id, recordShard, fsm.ShardID(in.Shard), []byte(in.Key)))
+			var keys [][]byte
+			if !in.Range { // a resolve releases range locks by themselves
+				keys = append(keys, []byte(in.Key))
+			}
+			err = errors.Join(err, n.coord.Settle(ctx, id, recordShard, fsm.ShardID(in.Shard), keys...))
 		}
 	}
 	return res.Status, err

@@ -45,6 +45,8 @@ type Cluster interface {
 	// Read returns key linearizably (found false when absent), settling any
 	// intent in its way first.
 	Read(ctx context.Context, key []byte) (it fsm.Item, found bool, err error)
+	// Shards lists every data shard (a scanned range spans them all).
+	Shards(ctx context.Context) ([]fsm.ShardID, error)
 }
 
 // Failpoint names a step at which tests make the coordinator stop as if it
@@ -109,6 +111,13 @@ func New(c Cluster, cfg Config) *Coordinator {
 type Request struct {
 	If         []fsm.Compare
 	Then, Else []fsm.Op
+	// Scans: ranges read before (by a Tx), each with every key in it and
+	// its version (fsm.ScanRead, across all shards). Each must still hold
+	// exactly that when the transaction takes effect, else nothing applies
+	// and Execute returns ErrChanged. Their ranges stay locked against
+	// writers from prepare to resolve, so no key appears in them
+	// meanwhile.
+	Scans []fsm.ScanRead
 }
 
 // Response says which branch ran and, per op of it, what it did: the new
@@ -324,6 +333,7 @@ type participant struct {
 	reads  []fsm.Compare
 	writes []fsm.Op
 	keys   [][]byte
+	scans  []fsm.ScanRead
 }
 
 // lockFreeTries is how often a transaction that writes nothing tries to
@@ -337,19 +347,22 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 		if p, err = co.plan(ctx, req); err != nil {
 			return Response{}, err
 		}
-		if len(p.writes) > 0 || try == lockFreeTries {
+		if len(p.writes) > 0 || len(req.Scans) > 0 || try == lockFreeTries {
 			break
 		}
 		if co.unchanged(ctx, p) {
 			return Response{Succeeded: p.succeeded, Results: p.results}, nil
 		}
 	}
-	parts, byKey, err := co.split(ctx, p)
+	parts, byKey, err := co.split(ctx, p, req.Scans)
 	if err != nil {
 		return Response{}, err
 	}
+	if len(parts) == 0 {
+		return Response{}, fmt.Errorf("%w: a transaction with no keys and no scans", fsm.ErrInvalid)
+	}
 	id := newID()
-	recordShard := byKey[string(p.order[0])]
+	recordShard := parts[0].id
 	shards := make([]fsm.ShardID, len(parts))
 	for i, pt := range parts {
 		shards[i] = pt.id
@@ -378,7 +391,8 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	prepare := func(i int) {
 		pt := parts[i]
 		r, err := co.c.Propose(ctx, pt.id, fsm.Command{RequestID: fmt.Sprintf("%s/prepare/%d", id, pt.id), Phase: &fsm.Phase{
-			Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Now: uint64(co.cfg.Now().UnixMilli()), Reads: pt.reads, Writes: pt.writes}})
+			Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Now: uint64(co.cfg.Now().UnixMilli()),
+			Reads: pt.reads, Writes: pt.writes, Scans: pt.scans}})
 		outcomes[i] = outcome{r, err}
 	}
 	first := 0
@@ -400,12 +414,18 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	co.cfg.Metrics.observe("prepare", prepStart)
 	var prepErr error
 	var holders []fsm.Result
-	for _, o := range outcomes {
+	scanChanged := false
+	for i, o := range outcomes {
 		switch {
 		case o.err != nil:
 			prepErr = cmpErr(prepErr, o.err)
 		case o.res.Code == fsm.Conflict:
 			holders = append(holders, o.res)
+			prepErr = cmpErr(prepErr, errRetry)
+		case o.res.Code == fsm.VersionMismatch && o.res.FailedOp >= len(parts[i].reads):
+			// A scanned range changed: running again cannot help, the
+			// caller has to read it again.
+			scanChanged = true
 			prepErr = cmpErr(prepErr, errRetry)
 		case o.res.Code != fsm.OK:
 			prepErr = cmpErr(prepErr, errRetry)
@@ -420,7 +440,17 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 		for _, h := range holders {
 			// Someone holds our keys: if they are past their deadline,
 			// release them now rather than on our next attempt.
-			_ = co.Settle(cleanup, h.Holder, h.HolderShard, byKey[string(h.Key)], h.Key)
+			shard, ok := byKey[string(h.Key)]
+			if !ok {
+				// A key of the holder in one of our scanned ranges.
+				if shard, err = co.c.Locate(cleanup, h.Key); err != nil {
+					continue
+				}
+			}
+			_ = co.Settle(cleanup, h.Holder, h.HolderShard, shard, h.Key)
+		}
+		if scanChanged && errors.Is(prepErr, errRetry) {
+			return Response{}, ErrChanged
 		}
 		return Response{}, prepErr
 	}
@@ -468,23 +498,28 @@ func cmpErr(cur, next error) error {
 	return cur
 }
 
-// split groups the plan's keys by shard.
-func (co *Coordinator) split(ctx context.Context, p *plan) ([]*participant, map[string]fsm.ShardID, error) {
+// split groups the plan's keys by shard. A scanned range goes to every
+// shard, each with the items read from it.
+func (co *Coordinator) split(ctx context.Context, p *plan, scans []fsm.ScanRead) ([]*participant, map[string]fsm.ShardID, error) {
 	byShard := map[fsm.ShardID]*participant{}
 	byKey := map[string]fsm.ShardID{}
 	var parts []*participant
-	for _, k := range p.order {
-		id, err := co.c.Locate(ctx, k)
-		if err != nil {
-			return nil, nil, err
-		}
-		byKey[string(k)] = id
+	part := func(id fsm.ShardID) *participant {
 		pt := byShard[id]
 		if pt == nil {
 			pt = &participant{id: id}
 			byShard[id] = pt
 			parts = append(parts, pt)
 		}
+		return pt
+	}
+	for _, k := range p.order {
+		id, err := co.c.Locate(ctx, k)
+		if err != nil {
+			return nil, nil, err
+		}
+		byKey[string(k)] = id
+		pt := part(id)
 		pt.keys = append(pt.keys, k)
 		if v, read := p.reads[string(k)]; read {
 			pt.reads = append(pt.reads, fsm.Compare{Kind: fsm.CompareVersion, Key: k, Version: v})
@@ -495,6 +530,34 @@ func (co *Coordinator) split(ctx context.Context, p *plan) ([]*participant, map[
 	}
 	// A key only written still has to be locked, so that the transaction
 	// is serialized against writers of it: prepare locks writes anyway.
+	if len(scans) == 0 {
+		return parts, byKey, nil
+	}
+	shards, err := co.c.Shards(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, sc := range scans {
+		per := map[fsm.ShardID]*fsm.ScanRead{}
+		for _, id := range shards {
+			per[id] = &fsm.ScanRead{Start: sc.Start, End: sc.End}
+		}
+		for _, it := range sc.Items {
+			id, err := co.c.Locate(ctx, it.Key)
+			if err != nil {
+				return nil, nil, err
+			}
+			r, ok := per[id]
+			if !ok {
+				return nil, nil, fmt.Errorf("txn: key %q is on %v, not a shard of the ring", it.Key, id)
+			}
+			r.Items = append(r.Items, it)
+		}
+		for _, id := range shards {
+			pt := part(id)
+			pt.scans = append(pt.scans, *per[id])
+		}
+	}
 	return parts, byKey, nil
 }
 

@@ -48,6 +48,10 @@ func (c *memCluster) Locate(_ context.Context, key []byte) (fsm.ShardID, error) 
 	return 2, nil
 }
 
+func (c *memCluster) Shards(context.Context) ([]fsm.ShardID, error) {
+	return []fsm.ShardID{1, 2}, nil
+}
+
 func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command) (fsm.Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -99,7 +103,7 @@ func newCoordinator(t *testing.T, cfg txn.Config) (*txn.Coordinator, *memCluster
 func intents(t *testing.T, c *memCluster) int {
 	n := 0
 	for _, f := range c.shards {
-		in, err := f.Intents(nil, 100)
+		in, err := f.Intents(100)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 
 	"github.com/cairndb/cairn/fsm"
@@ -16,14 +17,78 @@ import (
 // one goroutine, inside the function given to the node's Txn.
 type Tx struct {
 	read   func(ctx context.Context, key []byte) (fsm.Item, bool, error)
+	scan   ScanFunc
 	reads  map[string]uint64 // version read, 0 for absent
 	writes map[string]fsm.Op // the last write of each key
 	order  []string          // keys written, in first-write order
+	scans  []fsm.ScanRead    // ranges read, with what they held
 }
 
-// NewTx returns a transaction that reads through read (linearizably).
-func NewTx(read func(ctx context.Context, key []byte) (fsm.Item, bool, error)) *Tx {
-	return &Tx{read: read, reads: map[string]uint64{}, writes: map[string]fsm.Op{}}
+// ScanFunc reads up to limit keys of [start, end) (end nil: no bound) in
+// key order, linearizably on each shard, and reports whether more keys
+// may follow the last one returned.
+type ScanFunc func(ctx context.Context, start, end []byte, limit int) (items []fsm.Item, more bool, err error)
+
+// NewTx returns a transaction that reads keys through read and ranges
+// through scan.
+func NewTx(read func(ctx context.Context, key []byte) (fsm.Item, bool, error), scan ScanFunc) *Tx {
+	return &Tx{read: read, scan: scan, reads: map[string]uint64{}, writes: map[string]fsm.Op{}}
+}
+
+// Scan returns up to limit keys of [start, end) in key order (end nil or
+// empty: no upper bound), as of this transaction: its own puts and deletes
+// in the range are applied (their items have Version 0, since they are not
+// written yet). The commit fails with ErrChanged if, by then, a key of the
+// part of the range read was added, changed or removed by someone else; so
+// the transaction also sees no phantoms. limit must be positive.
+func (tx *Tx) Scan(ctx context.Context, start, end []byte, limit int) ([]fsm.Item, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: a scan needs a positive limit", fsm.ErrInvalid)
+	}
+	if len(end) > 0 && bytes.Compare(start, end) >= 0 {
+		return nil, fmt.Errorf("%w: empty range [%q, %q)", fsm.ErrInvalid, start, end)
+	}
+	// Buffered writes may hide stored keys: read enough to fill the page.
+	own := 0
+	for k := range tx.writes {
+		if inRange([]byte(k), start, end) {
+			own++
+		}
+	}
+	stored, more, err := tx.scan(ctx, start, end, limit+own)
+	if err != nil {
+		return nil, err
+	}
+	read := fsm.ScanRead{Start: bytes.Clone(start), End: bytes.Clone(end)}
+	if more && len(stored) > 0 {
+		// Only the part up to the last key returned was read.
+		read.End = append(bytes.Clone(stored[len(stored)-1].Key), 0)
+	}
+	merged := make([]fsm.Item, 0, len(stored)+own)
+	for _, it := range stored {
+		if v, seen := tx.reads[string(it.Key)]; seen && v != it.Version {
+			return nil, ErrChanged
+		}
+		read.Items = append(read.Items, fsm.KeyVersion{Key: it.Key, Version: it.Version})
+		if _, written := tx.writes[string(it.Key)]; !written {
+			merged = append(merged, it)
+		}
+	}
+	for _, w := range tx.writes {
+		if w.Type == fsm.OpPut && inRange(w.Key, read.Start, read.End) {
+			merged = append(merged, fsm.Item{Key: bytes.Clone(w.Key), Value: bytes.Clone(w.Value)})
+		}
+	}
+	sort.Slice(merged, func(i, j int) bool { return bytes.Compare(merged[i].Key, merged[j].Key) < 0 })
+	if len(merged) > limit {
+		merged = merged[:limit]
+	}
+	tx.scans = append(tx.scans, read)
+	return merged, nil
+}
+
+func inRange(key, start, end []byte) bool {
+	return bytes.Compare(key, start) >= 0 && (len(end) == 0 || bytes.Compare(key, end) < 0)
 }
 
 // ErrEmptyKey: a key must not be empty.
@@ -76,7 +141,7 @@ func (tx *Tx) write(op fsm.Op) {
 var ErrChanged = errors.New("txn: a key read by the transaction changed")
 
 // Request returns the compare-and-write that commits tx: every read key at
-// the version read, then the writes. A transaction that only read commits
+// the version read, every scanned range as read, then the writes. A transaction that only read commits
 // as a read of the same keys under the same comparisons (proving the reads
 // held together at one moment). ok is false for a transaction that did
 // nothing.
@@ -97,7 +162,8 @@ func (tx *Tx) Request() (req Request, ok bool) {
 			req.Then = append(req.Then, fsm.Get([]byte(k)))
 		}
 	}
-	return req, len(req.Then) > 0
+	req.Scans = tx.scans
+	return req, len(req.Then)+len(req.Scans) > 0
 }
 
 // Retryable reports whether err means the transaction lost a race and may

@@ -333,12 +333,15 @@ func cmdTxnList(c *client.Client, o cliOpts, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "%-34s %-7s %-6s %-6s %-9s %-8s %s\n", "TXN", "RECORD", "SHARD", "LOCK", "AGE", "NODE", "KEY")
 	for i, in := range ins {
-		lock := "read"
-		if in.Write {
+		lock, key := "read", printable([]byte(in.Key))
+		switch {
+		case in.Write:
 			lock = "write"
+		case in.Range:
+			lock, key = "range", fmt.Sprintf("[%s, %s)", key, printable([]byte(in.End)))
 		}
 		age := (time.Duration(in.AgeMillis) * time.Millisecond).Round(time.Millisecond)
-		fmt.Fprintf(out, "%-34s %-7d %-6d %-6s %-9s %-8s %s\n", in.TxnID, in.RecordShard, in.Shard, lock, age, owners[i], printable([]byte(in.Key)))
+		fmt.Fprintf(out, "%-34s %-7d %-6d %-6s %-9s %-8s %s\n", in.TxnID, in.RecordShard, in.Shard, lock, age, owners[i], key)
 	}
 	return nil
 }
