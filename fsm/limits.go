@@ -187,7 +187,7 @@ func (s *Store) checkPhase(cmd Command) error {
 	if p.Kind == PhasePrepare && len(p.Reads)+len(p.Writes)+len(p.Scans) == 0 {
 		return fmt.Errorf("%w: %s without reads, scans or writes", ErrInvalid, p.Kind)
 	}
-	if p.Kind != PhasePrepare && len(p.Reads)+len(p.Writes)+len(p.Scans) > 0 || p.Kind != PhaseResolve && len(p.Keys) > 0 {
+	if p.Kind != PhasePrepare && len(p.Reads)+len(p.Writes)+len(p.Scans) > 0 || p.Kind != PhaseResolve && p.Kind != PhaseDecide && len(p.Keys) > 0 {
 		return fmt.Errorf("%w: %s with fields of another phase", ErrInvalid, p.Kind)
 	}
 	if (p.Kind == PhaseBegin || p.Kind == PhaseHeartbeat) && p.Deadline == 0 {

@@ -32,6 +32,8 @@ type PhaseKind uint8
 const (
 	// PhaseBegin creates the transaction's record, pending until Deadline.
 	// On an existing record it changes nothing and reports its status.
+	// (The coordinator begins the record in the record shard's Prepare
+	// instead; Begin remains for callers that lock nothing there.)
 	PhaseBegin PhaseKind = 1
 	// PhasePrepare checks that each of Reads still holds (the versions the
 	// transaction read), that each of Scans still holds exactly the keys
@@ -39,13 +41,18 @@ const (
 	// keys or a write intent in a scanned range; then it writes an intent
 	// for each key (Writes carry their op and value, keys only read are
 	// locked) and a range lock for each scan. A scan that changed fails
-	// with VersionMismatch and FailedOp len(Reads)+its index.
+	// with VersionMismatch and FailedOp len(Reads)+its index. With
+	// Deadline set the shard holds the record: a successful prepare also
+	// begins it (as Begin, with Participants) and reports TxnPending; on a
+	// record already decided it changes nothing and reports that status.
 	PhasePrepare PhaseKind = 2
 	// PhaseDecide turns a pending record committed (Commit) or aborted. An
 	// abort with Now set applies only when the record's deadline is before
 	// Now. A missing record is recorded as aborted. The result's Status is
 	// the record's status afterwards: a coordinator whose commit found the
-	// record aborted has lost.
+	// record aborted has lost. With Keys, a decided record's intents on
+	// those keys (and the transaction's range locks) are resolved in the
+	// same step, as Resolve would.
 	PhaseDecide PhaseKind = 3
 	// PhaseResolve applies (Commit) or drops the transaction's intents on
 	// Keys of this shard; keys without an intent of this transaction are
@@ -85,19 +92,21 @@ type Phase struct {
 	// RecordShard is where the transaction's record lives (Prepare: kept
 	// in the intents, so that whoever meets one can find the decision).
 	RecordShard ShardID
-	// Deadline (Begin, Heartbeat) and Now (Decide; Prepare: kept in the
-	// intents to tell their age): unix milliseconds.
+	// Deadline (Begin, Heartbeat; Prepare on the record's shard) and Now
+	// (Decide; Prepare: kept in the intents to tell their age): unix
+	// milliseconds.
 	Deadline uint64
 	Now      uint64
 	Commit   bool // Decide, Resolve
-	// Participants (Begin): the shards holding the transaction's keys.
+	// Participants (Begin, record shard's Prepare): the shards holding the
+	// transaction's keys.
 	Participants []ShardID
 	// Reads (Prepare): CompareVersion conditions, one per key read.
 	Reads []Compare
 	// Writes (Prepare): puts and deletes.
 	Writes []Op
-	// Keys (Resolve): the keys whose intents to resolve. A Resolve also
-	// releases every range lock the transaction holds on the shard.
+	// Keys (Resolve, Decide): the keys whose intents to resolve. A Resolve
+	// also releases every range lock the transaction holds on the shard.
 	Keys [][]byte
 	// Scans (Prepare): ranges the transaction scanned, each with what this
 	// shard held in it. Prepare checks each range still holds exactly
@@ -407,7 +416,7 @@ func (a *applier) eachRangeLock(fn func(rangeLock) bool) {
 }
 
 // applyPhase applies one step of a cross-shard transaction.
-func (a *applier) applyPhase(index, base uint64, cmd Command) Result {
+func (a *applier) applyPhase(index, base uint64, cmd Command) (res Result) {
 	p := cmd.Phase
 	switch p.Kind {
 	case PhaseBegin:
@@ -429,6 +438,15 @@ func (a *applier) applyPhase(index, base uint64, cmd Command) Result {
 		return Result{Status: r.status}
 	case PhaseDecide:
 		r, ok := a.record(p.TxnID)
+		defer func() {
+			// Keys: the decision also resolves this shard's intents.
+			if len(p.Keys) > 0 && r.status != TxnPending {
+				q := *p
+				q.Commit = r.status == TxnCommitted
+				res = a.resolve(index, base, &q)
+				res.Status = r.status
+			}
+		}()
 		switch {
 		case !ok:
 			// Never begun, or forgotten after every participant resolved:
@@ -463,6 +481,13 @@ func (a *applier) applyPhase(index, base uint64, cmd Command) Result {
 }
 
 func (a *applier) prepare(p *Phase) Result {
+	// With a deadline this is the record's shard: the prepare begins the
+	// record too, unless it is decided already.
+	if p.Deadline > 0 {
+		if r, ok := a.record(p.TxnID); ok && r.status != TxnPending {
+			return Result{Status: r.status}
+		}
+	}
 	keys := make([][]byte, 0, len(p.Reads)+len(p.Writes))
 	for _, r := range p.Reads {
 		keys = append(keys, r.Key)
@@ -507,6 +532,12 @@ func (a *applier) prepare(p *Phase) Result {
 		if _, held := a.intentOf(r.Key); !held {
 			a.lock(r.Key, intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentRead})
 		}
+	}
+	if p.Deadline > 0 {
+		if _, ok := a.record(p.TxnID); !ok {
+			a.putRecord(p.TxnID, txnRecord{status: TxnPending, deadline: p.Deadline, participants: p.Participants})
+		}
+		return Result{Status: TxnPending}
 	}
 	return Result{}
 }

@@ -291,7 +291,7 @@ func TestPhaseCheckRejects(t *testing.T) {
 		{"scan item outside its range", scanPrepare("t", fsm.ScanRead{Start: []byte("b"), End: []byte("c"), Items: []fsm.KeyVersion{{Key: []byte("a"), Version: 1}}}), fsm.ErrInvalid},
 		{"scan items out of order", scanPrepare("t", fsm.ScanRead{Items: []fsm.KeyVersion{{Key: []byte("b"), Version: 1}, {Key: []byte("a"), Version: 1}}}), fsm.ErrInvalid},
 		{"scan item without version", scanPrepare("t", fsm.ScanRead{Items: []fsm.KeyVersion{{Key: []byte("b")}}}), fsm.ErrInvalid},
-		{"decide with keys", phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t", Keys: [][]byte{[]byte("a")}}), fsm.ErrInvalid},
+		{"begin with keys", phase(fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "t", Deadline: 1, Keys: [][]byte{[]byte("a")}}), fsm.ErrInvalid},
 		{"phase with ops", fsm.Command{Ops: []fsm.Op{kv("a", "1")}, Phase: &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t"}}, fsm.ErrInvalid},
 		{"long txn id", phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: string(make([]byte, 300))}), fsm.ErrTooLarge},
 		{"long key", resolve("t", true, string(make([]byte, 5000))), fsm.ErrTooLarge},
@@ -404,4 +404,64 @@ func TestPrepareScanValidatesAndLocksRange(t *testing.T) {
 		t.Fatalf("prepare of an empty open range: %s", fmtResult(r))
 	}
 	wantConflict(t, apply1(t, f, kv("zzzz", "1")), "zzzz", "t5")
+}
+
+// The record shard's prepare begins the record in the same entry, and the
+// decision resolves that shard's intents in its own entry.
+func TestPrepareBeginsRecordAndDecideResolves(t *testing.T) {
+	f := memShard(t)
+	apply1(t, f, kv("b", "old")) // 1.1
+	r := apply(t, f, phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "t", RecordShard: 7, Deadline: 5000, Participants: []fsm.ShardID{7, 8},
+		Reads: []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("b"), Version: ver(1, 1)}}, Writes: []fsm.Op{kv("a", "new"), del("b")}}))[0]
+	if r.Code != fsm.OK || r.Status != fsm.TxnPending {
+		t.Fatalf("prepare: %s status %v", fmtResult(r), r.Status)
+	}
+	if st, deadline, found, _ := f.Record("t"); !found || st != fsm.TxnPending || deadline != 5000 {
+		t.Fatalf("record: %v %d %t", st, deadline, found)
+	}
+	if infos, _ := f.Intents(10); len(infos) != 2 {
+		t.Fatalf("intents %+v, want a and b", infos)
+	}
+	// A failed prepare begins nothing.
+	if r := apply(t, f, phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "u", RecordShard: 7, Deadline: 5000, Writes: []fsm.Op{kv("a", "u")}}))[0]; r.Code != fsm.Conflict {
+		t.Fatalf("conflicting prepare: %s", fmtResult(r))
+	}
+	if _, _, found, _ := f.Record("u"); found {
+		t.Fatal("a failed prepare created its record")
+	}
+	// A record decided before its prepare: nothing is locked.
+	status(t, f, fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "late", Now: 1})
+	if r := apply(t, f, phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "late", RecordShard: 7, Deadline: 5000, Writes: []fsm.Op{kv("c", "x")}}))[0]; r.Code != fsm.OK || r.Status != fsm.TxnAborted {
+		t.Fatalf("prepare of an aborted record: %s status %v", fmtResult(r), r.Status)
+	}
+	if infos, _ := f.Intents(10); len(infos) != 2 {
+		t.Fatalf("intents %+v, want still a and b only", infos)
+	}
+
+	r = apply(t, f, phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t", Commit: true, Keys: [][]byte{[]byte("a"), []byte("b")}}))[0]
+	if r.Status != fsm.TxnCommitted || len(r.Ops) != 2 || r.Ops[0].Version == 0 || !r.Ops[1].Existed {
+		t.Fatalf("decide with keys: %+v", r)
+	}
+	if it, err := f.Get([]byte("a")); err != nil || string(it.Value) != "new" || it.Version != r.Ops[0].Version {
+		t.Fatalf("a = %+v %v", it, err)
+	}
+	if _, err := f.Get([]byte("b")); !errors.Is(err, fsm.ErrNotFound) {
+		t.Fatalf("b: %v, want deleted", err)
+	}
+	if infos, _ := f.Intents(10); len(infos) != 0 {
+		t.Fatalf("intents after the decision: %+v", infos)
+	}
+
+	// An abort with keys drops them.
+	apply(t, f, phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "v", RecordShard: 7, Deadline: 10, Writes: []fsm.Op{kv("a", "v")}}))
+	r = apply(t, f, phase(fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "v", Now: 11, Keys: [][]byte{[]byte("a")}}))[0]
+	if r.Status != fsm.TxnAborted {
+		t.Fatalf("abort with keys: %+v", r)
+	}
+	if it, err := f.Get([]byte("a")); err != nil || string(it.Value) != "new" {
+		t.Fatalf("a after the abort = %+v %v", it, err)
+	}
+	if infos, _ := f.Intents(10); len(infos) != 0 {
+		t.Fatalf("intents after the abort: %+v", infos)
+	}
 }

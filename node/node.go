@@ -482,6 +482,9 @@ func (n *Node) Close() error {
 
 func (n *Node) close() error {
 	n.cancel()
+	if n.coord != nil {
+		n.coord.Close()
+	}
 	n.wg.Wait()
 	var errs []error
 	if n.gossip != nil {

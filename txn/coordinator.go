@@ -54,13 +54,16 @@ type Cluster interface {
 type Failpoint string
 
 const (
-	// AfterPrepareOne: one participant prepared, the others not yet asked.
+	// AfterPrepareOne: the record's shard prepared (and the record begun),
+	// the others not yet asked.
 	AfterPrepareOne Failpoint = "after-prepare-one"
 	// BeforeDecide: every participant prepared, nothing decided.
 	BeforeDecide Failpoint = "before-decide"
-	// AfterDecide: the record is committed, no participant resolved.
+	// AfterDecide: the record is committed, and with it the record shard's
+	// intents resolved; no other participant resolved.
 	AfterDecide Failpoint = "after-decide"
-	// AfterResolveOne: one participant resolved, the others not.
+	// AfterResolveOne: one participant besides the record's shard
+	// resolved, any others not.
 	AfterResolveOne Failpoint = "after-resolve-one"
 )
 
@@ -87,6 +90,18 @@ type Config struct {
 type Coordinator struct {
 	c   Cluster
 	cfg Config
+	// Housekeeping after answers (forgetting records) runs under bg;
+	// Close ends it.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+}
+
+// Close stops the background housekeeping and waits for it: records not
+// forgotten yet stay (decided, harmless).
+func (co *Coordinator) Close() {
+	co.bgCancel()
+	co.bgWG.Wait()
 }
 
 // TTL returns the records' time to live (Config.TTL with its default).
@@ -103,7 +118,9 @@ func New(c Cluster, cfg Config) *Coordinator {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Coordinator{c: c, cfg: cfg}
+	co := &Coordinator{c: c, cfg: cfg}
+	co.bg, co.bgCancel = context.WithCancel(context.Background())
+	return co
 }
 
 // Request is a compare-and-write transaction: when every comparison in If
@@ -367,51 +384,119 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	for i, pt := range parts {
 		shards[i] = pt.id
 	}
-	res, err := co.c.Propose(ctx, recordShard, fsm.Command{RequestID: id + "/begin", Phase: &fsm.Phase{
-		Kind: fsm.PhaseBegin, TxnID: id, Deadline: co.deadline(), Participants: shards}})
-	if err != nil {
-		// Nothing is locked yet; an unknown begin leaves at most a pending
-		// record that expires harmlessly.
-		return Response{}, err
+
+	// Prepare the record's shard first: its prepare also begins the record,
+	// so that every intent anyone meets has a record to consult. Then the
+	// others, all at once.
+	outcomes := make([]outcome, len(parts))
+	prepare := func(i int) {
+		pt := parts[i]
+		ph := &fsm.Phase{Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Now: uint64(co.cfg.Now().UnixMilli()),
+			Reads: pt.reads, Writes: pt.writes, Scans: pt.scans}
+		if i == 0 {
+			ph.Deadline, ph.Participants = co.deadline(), shards
+		}
+		r, err := co.c.Propose(ctx, pt.id, fsm.Command{RequestID: fmt.Sprintf("%s/prepare/%d", id, pt.id), Phase: ph})
+		outcomes[i] = outcome{r, err}
 	}
-	if res.Status != fsm.TxnPending {
-		return Response{}, fmt.Errorf("txn: new transaction %s found %v", id, res.Status)
+	// Cleaning up must not stop because the caller's context did: locks
+	// left behind would wait for the deadline.
+	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), co.cfg.TTL)
+	defer cancel()
+	prepStart := time.Now()
+	prepare(0)
+	if o := outcomes[0]; o.err == nil && o.res.Code == fsm.OK && o.res.Status != fsm.TxnPending {
+		// The record was decided before it began (someone settling an
+		// intent of a lost earlier try of this prepare): nothing of ours
+		// is locked.
+		return Response{}, errRetry
+	}
+	if o := outcomes[0]; o.err != nil || o.res.Code != fsm.OK {
+		// Only an unknown outcome may have locked anything.
+		return Response{}, co.prepareFailed(cleanup, o.err != nil, id, recordShard, parts[:1], outcomes[:1], byKey)
 	}
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
 	defer stopHeartbeat()
 	go co.heartbeat(hbCtx, id, recordShard)
-
-	// Prepare everywhere at once (with failpoints set, the first
-	// participant alone first, so that AfterPrepareOne means one).
-	type outcome struct {
-		res fsm.Result
-		err error
-	}
-	outcomes := make([]outcome, len(parts))
-	prepare := func(i int) {
-		pt := parts[i]
-		r, err := co.c.Propose(ctx, pt.id, fsm.Command{RequestID: fmt.Sprintf("%s/prepare/%d", id, pt.id), Phase: &fsm.Phase{
-			Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Now: uint64(co.cfg.Now().UnixMilli()),
-			Reads: pt.reads, Writes: pt.writes, Scans: pt.scans}})
-		outcomes[i] = outcome{r, err}
-	}
-	first := 0
-	if co.cfg.Failpoint != nil {
-		prepare(0)
-		if o := outcomes[0]; o.err == nil && o.res.Code == fsm.OK {
-			if fp := co.failpoint(AfterPrepareOne); fp != nil {
-				return Response{}, fp
-			}
+	if len(parts) > 1 {
+		if fp := co.failpoint(AfterPrepareOne); fp != nil {
+			return Response{}, fp
 		}
-		first = 1
 	}
-	prepStart := time.Now()
 	var wg sync.WaitGroup
-	for i := first; i < len(parts); i++ {
+	for i := 1; i < len(parts); i++ {
 		wg.Go(func() { prepare(i) })
 	}
 	wg.Wait()
 	co.cfg.Metrics.observe("prepare", prepStart)
+	for _, o := range outcomes {
+		if o.err != nil || o.res.Code != fsm.OK {
+			return Response{}, co.prepareFailed(cleanup, true, id, recordShard, parts, outcomes, byKey)
+		}
+	}
+
+	if fp := co.failpoint(BeforeDecide); fp != nil {
+		return Response{}, fp
+	}
+	// The decision resolves the record shard's own intents in the same
+	// entry; the other participants are resolved after it.
+	decStart := time.Now()
+	res, err := co.decide(ctx, id, recordShard, true, parts[0].keys)
+	co.cfg.Metrics.observe("decide", decStart)
+	if err != nil {
+		return Response{}, &OutcomeUnknownError{TxnID: id, Err: err}
+	}
+	if res.Status != fsm.TxnCommitted {
+		// Given up on by someone else while we were slow: nothing applied.
+		co.abort(cleanup, id, recordShard, parts)
+		return Response{}, errRetry
+	}
+	stopHeartbeat()
+	versions := map[string]uint64{}
+	rest := parts[1:]
+	if len(parts[0].keys) == 0 {
+		rest = parts // a record shard with range locks only
+	} else {
+		collectVersions(versions, parts[0].keys, res)
+	}
+	if fp := co.failpoint(AfterDecide); fp != nil {
+		return Response{}, fp
+	}
+	resStart := time.Now()
+	all, err := co.resolveAll(cleanup, id, rest, true, versions)
+	if err != nil {
+		return Response{}, err // a failpoint
+	}
+	co.cfg.Metrics.observe("resolve", resStart)
+	if all {
+		// Forgetting the record is housekeeping: the answer need not
+		// wait for it.
+		co.bgWG.Go(func() {
+			fctx, cancel := context.WithTimeout(co.bg, co.cfg.TTL)
+			defer cancel()
+			co.forget(fctx, id, recordShard)
+		})
+	}
+	for i, op := range p.ops {
+		if op.Type == fsm.OpPut {
+			p.results[i].Version = versions[string(op.Key)]
+		}
+	}
+	return Response{Succeeded: p.succeeded, Results: p.results, TxnID: id}, nil
+}
+
+// outcome is what one participant's prepare returned.
+type outcome struct {
+	res fsm.Result
+	err error
+}
+
+// prepareFailed cleans up after prepares that did not all succeed and
+// returns the error for the attempt: errRetry when the transaction lost a
+// race, ErrChanged when a scanned range changed, else the first error.
+// With mayHold, something may be locked: the record is aborted and the
+// prepared participants resolved.
+func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id string, recordShard fsm.ShardID, parts []*participant, outcomes []outcome, byKey map[string]fsm.ShardID) error {
 	var prepErr error
 	var holders []fsm.Result
 	scanChanged := false
@@ -431,63 +516,36 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 			prepErr = cmpErr(prepErr, errRetry)
 		}
 	}
-	// Cleaning up must not stop because the caller's context did: locks
-	// left behind would wait for the deadline.
-	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), co.cfg.TTL)
-	defer cancel()
-	if prepErr != nil {
-		co.abort(cleanup, id, recordShard, parts)
-		for _, h := range holders {
-			// Someone holds our keys: if they are past their deadline,
-			// release them now rather than on our next attempt.
-			shard, ok := byKey[string(h.Key)]
-			if !ok {
-				// A key of the holder in one of our scanned ranges.
-				if shard, err = co.c.Locate(cleanup, h.Key); err != nil {
-					continue
-				}
+	if mayHold {
+		co.abort(ctx, id, recordShard, parts)
+	}
+	for _, h := range holders {
+		// Someone holds our keys: if they are past their deadline,
+		// release them now rather than on our next attempt.
+		shard, ok := byKey[string(h.Key)]
+		if !ok {
+			// A key of the holder in one of our scanned ranges.
+			var err error
+			if shard, err = co.c.Locate(ctx, h.Key); err != nil {
+				continue
 			}
-			_ = co.Settle(cleanup, h.Holder, h.HolderShard, shard, h.Key)
 		}
-		if scanChanged && errors.Is(prepErr, errRetry) {
-			return Response{}, ErrChanged
-		}
-		return Response{}, prepErr
+		_ = co.Settle(ctx, h.Holder, h.HolderShard, shard, h.Key)
 	}
+	if scanChanged && errors.Is(prepErr, errRetry) {
+		return ErrChanged
+	}
+	return prepErr
+}
 
-	if fp := co.failpoint(BeforeDecide); fp != nil {
-		return Response{}, fp
-	}
-	decStart := time.Now()
-	status, err := co.decide(ctx, id, recordShard, true)
-	co.cfg.Metrics.observe("decide", decStart)
-	if err != nil {
-		return Response{}, &OutcomeUnknownError{TxnID: id, Err: err}
-	}
-	if status != fsm.TxnCommitted {
-		// Given up on by someone else while we were slow: nothing applied.
-		co.abort(cleanup, id, recordShard, parts)
-		return Response{}, errRetry
-	}
-	stopHeartbeat()
-	if fp := co.failpoint(AfterDecide); fp != nil {
-		return Response{}, fp
-	}
-	resStart := time.Now()
-	versions, all, err := co.resolveAll(cleanup, id, parts, true)
-	if err != nil {
-		return Response{}, err // a failpoint
-	}
-	co.cfg.Metrics.observe("resolve", resStart)
-	if all {
-		co.forget(cleanup, id, recordShard)
-	}
-	for i, op := range p.ops {
-		if op.Type == fsm.OpPut {
-			p.results[i].Version = versions[string(op.Key)]
+// collectVersions records the versions a resolve gave the committed puts
+// of keys.
+func collectVersions(versions map[string]uint64, keys [][]byte, res fsm.Result) {
+	for i, k := range keys {
+		if i < len(res.Ops) && res.Ops[i].Version != 0 {
+			versions[string(k)] = res.Ops[i].Version
 		}
 	}
-	return Response{Succeeded: p.succeeded, Results: p.results, TxnID: id}, nil
 }
 
 // cmpErr keeps the first error, preferring a retryable one.
@@ -578,16 +636,17 @@ func (co *Coordinator) heartbeat(ctx context.Context, id string, recordShard fsm
 	}
 }
 
-// decide proposes the decision until its result is known or ctx ends.
-func (co *Coordinator) decide(ctx context.Context, id string, recordShard fsm.ShardID, commit bool) (fsm.TxnStatus, error) {
-	cmd := fsm.Command{RequestID: id + "/decide", Phase: &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: id, Commit: commit}}
+// decide proposes the decision until its result is known or ctx ends;
+// keys, of the record's shard, are resolved in the same step.
+func (co *Coordinator) decide(ctx context.Context, id string, recordShard fsm.ShardID, commit bool, keys [][]byte) (fsm.Result, error) {
+	cmd := fsm.Command{RequestID: id + "/decide", Phase: &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: id, Commit: commit, Keys: keys}}
 	for attempt := 0; ; attempt++ {
 		res, err := co.c.Propose(ctx, recordShard, cmd)
 		if err == nil {
-			return res.Status, nil
+			return res, nil
 		}
 		if ctx.Err() != nil || !sleep(ctx, attempt) {
-			return 0, err
+			return fsm.Result{}, err
 		}
 	}
 }
@@ -595,11 +654,11 @@ func (co *Coordinator) decide(ctx context.Context, id string, recordShard fsm.Sh
 // abort decides abort and drops the intents that prepares may have left;
 // failures leave intents that anyone who meets them settles.
 func (co *Coordinator) abort(ctx context.Context, id string, recordShard fsm.ShardID, parts []*participant) {
-	status, err := co.decide(ctx, id, recordShard, false)
-	if err != nil || status == fsm.TxnPending {
+	res, err := co.decide(ctx, id, recordShard, false, nil)
+	if err != nil || res.Status == fsm.TxnPending {
 		return
 	}
-	if _, all, err := co.resolveAll(ctx, id, parts, status == fsm.TxnCommitted); err == nil && all {
+	if all, err := co.resolveAll(ctx, id, parts, res.Status == fsm.TxnCommitted, map[string]uint64{}); err == nil && all {
 		co.forget(ctx, id, recordShard)
 	}
 }
@@ -609,8 +668,7 @@ func (co *Coordinator) abort(ctx context.Context, id string, recordShard fsm.Sha
 // participant that did not keeps its intents until someone who meets them
 // resolves them from the record (so the record must then be kept). The
 // error is a failpoint's.
-func (co *Coordinator) resolveAll(ctx context.Context, id string, parts []*participant, commit bool) (map[string]uint64, bool, error) {
-	versions := map[string]uint64{}
+func (co *Coordinator) resolveAll(ctx context.Context, id string, parts []*participant, commit bool, versions map[string]uint64) (bool, error) {
 	var mu sync.Mutex
 	var firstErr error
 	var wg sync.WaitGroup
@@ -624,24 +682,20 @@ func (co *Coordinator) resolveAll(ctx context.Context, id string, parts []*parti
 			}
 			return
 		}
-		for i, k := range pt.keys {
-			if i < len(res.Ops) && res.Ops[i].Version != 0 {
-				versions[string(k)] = res.Ops[i].Version
-			}
-		}
+		collectVersions(versions, pt.keys, res)
 	}
 	for i, pt := range parts {
 		if i == 0 && commit && co.cfg.Failpoint != nil {
 			resolve(pt)
 			if fp := co.failpoint(AfterResolveOne); fp != nil {
-				return nil, false, fp
+				return false, fp
 			}
 			continue
 		}
 		wg.Go(func() { resolve(pt) })
 	}
 	wg.Wait()
-	return versions, firstErr == nil, nil
+	return firstErr == nil, nil
 }
 
 func (co *Coordinator) resolve(ctx context.Context, id string, shard fsm.ShardID, keys [][]byte, commit bool) (fsm.Result, error) {

@@ -96,7 +96,7 @@ func newCoordinator(t *testing.T, cfg txn.Config) (*txn.Coordinator, *memCluster
 	c := newMemCluster(t)
 	co := txn.New(c, cfg)
 	coords.Store(c, co)
-	t.Cleanup(func() { coords.Delete(c) })
+	t.Cleanup(func() { co.Close(); coords.Delete(c) })
 	return co, c
 }
 

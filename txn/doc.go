@@ -10,17 +10,26 @@
 //  1. Read every key the transaction compares or gets, linearizably.
 //     Reads that meet another transaction's intent settle it first.
 //  2. Evaluate the comparisons, pick the branch, work out its writes.
-//  3. Begin: create the record, pending until a deadline (TTL ahead). A
-//     heartbeat moves the deadline on while the coordinator works.
-//  4. Prepare on every participant at once: each checks that the keys it
-//     holds still have the versions read (optimistic validation) and that
-//     no other transaction holds them, and locks them with intents.
+//  3. Prepare the shard of the record first: it checks and locks that
+//     shard's keys and, in the same entry, creates the record, pending
+//     until a deadline (TTL ahead). A heartbeat moves the deadline on
+//     while the coordinator works. Every intent is thus written after its
+//     record exists, so whoever meets one finds the record.
+//  4. Prepare every other participant at once: each checks that the keys
+//     it holds still have the versions read (optimistic validation), that
+//     each scanned range still holds exactly what was read, and that no
+//     other transaction holds them, and locks keys with intents and
+//     ranges with range locks.
 //  5. Decide on the record shard: committed if every prepare succeeded,
 //     else aborted. The decision is final; a coordinator whose commit finds
-//     the record aborted (someone gave up on it) has lost.
-//  6. Resolve on every participant: committed intents become data (with
-//     the versions of that entry), aborted ones vanish. Then Forget the
-//     record.
+//     the record aborted (someone gave up on it) has lost. The same entry
+//     resolves the record shard's own intents.
+//  6. Resolve the other participants: committed intents become data (with
+//     the versions of that entry), aborted ones vanish, range locks go.
+//     Then answer, and Forget the record in the background.
+//
+// A transaction across two shards thus takes four rounds before its
+// answer (prepare, prepare, decide, resolve) and five raft entries.
 //
 // Because every key read or written stays locked from its prepare until
 // the decision, and the reads were validated under those locks, the
