@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/ring"
 	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -182,10 +183,20 @@ func parseReadOptions(r *http.Request) (shard.ReadOptions, error) {
 	return o, nil
 }
 
+// errReservedKey: the KV API leaves keys starting with byte 0x00 to the
+// document store (ring.RoutedPrefix).
+var errReservedKey = errors.New("keys starting with byte 0x00 are reserved for the document store")
+
+func reservedKey(key string) bool { return len(key) > 0 && key[0] == ring.RoutedPrefix }
+
 func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 	o, err := parseWriteOptions(r)
 	if err != nil {
 		badRequest(w, err.Error())
+		return
+	}
+	if reservedKey(r.PathValue("key")) {
+		badRequest(w, errReservedKey.Error())
 		return
 	}
 	limit := n.store.Limits().MaxValueSize
@@ -216,6 +227,10 @@ func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, err.Error())
 		return
 	}
+	if reservedKey(r.PathValue("key")) {
+		badRequest(w, errReservedKey.Error())
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
 	defer cancel()
 	w.Header().Set("Request-Id", o.RequestID)
@@ -230,6 +245,10 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	o, err := parseReadOptions(r)
 	if err != nil {
 		badRequest(w, err.Error())
+		return
+	}
+	if reservedKey(r.PathValue("key")) {
+		badRequest(w, errReservedKey.Error())
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
@@ -258,6 +277,13 @@ func (n *Node) handleScan(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	so := ScanOptions{Prefix: []byte(q.Get("prefix")), Start: []byte(q.Get("start")), End: []byte(q.Get("end"))}
+	if reservedKey(q.Get("prefix")) || reservedKey(q.Get("start")) || reservedKey(q.Get("end")) {
+		badRequest(w, errReservedKey.Error())
+		return
+	}
+	if len(so.Prefix) == 0 && len(so.Start) == 0 {
+		so.Start = []byte{ring.RoutedPrefix + 1} // past the document store's keys
+	}
 	if s := q.Get("limit"); s != "" {
 		l, err := strconv.Atoi(s)
 		if err != nil || l < 1 || l > MaxScanLimit {

@@ -265,3 +265,38 @@ func TestHTTPReplicaStates(t *testing.T) {
 		}
 	}
 }
+
+// Keys starting with 0x00 belong to the document store: the KV API refuses
+// them (nothing proposed) and its scans do not show them.
+func TestHTTPReservedKeys(t *testing.T) {
+	n, srv := startHTTP(t)
+	if _, err := n.Put(t.Context(), []byte("\x00doc"), []byte("internal"), WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Put(t.Context(), []byte("user"), []byte("v"), WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := logLength(n)
+	for _, tt := range []struct{ method, path, body string }{
+		{"PUT", "/v1/kv/%00doc", "x"},
+		{"GET", "/v1/kv/%00doc", ""},
+		{"DELETE", "/v1/kv/%00doc", ""},
+		{"GET", "/v1/kv?prefix=%00", ""},
+		{"GET", "/v1/kv?start=%00a", ""},
+		{"POST", "/v1/txn", `{"then":[{"put":{"key":"\u0000doc","value":"eA=="}}]}`},
+		{"POST", "/v1/txn", `{"if":[{"key":"\u0000doc","exists":true}],"then":[{"get":{"key":"a"}}]}`},
+	} {
+		st, _, b := do(t, tt.method, srv.URL+tt.path, []byte(tt.body), nil)
+		if st != 400 || errCode(t, b) != "bad_request" || !bytes.Contains(b, []byte("reserved")) {
+			t.Fatalf("%s %s: %d %s", tt.method, tt.path, st, b)
+		}
+	}
+	if after := logLength(n); after != before {
+		t.Fatalf("refused requests proposed: %d -> %d commands", before, after)
+	}
+	st, _, b := do(t, "GET", srv.URL+"/v1/kv", nil, nil)
+	var out struct{ Items []scanItem }
+	if err := json.Unmarshal(b, &out); st != 200 || err != nil || len(out.Items) != 1 || out.Items[0].Key != "user" {
+		t.Fatalf("scan of everything: %d %s", st, b)
+	}
+}

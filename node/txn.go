@@ -425,6 +425,9 @@ func (c txnCompare) compare() (fsm.Compare, error) {
 	if c.Key == nil || *c.Key == "" {
 		return fsm.Compare{}, errors.New("a comparison needs a non-empty key")
 	}
+	if reservedKey(*c.Key) {
+		return fsm.Compare{}, errReservedKey
+	}
 	cmp := fsm.Compare{Key: []byte(*c.Key)}
 	set := 0
 	if c.Version != nil {
@@ -471,6 +474,8 @@ func parseTxnOps(branch string, in []txnOp) ([]fsm.Op, error) {
 			return nil, fmt.Errorf("%s[%d]: an operation needs exactly one of put, delete, get", branch, i)
 		case kv.Key == nil || *kv.Key == "":
 			return nil, fmt.Errorf("%s[%d]: %s needs a non-empty key", branch, i, op.Type)
+		case reservedKey(*kv.Key):
+			return nil, fmt.Errorf("%s[%d]: %w", branch, i, errReservedKey)
 		case op.Type == fsm.OpPut && kv.Value == nil:
 			return nil, fmt.Errorf("%s[%d]: put needs a value (base64)", branch, i)
 		case op.Type != fsm.OpPut && kv.Value != nil:

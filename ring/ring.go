@@ -80,9 +80,10 @@ func (r *Ring) Epoch() uint64 { return r.epoch }
 // Shards returns the ring's shards in ascending order.
 func (r *Ring) Shards() []ShardID { return slices.Clone(r.shards) }
 
-// Locate returns the shard that owns key.
+// Locate returns the shard that owns key (placed by its routing tag if it
+// has one: see RouteKey).
 func (r *Ring) Locate(key []byte) ShardID {
-	h := xxhash.Sum64(key)
+	h := xxhash.Sum64(RouteKey(key))
 	i := sort.Search(len(r.points), func(i int) bool { return r.points[i].hash >= h })
 	if i == len(r.points) {
 		i = 0
