@@ -34,6 +34,7 @@ var (
 	ErrConflict        = errors.New("client: conflict")
 	ErrUnavailable     = errors.New("client: unavailable")
 	ErrOutcomeUnknown  = errors.New("client: outcome unknown")
+	ErrExists          = errors.New("client: already exists")
 )
 
 // APIError is an error answer of the server, or a write whose fate the
@@ -57,7 +58,7 @@ func (e *APIError) Is(target error) bool {
 	m := map[string]error{
 		"bad_request": ErrBadRequest, "not_found": ErrNotFound, "version_mismatch": ErrVersionMismatch,
 		"too_large": ErrTooLarge, "conflict": ErrConflict, "unavailable": ErrUnavailable,
-		"outcome_unknown": ErrOutcomeUnknown,
+		"outcome_unknown": ErrOutcomeUnknown, "already_exists": ErrExists,
 	}
 	return m[e.Code] == target
 }
@@ -290,11 +291,20 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 // sent. A write whose request may have reached the server without an answer
 // is outcome_unknown.
 func (c *Client) doHeader(ctx context.Context, method, path string, q url.Values, body []byte, requestID string, onHeader func(http.Header)) ([]byte, error) {
+	return c.send(ctx, method, path, q, body, requestID, onHeader, method != http.MethodGet)
+}
+
+// doRead sends a request that writes nothing whatever its method (a query
+// in a POST body), so that it is retried like a GET.
+func (c *Client) doRead(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	return c.send(ctx, method, path, nil, body, "", nil, false)
+}
+
+func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte, requestID string, onHeader func(http.Header), isWrite bool) ([]byte, error) {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	isWrite := method != http.MethodGet
 	for attempt := 0; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
 		if err != nil {

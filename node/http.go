@@ -39,6 +39,7 @@ func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	handle("POST /v1/txn", "/v1/txn", n.handleTxn)
 	handle("GET /v1/txn/intents", "/v1/txn/intents", n.handleIntents)
 	handle("POST /v1/txn/{id}/resolve", "/v1/txn/{id}/resolve", n.handleForceResolve)
+	n.docRoutes(handle)
 	handle("GET /v1/cluster", "/v1/cluster", n.handleCluster)
 	handle("GET /v1/cluster/locate", "/v1/cluster/locate", func(w http.ResponseWriter, r *http.Request) {
 		key := r.URL.Query().Get("key")

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cairndb/cairn/docstore"
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/gossip"
 	"github.com/cairndb/cairn/internal/peer"
@@ -43,6 +44,7 @@ type Node struct {
 	// coord runs cross-shard transactions and settles the intents that
 	// reads and writes meet.
 	coord      *txn.Coordinator
+	docs       *docstore.DB
 	txnMetrics *txn.Metrics
 
 	mu     sync.RWMutex
@@ -166,6 +168,7 @@ func (n *Node) start(ctx context.Context) error {
 	tcfg := n.cfg.Txn
 	tcfg.Metrics = n.txnMetrics
 	n.coord = txn.New(txnCluster{n}, tcfg)
+	n.docs = docstore.New(docsKV{n}, docstore.Options{MaxDocSize: n.store.Limits().MaxValueSize})
 	n.wg.Add(5)
 	go n.watchMeta()
 	go n.watchGossip()

@@ -24,6 +24,7 @@ var subcommands = map[string]func(c *client.Client, o cliOpts, args []string, ou
 	"scan":   cmdScan,
 	"status": cmdStatus,
 	"txn":    cmdTxn,
+	"docs":   cmdDocs,
 
 	"transfer-leader": cmdTransferLeader,
 	"remove-node":     cmdRemoveNode,
@@ -39,6 +40,7 @@ const cliUsage = `usage: kvnode [flags]                      run a node (kvnode 
        kvnode txn [--addr A] JSON                 (a POST /v1/txn body; "-" reads stdin)
        kvnode txn list [--addr A]                 (locks of in-flight or in-doubt transactions, on every node)
        kvnode txn resolve [--addr A] TXN-ID       (decide it now: abort if still pending)
+       kvnode docs [--addr A] list|insert|get|put|patch|delete|find|drop ...   (kvnode docs lists them)
        kvnode transfer-leader [--addr A] [--to NODE] SHARD   (hand a shard's leadership to NODE, or any other replica)
        kvnode remove-node [--addr A] NODE                    (take a node that is down for good out of the cluster)
        kvnode bench [--addr A] [--clients N] [--duration D] [--keys N] [--value-size B]

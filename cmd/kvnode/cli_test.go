@@ -90,3 +90,50 @@ func TestSubcommands(t *testing.T) {
 		t.Fatalf("txn resolve of an unknown transaction: %v", err)
 	}
 }
+
+func TestDocsSubcommands(t *testing.T) {
+	_, url := nodetest.Start(t, "docs", 2)
+	addr := strings.TrimPrefix(url, "http://")
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := runCLI("docs", append([]string{"--addr", addr}, args...), &out)
+		return out.String(), err
+	}
+	for _, d := range []string{`{"_id":"ann","age":31}`, `{"_id":"bob","age":45}`, `{"_id":"cy","age":27}`} {
+		if out, err := run("insert", "users", d); err != nil || !strings.Contains(out, `"_version"`) {
+			t.Fatalf("insert %s: %q %v", d, out, err)
+		}
+	}
+	if _, err := run("insert", "users", `{"_id":"ann"}`); !errors.Is(err, client.ErrExists) {
+		t.Fatalf("insert of a taken _id: %v", err)
+	}
+	if out, err := run("patch", "users", "ann", `{"city":"Oslo"}`); err != nil || !strings.Contains(out, `"_id": "ann"`) {
+		t.Fatalf("patch: %q %v", out, err)
+	}
+	if out, err := run("get", "users", "ann"); err != nil || !strings.Contains(out, `"city": "Oslo"`) || !strings.Contains(out, `"age": 31`) {
+		t.Fatalf("get: %q %v", out, err)
+	}
+	if _, err := run("put", "--if-version", "1", "users", "ann", `{"age":1}`); !errors.Is(err, client.ErrVersionMismatch) {
+		t.Fatalf("put at a wrong version: %v", err)
+	}
+	out, err := run("find", "--sort", "-age", "--fields", "age", "--limit", "1", "users", `{"age":{"$lt":40}}`)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if err != nil || len(lines) != 2 || !strings.Contains(lines[0], `"_id":"ann"`) || !strings.Contains(lines[1], `"_id":"cy"`) || strings.Contains(out, "city") {
+		t.Fatalf("find over pages of 1: %q %v", out, err)
+	}
+	if out, err := run("delete", "users", "bob"); err != nil || !strings.Contains(out, `"deleted": true`) {
+		t.Fatalf("delete: %q %v", out, err)
+	}
+	if out, err := run("list"); err != nil || out != "users\n" {
+		t.Fatalf("list: %q %v", out, err)
+	}
+	if _, err := run("drop", "users"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("list"); err != nil || out != "" {
+		t.Fatalf("list after drop: %q %v", out, err)
+	}
+	if _, err := run("get", "users"); err == nil || !strings.Contains(err.Error(), "bad arguments") {
+		t.Fatalf("missing argument: %v", err)
+	}
+}

@@ -1,0 +1,151 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+)
+
+// Doc is a JSON document as the client decodes it: numbers are
+// json.Number, so that integers stay exact.
+type Doc = map[string]any
+
+func docPath(coll string, id ...string) string {
+	p := "/v1/docs/" + url.PathEscape(coll)
+	for _, s := range id {
+		p += "/" + url.PathEscape(s)
+	}
+	return p
+}
+
+func versionQuery(ifVersion *uint64) url.Values {
+	if ifVersion == nil {
+		return nil
+	}
+	return url.Values{"if_version": {strconv.FormatUint(*ifVersion, 10)}}
+}
+
+func decodeJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("client: bad response: %w", err)
+	}
+	return nil
+}
+
+type docWritten struct {
+	ID      string `json:"_id"`
+	Version uint64 `json:"_version"`
+}
+
+// InsertDoc inserts doc (anything that marshals to a JSON object) into
+// coll, which the first insert creates, and returns its _id (doc's own, or
+// a generated one) and version. A taken _id is an *APIError with code
+// already_exists.
+func (c *Client) InsertDoc(ctx context.Context, coll string, doc any) (string, uint64, error) {
+	body, err := json.Marshal(doc)
+	if err != nil {
+		return "", 0, err
+	}
+	b, err := c.do(ctx, http.MethodPost, docPath(coll), nil, body, "")
+	if err != nil {
+		return "", 0, err
+	}
+	var w docWritten
+	return w.ID, w.Version, decodeJSON(b, &w)
+}
+
+// GetDoc returns a document with its managed fields (_id, _version,
+// _created_at, _updated_at).
+func (c *Client) GetDoc(ctx context.Context, coll, id string) (Doc, error) {
+	b, err := c.do(ctx, http.MethodGet, docPath(coll, id), nil, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var d Doc
+	return d, decodeJSON(b, &d)
+}
+
+// ReplaceDoc replaces a document; with ifVersion, only at that version
+// (else an *APIError with code version_mismatch). It returns the new
+// version.
+func (c *Client) ReplaceDoc(ctx context.Context, coll, id string, doc any, ifVersion *uint64) (uint64, error) {
+	return c.updateDoc(ctx, http.MethodPut, coll, id, doc, ifVersion)
+}
+
+// PatchDoc applies an RFC 7386 merge patch to a document.
+func (c *Client) PatchDoc(ctx context.Context, coll, id string, patch any, ifVersion *uint64) (uint64, error) {
+	return c.updateDoc(ctx, http.MethodPatch, coll, id, patch, ifVersion)
+}
+
+func (c *Client) updateDoc(ctx context.Context, method, coll, id string, doc any, ifVersion *uint64) (uint64, error) {
+	body, err := json.Marshal(doc)
+	if err != nil {
+		return 0, err
+	}
+	b, err := c.do(ctx, method, docPath(coll, id), versionQuery(ifVersion), body, "")
+	if err != nil {
+		return 0, err
+	}
+	var w docWritten
+	return w.Version, decodeJSON(b, &w)
+}
+
+// DeleteDoc deletes a document; with ifVersion, only at that version.
+func (c *Client) DeleteDoc(ctx context.Context, coll, id string, ifVersion *uint64) error {
+	_, err := c.do(ctx, http.MethodDelete, docPath(coll, id), versionQuery(ifVersion), nil, "")
+	return err
+}
+
+// FindRequest is a query (POST /v1/docs/{coll}/_find): Filter as JSON
+// (see the README), Sort fields ("-" for descending), Limit, the Cursor of
+// the previous page, Fields to keep.
+type FindRequest struct {
+	Filter any      `json:"filter,omitempty"`
+	Sort   []string `json:"sort,omitempty"`
+	Limit  int      `json:"limit,omitempty"`
+	Cursor string   `json:"cursor,omitempty"`
+	Fields []string `json:"fields,omitempty"`
+}
+
+// FindDocs returns one page of matching documents and the cursor of the
+// next ("" after the last).
+func (c *Client) FindDocs(ctx context.Context, coll string, q FindRequest) ([]Doc, string, error) {
+	body, err := json.Marshal(q)
+	if err != nil {
+		return nil, "", err
+	}
+	// A query writes nothing: POST is only its way to carry a body.
+	b, err := c.doRead(ctx, http.MethodPost, docPath(coll, "_find"), body)
+	if err != nil {
+		return nil, "", err
+	}
+	var page struct {
+		Docs   []Doc  `json:"docs"`
+		Cursor string `json:"cursor"`
+	}
+	return page.Docs, page.Cursor, decodeJSON(b, &page)
+}
+
+// Collections lists the collections.
+func (c *Client) Collections(ctx context.Context) ([]string, error) {
+	b, err := c.do(ctx, http.MethodGet, "/v1/docs", nil, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Collections []string `json:"collections"`
+	}
+	return out.Collections, decodeJSON(b, &out)
+}
+
+// DropCollection deletes a collection and its documents.
+func (c *Client) DropCollection(ctx context.Context, coll string) error {
+	_, err := c.do(ctx, http.MethodDelete, docPath(coll), nil, nil, "")
+	return err
+}

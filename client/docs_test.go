@@ -1,0 +1,64 @@
+package client_test
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/cairndb/cairn/client"
+)
+
+func TestClientDocs(t *testing.T) {
+	c := startNode(t)
+	ctx := t.Context()
+	id, v, err := c.InsertDoc(ctx, "users", map[string]any{"_id": "ann", "age": 31})
+	if err != nil || id != "ann" || v == 0 {
+		t.Fatalf("insert: %q %d %v", id, v, err)
+	}
+	if _, _, err := c.InsertDoc(ctx, "users", map[string]any{"_id": "ann"}); !errors.Is(err, client.ErrExists) {
+		t.Fatalf("insert of a taken _id: %v", err)
+	}
+	gen, _, err := c.InsertDoc(ctx, "users", struct {
+		Age int `json:"age"`
+	}{52})
+	if err != nil || gen == "" {
+		t.Fatalf("insert with a generated _id: %q %v", gen, err)
+	}
+	stale := v + 1000
+	if _, err := c.ReplaceDoc(ctx, "users", "ann", map[string]any{"age": 1}, &stale); !errors.Is(err, client.ErrVersionMismatch) {
+		t.Fatalf("replace at a wrong version: %v", err)
+	}
+	v2, err := c.PatchDoc(ctx, "users", "ann", map[string]any{"age": 32, "city": "Oslo"}, &v)
+	if err != nil || v2 <= v {
+		t.Fatalf("patch: %d %v", v2, err)
+	}
+	d, err := c.GetDoc(ctx, "users", "ann")
+	if err != nil || d["age"] != json.Number("32") || d["city"] != "Oslo" || d["_version"] != json.Number(jsonUint(v2)) {
+		t.Fatalf("get: %v %v", d, err)
+	}
+	docs, cursor, err := c.FindDocs(ctx, "users", client.FindRequest{Filter: map[string]any{"age": map[string]any{"$gt": 40}}})
+	if err != nil || cursor != "" || len(docs) != 1 || docs[0]["_id"] != gen {
+		t.Fatalf("find: %v %q %v", docs, cursor, err)
+	}
+	if names, err := c.Collections(ctx); err != nil || !slices.Equal(names, []string{"users"}) {
+		t.Fatalf("collections: %v %v", names, err)
+	}
+	if err := c.DeleteDoc(ctx, "users", "ann", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetDoc(ctx, "users", "ann"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("get after delete: %v", err)
+	}
+	if err := c.DropCollection(ctx, "users"); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := c.Collections(ctx); err != nil || len(names) != 0 {
+		t.Fatalf("collections after drop: %v %v", names, err)
+	}
+}
+
+func jsonUint(v uint64) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

@@ -1,0 +1,488 @@
+// Package docstore keeps collections of JSON documents on top of the
+// sharded key-value store: each document is one key, placed by its _id,
+// written by one-shard compare-and-write transactions, and queried by
+// filters (see Filter).
+//
+// Built so far: collections (created by their first insert, listed,
+// dropped), insert (one or many), get, replace, RFC 7386 merge-patch and
+// delete with optional version conditions, managed fields, and queries
+// with filters, sort, limit, cursor and projection, answered by a scan of
+// the collection. Not built yet: secondary and unique indexes, the
+// cost-based planner and explain.
+package docstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cairndb/cairn/docstore/keyenc"
+	"github.com/cairndb/cairn/fsm"
+)
+
+// Errors, besides fsm.ErrInvalid, fsm.ErrTooLarge, fsm.ErrNotFound and
+// fsm.ErrVersionMismatch (which the errors returned here wrap):
+// ErrExists, an insert of an _id that is taken.
+var ErrExists = errors.New("docstore: a document with this _id exists")
+
+// KV is what the store needs from the node it runs in. Reads are
+// linearizable.
+type KV interface {
+	// Get returns key's item (found false when absent).
+	Get(ctx context.Context, key []byte) (fsm.Item, bool, error)
+	// Scan returns up to limit keys of [start, end) after the key after
+	// (nil: from start), in key order across shards, and whether more
+	// may follow.
+	Scan(ctx context.Context, start, end, after []byte, limit int) ([]fsm.Item, bool, error)
+	// Transact applies then atomically if every comparison holds; it
+	// reports whether they did.
+	Transact(ctx context.Context, ifs []fsm.Compare, then []fsm.Op) (succeeded bool, results []fsm.OpResult, err error)
+}
+
+// Options configure a DB.
+type Options struct {
+	// MaxDocSize bounds a stored document (its JSON), default 1 MiB.
+	MaxDocSize int
+	// Now stamps _created_at and _updated_at (default time.Now).
+	Now func() time.Time
+}
+
+// DB is the document store of one node. It is safe for concurrent use.
+type DB struct {
+	kv   KV
+	opts Options
+
+	mu    sync.Mutex
+	known map[string]bool // collections this node saw in the catalog
+}
+
+// New returns the document store over kv.
+func New(kv KV, opts Options) *DB {
+	if opts.MaxDocSize <= 0 {
+		opts.MaxDocSize = 1 << 20
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &DB{kv: kv, opts: opts, known: map[string]bool{}}
+}
+
+// Collection returns the collection called name (which need not exist
+// yet: the first insert creates it).
+func (db *DB) Collection(name string) *Collection { return &Collection{db: db, name: name} }
+
+// Collections lists the collections in name order.
+func (db *DB) Collections(ctx context.Context) ([]string, error) {
+	start, end := catalogRange()
+	var names []string
+	var after []byte
+	for {
+		items, more, err := db.kv.Scan(ctx, start, end, after, 1000)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range items {
+			var c catalogEntry
+			if err := json.Unmarshal(it.Value, &c); err != nil {
+				return nil, fmt.Errorf("docstore: catalog entry %q: %w", it.Key, err)
+			}
+			names = append(names, c.Name)
+		}
+		if !more || len(items) == 0 {
+			break
+		}
+		after = items[len(items)-1].Key
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// catalogEntry is a collection's record.
+type catalogEntry struct {
+	Name      string `json:"name"`
+	CreatedAt string `json:"created_at"`
+}
+
+// ensure creates coll's catalog entry if it has none. A node remembers
+// the collections it saw, so only its first insert into one pays for the
+// check (a drop elsewhere is then noticed only by Collections' readers:
+// an insert racing a drop may leave documents in a collection that is not
+// listed until the next node's first insert recreates its entry).
+func (db *DB) ensure(ctx context.Context, coll string) error {
+	db.mu.Lock()
+	known := db.known[coll]
+	db.mu.Unlock()
+	if known {
+		return nil
+	}
+	key := catalogKey(coll)
+	val, _ := json.Marshal(catalogEntry{Name: coll, CreatedAt: db.opts.Now().UTC().Format(time.RFC3339Nano)})
+	if _, _, err := db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareAbsent, Key: key}}, []fsm.Op{fsm.Put(key, val)}); err != nil {
+		return err
+	}
+	db.mu.Lock()
+	db.known[coll] = true
+	db.mu.Unlock()
+	return nil
+}
+
+// Collection is a named set of documents.
+type Collection struct {
+	db   *DB
+	name string
+}
+
+// Name returns the collection's name.
+func (c *Collection) Name() string { return c.name }
+
+// Drop deletes the collection's documents and its catalog entry. It is
+// not atomic with writes running at the same time: an insert that races
+// it may survive.
+func (c *Collection) Drop(ctx context.Context) error {
+	if err := CheckName(c.name); err != nil {
+		return err
+	}
+	c.db.mu.Lock()
+	delete(c.db.known, c.name)
+	c.db.mu.Unlock()
+	start, end := docRange(c.name)
+	for {
+		items, _, err := c.db.kv.Scan(ctx, start, end, nil, 500)
+		if err != nil {
+			return err
+		}
+		if len(items) == 0 {
+			break
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, len(items))
+		for i, it := range items {
+			wg.Go(func() {
+				_, _, errs[i] = c.db.kv.Transact(ctx, nil, []fsm.Op{fsm.Delete(it.Key)})
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+	}
+	key := catalogKey(c.name)
+	if _, _, err := c.db.kv.Transact(ctx, nil, []fsm.Op{fsm.Delete(key)}); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Insert adds d, with d's _id if it has one (else a generated one), and
+// returns the _id and the version. ErrExists if the _id is taken.
+func (c *Collection) Insert(ctx context.Context, d Doc) (id string, version uint64, err error) {
+	if err := CheckName(c.name); err != nil {
+		return "", 0, err
+	}
+	now := c.db.opts.Now()
+	if id, err = idOf(d); err != nil {
+		return "", 0, err
+	}
+	if id == "" {
+		id = newID(now)
+	}
+	val, err := c.encode(d, id, now, now)
+	if err != nil {
+		return "", 0, err
+	}
+	if err := c.db.ensure(ctx, c.name); err != nil {
+		return "", 0, err
+	}
+	key := docKey(c.name, id)
+	ok, res, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareAbsent, Key: key}}, []fsm.Op{fsm.Put(key, val)})
+	switch {
+	case err != nil:
+		return "", 0, err
+	case !ok:
+		return "", 0, fmt.Errorf("%w: %s/%s", ErrExists, c.name, id)
+	}
+	return id, res[0].Version, nil
+}
+
+// InsertResult is one document's outcome in InsertMany.
+type InsertResult struct {
+	ID      string
+	Version uint64
+	Err     error
+}
+
+// InsertMany inserts docs concurrently, each on its own (each is atomic,
+// the batch is not), and returns their outcomes in order.
+func (c *Collection) InsertMany(ctx context.Context, docs []Doc) []InsertResult {
+	out := make([]InsertResult, len(docs))
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i, d := range docs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			out[i].ID, out[i].Version, out[i].Err = c.Insert(ctx, d)
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func (c *Collection) encode(d Doc, id string, created, updated time.Time) ([]byte, error) {
+	val, err := stored(d, id, created, updated)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
+	}
+	if len(val) > c.db.opts.MaxDocSize {
+		return nil, fmt.Errorf("%w: document of %d bytes, limit %d", fsm.ErrTooLarge, len(val), c.db.opts.MaxDocSize)
+	}
+	return val, nil
+}
+
+// Get returns the document with the given _id (fsm.ErrNotFound if none).
+func (c *Collection) Get(ctx context.Context, id string) (Doc, error) {
+	if err := c.check(id); err != nil {
+		return nil, err
+	}
+	it, found, err := c.db.kv.Get(ctx, docKey(c.name, id))
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: %s/%s", fsm.ErrNotFound, c.name, id)
+	}
+	return load(it.Value, it.Version)
+}
+
+func (c *Collection) check(id string) error {
+	if err := CheckName(c.name); err != nil {
+		return err
+	}
+	return CheckID(id)
+}
+
+// Replace replaces the document with d (its _id, if d has one, must be
+// id). With ifVersion, only if the document is at that version
+// (fsm.ErrVersionMismatch otherwise). It returns the new version.
+func (c *Collection) Replace(ctx context.Context, id string, d Doc, ifVersion *uint64) (uint64, error) {
+	return c.update(ctx, id, ifVersion, func(Doc) (Doc, error) { return d, nil })
+}
+
+// Patch applies an RFC 7386 merge patch to the document (managed fields
+// cannot be patched; _id not changed). With ifVersion, only at that
+// version. It returns the new version.
+func (c *Collection) Patch(ctx context.Context, id string, patch Doc, ifVersion *uint64) (uint64, error) {
+	return c.update(ctx, id, ifVersion, func(cur Doc) (Doc, error) {
+		merged, _ := mergePatch(map[string]any(cur), map[string]any(patch)).(map[string]any)
+		return Doc(merged), nil
+	})
+}
+
+// update reads the document, computes its new form and writes it if the
+// document did not change meanwhile (retrying a few times when it did and
+// no version was asked for).
+func (c *Collection) update(ctx context.Context, id string, ifVersion *uint64, next func(Doc) (Doc, error)) (uint64, error) {
+	if err := c.check(id); err != nil {
+		return 0, err
+	}
+	key := docKey(c.name, id)
+	for attempt := 0; ; attempt++ {
+		it, found, err := c.db.kv.Get(ctx, key)
+		if err != nil {
+			return 0, err
+		}
+		if !found {
+			return 0, fmt.Errorf("%w: %s/%s", fsm.ErrNotFound, c.name, id)
+		}
+		if ifVersion != nil && it.Version != *ifVersion {
+			return 0, c.mismatch(id, it.Version)
+		}
+		cur, err := load(it.Value, it.Version)
+		if err != nil {
+			return 0, err
+		}
+		d, err := next(cur)
+		if err != nil {
+			return 0, err
+		}
+		if given, err := idOf(d); err != nil {
+			return 0, err
+		} else if given != "" && given != id {
+			return 0, fmt.Errorf("%w: the body's _id %q is not the document's %q", fsm.ErrInvalid, given, id)
+		}
+		val, err := c.encode(d, id, createdAt(cur), c.db.opts.Now())
+		if err != nil {
+			return 0, err
+		}
+		ok, res, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareVersion, Key: key, Version: it.Version}}, []fsm.Op{fsm.Put(key, val)})
+		switch {
+		case err != nil:
+			return 0, err
+		case ok:
+			return res[0].Version, nil
+		case ifVersion != nil || attempt >= 8:
+			return 0, fmt.Errorf("%w: %s/%s changed while it was written", fsm.ErrVersionMismatch, c.name, id)
+		}
+	}
+}
+
+func (c *Collection) mismatch(id string, current uint64) error {
+	return fmt.Errorf("%w: %s/%s is at version %d", fsm.ErrVersionMismatch, c.name, id, current)
+}
+
+// Delete removes the document (fsm.ErrNotFound if none); with ifVersion,
+// only at that version.
+func (c *Collection) Delete(ctx context.Context, id string, ifVersion *uint64) error {
+	if err := c.check(id); err != nil {
+		return err
+	}
+	key := docKey(c.name, id)
+	cmp := fsm.Compare{Kind: fsm.CompareExists, Key: key}
+	if ifVersion != nil {
+		cmp = fsm.Compare{Kind: fsm.CompareVersion, Key: key, Version: *ifVersion}
+	}
+	ok, _, err := c.db.kv.Transact(ctx, []fsm.Compare{cmp}, []fsm.Op{fsm.Delete(key)})
+	switch {
+	case err != nil:
+		return err
+	case ok:
+		return nil
+	case ifVersion != nil:
+		it, found, err := c.db.kv.Get(ctx, key)
+		if err == nil && !found {
+			return fmt.Errorf("%w: %s/%s", fsm.ErrNotFound, c.name, id)
+		}
+		return c.mismatch(id, it.Version)
+	}
+	return fmt.Errorf("%w: %s/%s", fsm.ErrNotFound, c.name, id)
+}
+
+// Query selects documents: Filter (nil: all), Sort (dotted paths, '-' for
+// descending; ties and no sort go by _id), Limit (default and maximum
+// 1000), Cursor (from the previous page) and Fields (dotted paths to keep;
+// the managed fields always stay).
+type Query struct {
+	Filter *Filter
+	Sort   []string
+	Limit  int
+	Cursor string
+	Fields []string
+}
+
+// MaxLimit bounds a page of results.
+const MaxLimit = 1000
+
+// Find returns one page of the documents matching q and a cursor for the
+// next page ("" at the end). Every page reads the whole collection: there
+// are no indexes yet.
+func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
+	if err := CheckName(c.name); err != nil {
+		return nil, "", err
+	}
+	limit := q.Limit
+	if limit <= 0 || limit > MaxLimit {
+		limit = MaxLimit
+	}
+	specs, err := parseSort(q.Sort)
+	if err != nil {
+		return nil, "", err
+	}
+	var fields [][]string
+	for _, f := range q.Fields {
+		p, err := parseSort([]string{f})
+		if err != nil || p[0].desc {
+			return nil, "", fmt.Errorf("%w: bad field %q", fsm.ErrInvalid, f)
+		}
+		fields = append(fields, p[0].path)
+	}
+	filter := q.Filter
+	if filter == nil {
+		filter = &Filter{op: "$and"}
+	}
+	var after []byte
+	if q.Cursor != "" {
+		if after, err = base64.RawURLEncoding.DecodeString(q.Cursor); err != nil || len(after) == 0 {
+			return nil, "", fmt.Errorf("%w: cursor is not one this API returned", fsm.ErrInvalid)
+		}
+	}
+	type hit struct {
+		doc Doc
+		pos []byte // sort key: the sort values then _id, keyenc-encoded
+	}
+	var hits []hit
+	start, end := docRange(c.name)
+	var scanAfter []byte
+	for {
+		items, more, err := c.db.kv.Scan(ctx, start, end, scanAfter, 1000)
+		if err != nil {
+			return nil, "", err
+		}
+		for _, it := range items {
+			d, err := load(it.Value, it.Version)
+			if err != nil {
+				return nil, "", err
+			}
+			if !filter.Match(d) {
+				continue
+			}
+			pos, err := sortPosition(d, specs)
+			if err != nil {
+				return nil, "", err
+			}
+			if after != nil && bytes.Compare(pos, after) <= 0 {
+				continue
+			}
+			hits = append(hits, hit{d, pos})
+		}
+		if !more || len(items) == 0 {
+			break
+		}
+		scanAfter = items[len(items)-1].Key
+	}
+	slices.SortFunc(hits, func(a, b hit) int { return bytes.Compare(a.pos, b.pos) })
+	cursor := ""
+	if len(hits) > limit {
+		hits = hits[:limit]
+		cursor = base64.RawURLEncoding.EncodeToString(hits[limit-1].pos)
+	}
+	out := make([]Doc, len(hits))
+	for i, h := range hits {
+		out[i] = project(h.doc, fields)
+	}
+	return out, cursor, nil
+}
+
+// sortPosition encodes where d falls in the order of specs: each sort
+// value (complemented for descending keys, so that bytes order them
+// backwards), then the _id.
+func sortPosition(d Doc, specs []sortSpec) ([]byte, error) {
+	var pos []byte
+	for _, s := range specs {
+		enc, err := keyenc.Encode(sortValue(d, s))
+		if err != nil {
+			return nil, err
+		}
+		if s.desc {
+			enc = descending(enc)
+		}
+		pos = append(pos, enc...)
+	}
+	id, _ := d[FieldID].(string)
+	return append(pos, encString(id)...), nil
+}
+
+// descending complements an encoding so that bytes order it backwards
+// (encodings are prefix-free, and so are their complements).
+func descending(enc []byte) []byte {
+	out := make([]byte, len(enc))
+	for i, b := range enc {
+		out[i] = ^b
+	}
+	return out
+}

@@ -1,0 +1,78 @@
+package docstore_test
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+// memKV is the KV interface over a map: one lock, versions counting up,
+// scans in key order. It stands in for a node.
+type memKV struct {
+	mu      sync.Mutex
+	items   map[string]fsm.Item
+	version uint64
+	writes  int
+}
+
+func newMemKV() *memKV { return &memKV{items: map[string]fsm.Item{}} }
+
+func (m *memKV) Get(_ context.Context, key []byte) (fsm.Item, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	it, ok := m.items[string(key)]
+	return it, ok, nil
+}
+
+func (m *memKV) Scan(_ context.Context, start, end, after []byte, limit int) ([]fsm.Item, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var keys []string
+	for k := range m.items {
+		kb := []byte(k)
+		if bytes.Compare(kb, start) >= 0 && (len(end) == 0 || bytes.Compare(kb, end) < 0) && (after == nil || bytes.Compare(kb, after) > 0) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	more := len(keys) > limit
+	if more {
+		keys = keys[:limit]
+	}
+	out := make([]fsm.Item, len(keys))
+	for i, k := range keys {
+		out[i] = m.items[k]
+	}
+	return out, more, nil
+}
+
+func (m *memKV) Transact(_ context.Context, ifs []fsm.Compare, then []fsm.Op) (bool, []fsm.OpResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range ifs {
+		it := m.items[string(c.Key)]
+		if !c.Holds(it.Version, it.Value) {
+			return false, nil, nil
+		}
+	}
+	res := make([]fsm.OpResult, len(then))
+	for i, op := range then {
+		switch op.Type {
+		case fsm.OpPut:
+			m.version++
+			m.items[string(op.Key)] = fsm.Item{Key: bytes.Clone(op.Key), Value: bytes.Clone(op.Value), Version: m.version}
+			res[i].Version = m.version
+			m.writes++
+		case fsm.OpDelete:
+			_, res[i].Existed = m.items[string(op.Key)]
+			delete(m.items, string(op.Key))
+			m.writes++
+		}
+	}
+	return true, res, nil
+}
+
+func stringsReader(s string) *bytes.Reader { return bytes.NewReader([]byte(s)) }

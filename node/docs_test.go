@@ -1,0 +1,161 @@
+package node
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cairndb/cairn/docstore"
+)
+
+func docReply(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("reply %s: %v", b, err)
+	}
+	return m
+}
+
+// The documents API end to end on one node: insert, get, replace and
+// delete with versions, merge-patch, find, collections, drop; errors with
+// their codes and nothing proposed for bad input.
+func TestHTTPDocs(t *testing.T) {
+	n, srv := startHTTP(t)
+	u := srv.URL + "/v1/docs"
+	st, _, b := do(t, "POST", u+"/users", []byte(`{"_id":"ann","age":31,"city":"Oslo"}`), nil)
+	if st != 201 || docReply(t, b)["_id"] != "ann" {
+		t.Fatalf("insert: %d %s", st, b)
+	}
+	v1 := uint64(docReply(t, b)["_version"].(float64))
+	st, _, b = do(t, "POST", u+"/users", []byte(`{"age":40,"city":"Rome"}`), nil)
+	if st != 201 || len(docReply(t, b)["_id"].(string)) != 24 {
+		t.Fatalf("insert with a generated _id: %d %s", st, b)
+	}
+	st, _, b = do(t, "GET", u+"/users/ann", nil, nil)
+	if d := docReply(t, b); st != 200 || d["age"] != 31.0 || uint64(d["_version"].(float64)) != v1 || d["_created_at"] == nil {
+		t.Fatalf("get: %d %s", st, b)
+	}
+	if st, _, b := do(t, "POST", u+"/users", []byte(`{"_id":"ann"}`), nil); st != 409 || errCode(t, b) != "already_exists" {
+		t.Fatalf("insert of a taken _id: %d %s", st, b)
+	}
+	if st, _, b := do(t, "PUT", u+fmt.Sprintf("/users/ann?if_version=%d", v1+1000), []byte(`{"age":1}`), nil); st != 412 || errCode(t, b) != "version_mismatch" {
+		t.Fatalf("replace at a wrong version: %d %s", st, b)
+	}
+	st, _, b = do(t, "PUT", u+fmt.Sprintf("/users/ann?if_version=%d", v1), []byte(`{"age":32,"city":"Oslo"}`), nil)
+	if st != 200 {
+		t.Fatalf("replace: %d %s", st, b)
+	}
+	if st, _, b := do(t, "PATCH", u+"/users/ann", []byte(`{"city":null,"pets":["cat"]}`), nil); st != 200 {
+		t.Fatalf("patch: %d %s", st, b)
+	}
+	st, _, b = do(t, "GET", u+"/users/ann", nil, nil)
+	if d := docReply(t, b); d["city"] != nil || d["age"] != 32.0 || fmt.Sprint(d["pets"]) != "[cat]" {
+		t.Fatalf("after patch: %s", b)
+	}
+
+	st, _, b = do(t, "POST", u+"/users/_find", []byte(`{"filter":{"age":{"$gte":30}},"sort":["-age"],"limit":1,"fields":["age"]}`), nil)
+	var page struct {
+		Docs   []map[string]any `json:"docs"`
+		Cursor string           `json:"cursor"`
+	}
+	if err := json.Unmarshal(b, &page); st != 200 || err != nil || len(page.Docs) != 1 || page.Docs[0]["age"] != 40.0 || page.Docs[0]["city"] != nil || page.Cursor == "" {
+		t.Fatalf("find, first page: %d %s", st, b)
+	}
+	st, _, b = do(t, "POST", u+"/users/_find", fmt.Appendf(nil, `{"filter":{"age":{"$gte":30}},"sort":["-age"],"limit":1,"cursor":%q}`, page.Cursor), nil)
+	page.Cursor = ""
+	if err := json.Unmarshal(b, &page); st != 200 || err != nil || len(page.Docs) != 1 || page.Docs[0]["_id"] != "ann" || page.Cursor != "" {
+		t.Fatalf("find, second page: %d %s", st, b)
+	}
+
+	// Collections: listed, dropped.
+	if st, _, b := do(t, "POST", u+"/orders", []byte(`{"total":5}`), nil); st != 201 {
+		t.Fatalf("insert order: %d %s", st, b)
+	}
+	st, _, b = do(t, "GET", u, nil, nil)
+	if st != 200 || string(b) != `{"collections":["orders","users"]}`+"\n" {
+		t.Fatalf("collections: %d %q", st, b)
+	}
+	if st, _, b := do(t, "DELETE", u+"/users/ann", nil, nil); st != 200 {
+		t.Fatalf("delete: %d %s", st, b)
+	}
+	if st, _, b := do(t, "GET", u+"/users/ann", nil, nil); st != 404 || errCode(t, b) != "not_found" {
+		t.Fatalf("get after delete: %d %s", st, b)
+	}
+	if st, _, b := do(t, "DELETE", u+"/orders", nil, nil); st != 200 {
+		t.Fatalf("drop: %d %s", st, b)
+	}
+	if st, _, b := do(t, "GET", u, nil, nil); st != 200 || string(b) != `{"collections":["users"]}`+"\n" {
+		t.Fatalf("collections after drop: %d %s", st, b)
+	}
+	// The documents are not in the KV API's keyspace.
+	if st, _, b := do(t, "GET", srv.URL+"/v1/kv", nil, nil); st != 200 || !strings.Contains(string(b), `"items":[]`) {
+		t.Fatalf("KV scan shows documents: %d %s", st, b)
+	}
+
+	before := logLength(n)
+	for _, tt := range []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{"POST", "/users", `[1]`, 400, "bad_request"},
+		{"POST", "/users", `{"a":`, 400, "bad_request"},
+		{"POST", "/users", `{"_id":7}`, 400, "bad_request"},
+		{"POST", "/users", `{"_id":"_x"}`, 400, "bad_request"},
+		{"POST", "/_users", `{}`, 400, "bad_request"},
+		{"POST", "/users", `{"big":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "too_large"},
+		{"POST", "/users", strings.Repeat(`{"a":`, 70) + `1` + strings.Repeat(`}`, 70), 400, "bad_request"},
+		{"PUT", "/users/ann?if_version=x", `{}`, 400, "bad_request"},
+		{"POST", "/users/_find", `{"filter":{"a":{"$regex":"x"}}}`, 400, "bad_request"},
+		{"POST", "/users/_find", `{"limit":0}`, 400, "bad_request"},
+		{"POST", "/users/_find", `{"sort":"age"}`, 400, "bad_request"},
+		{"POST", "/users/_find", `{"where":{}}`, 400, "bad_request"},
+		{"POST", "/users/_find", `{"cursor":"%%%"}`, 400, "bad_request"},
+		{"POST", "/users/_explain", `{}`, 501, "not_implemented"},
+		{"PUT", "/users/_indexes/by_age", `{"fields":["age"]}`, 501, "not_implemented"},
+	} {
+		st, _, b := do(t, tt.method, u+tt.path, []byte(tt.body), nil)
+		if st != tt.status || errCode(t, b) != tt.code {
+			t.Fatalf("%s %s %.40s: %d %s, want %d %s", tt.method, tt.path, tt.body, st, b, tt.status, tt.code)
+		}
+	}
+	if after := logLength(n); after != before {
+		t.Fatalf("refused document requests proposed: %d -> %d commands", before, after)
+	}
+}
+
+// Concurrent inserts of one _id through the Go API: exactly one wins.
+func TestDocsConcurrentInsertOneWinner(t *testing.T) {
+	n := startReady(t, testNodeConfig(t.TempDir()))
+	defer n.Close()
+	ctx := t.Context()
+	c := n.Docs().Collection("c")
+	var wg sync.WaitGroup
+	wins := make([]bool, 16)
+	for i := range wins {
+		wg.Go(func() {
+			_, _, err := c.Insert(ctx, docstore.Doc{"_id": "one", "by": json.Number(fmt.Sprint(i))})
+			wins[i] = err == nil
+			if err != nil && !strings.Contains(err.Error(), "exists") {
+				t.Errorf("insert %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, w := range wins {
+		if w {
+			if winner >= 0 {
+				t.Fatalf("inserts %d and %d both won", winner, i)
+			}
+			winner = i
+		}
+	}
+	d, err := c.Get(ctx, "one")
+	if err != nil || winner < 0 || d["by"] != json.Number(fmt.Sprint(winner)) {
+		t.Fatalf("winner %d, stored %v, %v", winner, d, err)
+	}
+}
