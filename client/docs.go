@@ -104,13 +104,16 @@ func (c *Client) DeleteDoc(ctx context.Context, coll, id string, ifVersion *uint
 
 // FindRequest is a query (POST /v1/docs/{coll}/_find): Filter as JSON
 // (see the README), Sort fields ("-" for descending), Limit, the Cursor of
-// the previous page, Fields to keep.
+// the previous page, Fields to keep, Hint.
 type FindRequest struct {
 	Filter any      `json:"filter,omitempty"`
 	Sort   []string `json:"sort,omitempty"`
 	Limit  int      `json:"limit,omitempty"`
 	Cursor string   `json:"cursor,omitempty"`
 	Fields []string `json:"fields,omitempty"`
+	// Hint forces the plan: an index name, or "_scan" for a scan of the
+	// collection.
+	Hint string `json:"hint,omitempty"`
 }
 
 // FindDocs returns one page of matching documents and the cursor of the
@@ -147,5 +150,45 @@ func (c *Client) Collections(ctx context.Context) ([]string, error) {
 // DropCollection deletes a collection and its documents.
 func (c *Client) DropCollection(ctx context.Context, coll string) error {
 	_, err := c.do(ctx, http.MethodDelete, docPath(coll), nil, nil, "")
+	return err
+}
+
+// Index is an index of a collection: its fields and state ("building" or
+// "ready").
+type Index struct {
+	Name   string   `json:"name"`
+	Fields []string `json:"fields"`
+	Unique bool     `json:"unique,omitempty"`
+	State  string   `json:"state"`
+}
+
+// CreateIndex creates an index on fields (dotted paths) and builds it over
+// the documents already there. It returns the index's state: "ready", or
+// "building" when the build outlasted the request (it goes on).
+func (c *Client) CreateIndex(ctx context.Context, coll, name string, fields ...string) (string, error) {
+	body, _ := json.Marshal(map[string]any{"fields": fields})
+	b, err := c.do(ctx, http.MethodPut, docPath(coll, "_indexes", name), nil, body, "")
+	if err != nil {
+		return "", err
+	}
+	var idx Index
+	return idx.State, decodeJSON(b, &idx)
+}
+
+// Indexes lists a collection's indexes.
+func (c *Client) Indexes(ctx context.Context, coll string) ([]Index, error) {
+	b, err := c.do(ctx, http.MethodGet, docPath(coll, "_indexes"), nil, nil, "")
+	if err != nil {
+		return nil, err
+	}
+	var out struct {
+		Indexes []Index `json:"indexes"`
+	}
+	return out.Indexes, decodeJSON(b, &out)
+}
+
+// DropIndex removes an index and its entries.
+func (c *Client) DropIndex(ctx context.Context, coll, name string) error {
+	_, err := c.do(ctx, http.MethodDelete, docPath(coll, "_indexes", name), nil, nil, "")
 	return err
 }

@@ -44,6 +44,22 @@ func TestClientDocs(t *testing.T) {
 	if names, err := c.Collections(ctx); err != nil || !slices.Equal(names, []string{"users"}) {
 		t.Fatalf("collections: %v %v", names, err)
 	}
+	if state, err := c.CreateIndex(ctx, "users", "by_age", "age"); err != nil || state != "ready" {
+		t.Fatalf("create index: %q %v", state, err)
+	}
+	if list, err := c.Indexes(ctx, "users"); err != nil || len(list) != 1 || list[0].Name != "by_age" || list[0].State != "ready" || !slices.Equal(list[0].Fields, []string{"age"}) {
+		t.Fatalf("indexes: %+v %v", list, err)
+	}
+	docs, _, err = c.FindDocs(ctx, "users", client.FindRequest{Filter: map[string]any{"age": 32}, Hint: "by_age"})
+	if err != nil || len(docs) != 1 || docs[0]["_id"] != "ann" {
+		t.Fatalf("find by index: %v %v", docs, err)
+	}
+	if err := c.DropIndex(ctx, "users", "by_age"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DropIndex(ctx, "users", "by_age"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("second drop: %v", err)
+	}
 	if err := c.DeleteDoc(ctx, "users", "ann", nil); err != nil {
 		t.Fatal(err)
 	}

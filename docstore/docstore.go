@@ -24,6 +24,7 @@ import (
 
 	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/ring"
 )
 
 // Errors, besides fsm.ErrInvalid, fsm.ErrTooLarge, fsm.ErrNotFound and
@@ -43,6 +44,11 @@ type KV interface {
 	// Transact applies then atomically if every comparison holds; it
 	// reports whether they did.
 	Transact(ctx context.Context, ifs []fsm.Compare, then []fsm.Op) (succeeded bool, results []fsm.OpResult, err error)
+	// ShardTag returns the routing tag of the shard that holds key: one
+	// tag per shard, the same for every key there.
+	ShardTag(ctx context.Context, key []byte) ([]byte, error)
+	// ShardTags returns every shard's tag.
+	ShardTags(ctx context.Context) ([][]byte, error)
 }
 
 // Options configure a DB.
@@ -58,8 +64,10 @@ type DB struct {
 	kv   KV
 	opts Options
 
-	mu    sync.Mutex
-	known map[string]bool // collections this node saw in the catalog
+	mu       sync.Mutex
+	known    map[string]bool // collections this node saw in the catalog
+	building map[string]bool // "collection/index" builds running here
+	schemas  schemas
 }
 
 // New returns the document store over kv.
@@ -70,7 +78,7 @@ func New(kv KV, opts Options) *DB {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &DB{kv: kv, opts: opts, known: map[string]bool{}}
+	return &DB{kv: kv, opts: opts, known: map[string]bool{}, building: map[string]bool{}, schemas: schemas{m: map[string]schema{}}}
 }
 
 // Collection returns the collection called name (which need not exist
@@ -141,9 +149,9 @@ type Collection struct {
 // Name returns the collection's name.
 func (c *Collection) Name() string { return c.name }
 
-// Drop deletes the collection's documents and its catalog entry. It is
-// not atomic with writes running at the same time: an insert that races
-// it may survive.
+// Drop deletes the collection's documents, indexes and catalog entry. It
+// is not atomic with writes running at the same time: an insert that
+// races it may survive.
 func (c *Collection) Drop(ctx context.Context) error {
 	if err := CheckName(c.name); err != nil {
 		return err
@@ -151,26 +159,14 @@ func (c *Collection) Drop(ctx context.Context) error {
 	c.db.mu.Lock()
 	delete(c.db.known, c.name)
 	c.db.mu.Unlock()
-	start, end := docRange(c.name)
-	for {
-		items, _, err := c.db.kv.Scan(ctx, start, end, nil, 500)
-		if err != nil {
+	coll := encString(c.name)
+	for _, kind := range []byte{kindDoc, kindIndex, kindSchema} {
+		if err := c.deleteRange(ctx, append([]byte{ring.RoutedPrefix, kind}, coll...)); err != nil {
 			return err
 		}
-		if len(items) == 0 {
-			break
-		}
-		var wg sync.WaitGroup
-		errs := make([]error, len(items))
-		for i, it := range items {
-			wg.Go(func() {
-				_, _, errs[i] = c.db.kv.Transact(ctx, nil, []fsm.Op{fsm.Delete(it.Key)})
-			})
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return err
-		}
+		c.db.schemas.mu.Lock()
+		clear(c.db.schemas.m)
+		c.db.schemas.mu.Unlock()
 	}
 	key := catalogKey(c.name)
 	if _, _, err := c.db.kv.Transact(ctx, nil, []fsm.Op{fsm.Delete(key)}); err != nil {
@@ -200,14 +196,32 @@ func (c *Collection) Insert(ctx context.Context, d Doc) (id string, version uint
 		return "", 0, err
 	}
 	key := docKey(c.name, id)
-	ok, res, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareAbsent, Key: key}}, []fsm.Op{fsm.Put(key, val)})
-	switch {
-	case err != nil:
+	next, err := load(val, 0)
+	if err != nil {
 		return "", 0, err
-	case !ok:
-		return "", 0, fmt.Errorf("%w: %s/%s", ErrExists, c.name, id)
 	}
-	return id, res[0].Version, nil
+	for attempt := 0; ; attempt++ {
+		sch, err := c.db.schemaFor(ctx, c.name, key)
+		if err != nil {
+			return "", 0, err
+		}
+		ops, err := writeOps(c.name, id, sch, key, val, nil, next)
+		if err != nil {
+			return "", 0, err
+		}
+		ok, res, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareAbsent, Key: key}, sch.compare()}, ops)
+		switch {
+		case err != nil:
+			return "", 0, err
+		case ok:
+			return id, res[0].Version, nil
+		}
+		if fresh, err := c.db.readSchema(ctx, sch.key, false); err != nil {
+			return "", 0, err
+		} else if fresh.version == sch.version || attempt > 20 {
+			return "", 0, fmt.Errorf("%w: %s/%s", ErrExists, c.name, id)
+		}
+	}
 }
 
 // InsertResult is one document's outcome in InsertMany.
@@ -320,15 +334,30 @@ func (c *Collection) update(ctx context.Context, id string, ifVersion *uint64, n
 		if err != nil {
 			return 0, err
 		}
-		ok, res, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareVersion, Key: key, Version: it.Version}}, []fsm.Op{fsm.Put(key, val)})
+		next, err := load(val, 0)
+		if err != nil {
+			return 0, err
+		}
+		sch, err := c.db.schemaFor(ctx, c.name, key)
+		if err != nil {
+			return 0, err
+		}
+		ops, err := writeOps(c.name, id, sch, key, val, cur, next)
+		if err != nil {
+			return 0, err
+		}
+		ok, res, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareVersion, Key: key, Version: it.Version}, sch.compare()}, ops)
 		switch {
 		case err != nil:
 			return 0, err
 		case ok:
 			return res[0].Version, nil
-		case ifVersion != nil || attempt >= 8:
+		case attempt >= 20:
 			return 0, fmt.Errorf("%w: %s/%s changed while it was written", fsm.ErrVersionMismatch, c.name, id)
 		}
+		// The document or the schema moved: read both again (a version
+		// asked for is checked against the new read).
+		c.db.forgetSchema(sch.key)
 	}
 }
 
@@ -343,24 +372,39 @@ func (c *Collection) Delete(ctx context.Context, id string, ifVersion *uint64) e
 		return err
 	}
 	key := docKey(c.name, id)
-	cmp := fsm.Compare{Kind: fsm.CompareExists, Key: key}
-	if ifVersion != nil {
-		cmp = fsm.Compare{Kind: fsm.CompareVersion, Key: key, Version: *ifVersion}
-	}
-	ok, _, err := c.db.kv.Transact(ctx, []fsm.Compare{cmp}, []fsm.Op{fsm.Delete(key)})
-	switch {
-	case err != nil:
-		return err
-	case ok:
-		return nil
-	case ifVersion != nil:
+	for attempt := 0; ; attempt++ {
 		it, found, err := c.db.kv.Get(ctx, key)
-		if err == nil && !found {
+		switch {
+		case err != nil:
+			return err
+		case !found:
 			return fmt.Errorf("%w: %s/%s", fsm.ErrNotFound, c.name, id)
+		case ifVersion != nil && it.Version != *ifVersion:
+			return c.mismatch(id, it.Version)
 		}
-		return c.mismatch(id, it.Version)
+		cur, err := load(it.Value, it.Version)
+		if err != nil {
+			return err
+		}
+		sch, err := c.db.schemaFor(ctx, c.name, key)
+		if err != nil {
+			return err
+		}
+		ops, err := writeOps(c.name, id, sch, key, nil, cur, nil)
+		if err != nil {
+			return err
+		}
+		ok, _, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareVersion, Key: key, Version: it.Version}, sch.compare()}, ops)
+		switch {
+		case err != nil:
+			return err
+		case ok:
+			return nil
+		case attempt >= 20:
+			return fmt.Errorf("%w: %s/%s changed while it was deleted", fsm.ErrVersionMismatch, c.name, id)
+		}
+		c.db.forgetSchema(sch.key)
 	}
-	return fmt.Errorf("%w: %s/%s", fsm.ErrNotFound, c.name, id)
 }
 
 // Query selects documents: Filter (nil: all), Sort (dotted paths, '-' for
@@ -373,14 +417,20 @@ type Query struct {
 	Limit  int
 	Cursor string
 	Fields []string
+	// Hint forces the access: HintScan, or the name of a ready index
+	// (which must serve a condition of the filter). Empty: chosen.
+	Hint string
 }
 
 // MaxLimit bounds a page of results.
 const MaxLimit = 1000
 
 // Find returns one page of the documents matching q and a cursor for the
-// next page ("" at the end). Every page reads the whole collection: there
-// are no indexes yet.
+// next page ("" at the end). A ready index on the first field of a
+// condition ($eq, $in, $prefix, a range) of the filter's top-level
+// conjunction narrows the documents read; otherwise every page reads the
+// whole collection. Either way each document read is checked against the
+// whole filter, so the plan never changes the answer.
 func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
 	if err := CheckName(c.name); err != nil {
 		return nil, "", err
@@ -416,34 +466,37 @@ func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
 		pos []byte // sort key: the sort values then _id, keyenc-encoded
 	}
 	var hits []hit
-	start, end := docRange(c.name)
-	var scanAfter []byte
-	for {
-		items, more, err := c.db.kv.Scan(ctx, start, end, scanAfter, 1000)
+	visit := func(it fsm.Item) error {
+		d, err := load(it.Value, it.Version)
 		if err != nil {
-			return nil, "", err
+			return err
 		}
-		for _, it := range items {
-			d, err := load(it.Value, it.Version)
-			if err != nil {
-				return nil, "", err
-			}
-			if !filter.Match(d) {
-				continue
-			}
-			pos, err := sortPosition(d, specs)
-			if err != nil {
-				return nil, "", err
-			}
-			if after != nil && bytes.Compare(pos, after) <= 0 {
-				continue
-			}
+		if !filter.Match(d) {
+			return nil
+		}
+		pos, err := sortPosition(d, specs)
+		if err != nil {
+			return err
+		}
+		if after == nil || bytes.Compare(pos, after) > 0 {
 			hits = append(hits, hit{d, pos})
 		}
-		if !more || len(items) == 0 {
-			break
+		return nil
+	}
+	indexes, err := c.Indexes(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	a, err := choose(c.name, filter, indexes, q.Hint)
+	if err != nil {
+		return nil, "", err
+	}
+	if a.index != nil {
+		if err := c.visitIndexed(ctx, a, visit); err != nil {
+			return nil, "", err
 		}
-		scanAfter = items[len(items)-1].Key
+	} else if err := c.visitAll(ctx, visit); err != nil {
+		return nil, "", err
 	}
 	slices.SortFunc(hits, func(a, b hit) int { return bytes.Compare(a.pos, b.pos) })
 	cursor := ""
@@ -456,6 +509,60 @@ func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
 		out[i] = project(h.doc, fields)
 	}
 	return out, cursor, nil
+}
+
+// visitAll calls visit for every document of the collection.
+func (c *Collection) visitAll(ctx context.Context, visit func(fsm.Item) error) error {
+	start, end := docRange(c.name)
+	var after []byte
+	for {
+		items, more, err := c.db.kv.Scan(ctx, start, end, after, 1000)
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if err := visit(it); err != nil {
+				return err
+			}
+		}
+		if !more || len(items) == 0 {
+			return nil
+		}
+		after = items[len(items)-1].Key
+	}
+}
+
+// visitIndexed calls visit for every document a's index ranges name,
+// read in parallel.
+func (c *Collection) visitIndexed(ctx context.Context, a access, visit func(fsm.Item) error) error {
+	ids, err := c.candidateIDs(ctx, a)
+	if err != nil {
+		return err
+	}
+	items := make([]fsm.Item, len(ids))
+	found := make([]bool, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			items[i], found[i], errs[i] = c.db.kv.Get(ctx, docKey(c.name, id))
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for i := range ids {
+		if found[i] { // deleted since the index was read: not a match now
+			if err := visit(items[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // sortPosition encodes where d falls in the order of specs: each sort

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,8 +17,11 @@ import (
 func newDB(t *testing.T) (*docstore.DB, *memKV) {
 	t.Helper()
 	kv := newMemKV()
+	var mu sync.Mutex
 	clock := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	return docstore.New(kv, docstore.Options{MaxDocSize: 4096, Now: func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
 		clock = clock.Add(time.Second)
 		return clock
 	}}), kv

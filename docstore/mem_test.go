@@ -3,11 +3,39 @@ package docstore_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
 	"slices"
 	"sync"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/ring"
 )
+
+// memShards is how many shards memKV pretends to have: keys are placed by
+// a hash of their routing key, and a command whose keys span shards is an
+// error, as one-shard writes must not.
+const memShards = 3
+
+func memShard(key []byte) int {
+	h := fnv.New32a()
+	h.Write(ring.RouteKey(key))
+	return int(h.Sum32() % memShards)
+}
+
+// memTags are routing tags, one per shard.
+var memTags = func() [][]byte {
+	tags := make([][]byte, memShards)
+	for n, found := 0, 0; found < memShards; n++ {
+		t := []byte(fmt.Sprint("shard-tag-", n))
+		if i := memShard(t); tags[i] == nil {
+			tags[i] = t
+			found++
+		}
+	}
+	return tags
+}()
 
 // memKV is the KV interface over a map: one lock, versions counting up,
 // scans in key order. It stands in for a node.
@@ -16,7 +44,12 @@ type memKV struct {
 	items   map[string]fsm.Item
 	version uint64
 	writes  int
+	// failScans, when positive, makes that many scans from now on fail
+	// (a node that dies in the middle of a build, as its builder sees it).
+	failScans int
 }
+
+var errInjected = errors.New("memKV: injected failure")
 
 func newMemKV() *memKV { return &memKV{items: map[string]fsm.Item{}} }
 
@@ -30,6 +63,10 @@ func (m *memKV) Get(_ context.Context, key []byte) (fsm.Item, bool, error) {
 func (m *memKV) Scan(_ context.Context, start, end, after []byte, limit int) ([]fsm.Item, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.failScans > 0 {
+		m.failScans--
+		return nil, false, errInjected
+	}
 	var keys []string
 	for k := range m.items {
 		kb := []byte(k)
@@ -49,9 +86,25 @@ func (m *memKV) Scan(_ context.Context, start, end, after []byte, limit int) ([]
 	return out, more, nil
 }
 
+func (m *memKV) ShardTag(_ context.Context, key []byte) ([]byte, error) {
+	return memTags[memShard(key)], nil
+}
+
+func (m *memKV) ShardTags(context.Context) ([][]byte, error) { return memTags, nil }
+
 func (m *memKV) Transact(_ context.Context, ifs []fsm.Compare, then []fsm.Op) (bool, []fsm.OpResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	shards := map[int]bool{}
+	for _, c := range ifs {
+		shards[memShard(c.Key)] = true
+	}
+	for _, op := range then {
+		shards[memShard(op.Key)] = true
+	}
+	if len(shards) > 1 {
+		return false, nil, fmt.Errorf("memKV: one command over %d shards", len(shards))
+	}
 	for _, c := range ifs {
 		it := m.items[string(c.Key)]
 		if !c.Holds(it.Version, it.Value) {

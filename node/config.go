@@ -86,6 +86,10 @@ type Config struct {
 	// Default 2s.
 	Txn             txn.Config
 	ResolveInterval time.Duration
+	// IndexResumeInterval is how often the meta group's leader looks for
+	// index builds whose builder died, and IndexResumeAge how long a build
+	// must have been running to count as such. Defaults 15s and 1m.
+	IndexResumeInterval, IndexResumeAge time.Duration
 	// Store configures the node's Badger store; Dir and Logger are filled in
 	// by the node. Every node of a cluster must use the same MemTableSize
 	// (it bounds the largest command; see fsm.Options).
@@ -99,20 +103,22 @@ func DefaultConfig() Config {
 		name = "kvnode"
 	}
 	return Config{
-		Name:              name,
-		DataDir:           "./kvnode-data",
-		HTTPAddr:          "127.0.0.1:7070",
-		RaftAddr:          "127.0.0.1:7071",
-		GossipAddr:        "127.0.0.1:7072",
-		BootstrapExpect:   1,
-		Shards:            4,
-		Replicas:          3,
-		ReplicaMaxLag:     256,
-		ReconcileInterval: time.Second,
-		RequestTimeout:    DefaultTimeout,
-		ResolveInterval:   2 * time.Second,
-		Shard:             shard.DefaultConfig(),
-		Store:             fsm.DefaultOptions(""),
+		Name:                name,
+		DataDir:             "./kvnode-data",
+		HTTPAddr:            "127.0.0.1:7070",
+		RaftAddr:            "127.0.0.1:7071",
+		GossipAddr:          "127.0.0.1:7072",
+		BootstrapExpect:     1,
+		Shards:              4,
+		Replicas:            3,
+		ReplicaMaxLag:       256,
+		ReconcileInterval:   time.Second,
+		RequestTimeout:      DefaultTimeout,
+		ResolveInterval:     2 * time.Second,
+		IndexResumeInterval: 15 * time.Second,
+		IndexResumeAge:      time.Minute,
+		Shard:               shard.DefaultConfig(),
+		Store:               fsm.DefaultOptions(""),
 	}
 }
 

@@ -9,15 +9,49 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/cairndb/cairn/docstore"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/ring"
 	"github.com/cairndb/cairn/shard"
 )
 
 // Docs returns the node's document store (ARCHITECTURE §6): the same
 // operations as /v1/docs, in process.
 func (n *Node) Docs() *docstore.DB { return n.docs }
+
+// indexBuildLoop finishes index builds whose builder died: every
+// IndexResumeInterval the leader of the meta group resumes builds begun
+// more than IndexResumeAge ago that no build on this node is running.
+func (n *Node) indexBuildLoop() {
+	defer n.wg.Done()
+	every, age := n.cfg.IndexResumeInterval, n.cfg.IndexResumeAge
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	if age <= 0 {
+		age = time.Minute
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, _, self := n.meta.Leader(); !self {
+			continue
+		}
+		if k, err := n.docs.ResumeBuilds(n.ctx, age); err != nil {
+			n.logger.Warn("resuming index builds", "error", err)
+		} else if k > 0 {
+			n.logger.Info("resumed index builds", "count", k)
+		}
+	}
+}
 
 // docsKV gives the document store the node's linearizable reads, scans
 // and transactions.
@@ -39,6 +73,51 @@ func (d docsKV) Scan(ctx context.Context, start, end, after []byte, limit int) (
 func (d docsKV) Transact(ctx context.Context, ifs []fsm.Compare, then []fsm.Op) (bool, []fsm.OpResult, error) {
 	r, err := d.n.Transact(ctx, TxnRequest{If: ifs, Then: then})
 	return r.Succeeded, r.Results, err
+}
+
+func (d docsKV) ShardTag(ctx context.Context, key []byte) ([]byte, error) {
+	v, err := d.n.routingView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return d.n.shardTags.of(v.ring, v.ring.Locate(key)), nil
+}
+
+func (d docsKV) ShardTags(ctx context.Context) ([][]byte, error) {
+	v, err := d.n.routingView(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var tags [][]byte
+	for _, id := range v.ring.Shards() {
+		tags = append(tags, d.n.shardTags.of(v.ring, id))
+	}
+	return tags, nil
+}
+
+// shardTagCache holds, for the ring it was computed from, a routing tag
+// that the ring places on each shard: the first of "shard/0", "shard/1",
+// ... that lands there.
+type shardTagCache struct {
+	mu    sync.Mutex
+	epoch uint64
+	tags  map[fsm.ShardID][]byte
+}
+
+func (c *shardTagCache) of(r *ring.Ring, id fsm.ShardID) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tags == nil || c.epoch != r.Epoch() {
+		c.epoch, c.tags = r.Epoch(), map[fsm.ShardID][]byte{}
+		want := len(r.Shards())
+		for i := 0; len(c.tags) < want && i < 1<<20; i++ {
+			tag := []byte("shard/" + strconv.Itoa(i))
+			if s := r.Locate(tag); c.tags[s] == nil {
+				c.tags[s] = tag
+			}
+		}
+	}
+	return c.tags[id]
 }
 
 // readDocBody reads a JSON body within the limits and decodes it.
@@ -249,13 +328,106 @@ func (n *Node) docRoutes(handle func(pattern, route string, h http.HandlerFunc))
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-	notYet := func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotImplemented, "not_implemented", "indexes and explain are not built yet: queries scan the collection", "")
+	handle("POST /v1/docs/{coll}/_explain", "/v1/docs/{coll}/_explain", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotImplemented, "not_implemented", "explain is not built yet", "")
+	})
+	handle("GET /v1/docs/{coll}/_indexes", "/v1/docs/{coll}/_indexes", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := coll(w, r)
+		if !ok {
+			return
+		}
+		ctx, cancel := timeout(r)
+		defer cancel()
+		list, err := c.Indexes(ctx)
+		if err != nil {
+			writeDocErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"indexes": list})
+	})
+	handle("PUT /v1/docs/{coll}/_indexes/{name}", "/v1/docs/{coll}/_indexes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := coll(w, r)
+		if !ok {
+			return
+		}
+		v, ok := n.readJSONBody(w, r)
+		if !ok {
+			return
+		}
+		spec, err := parseIndexSpec(r.PathValue("name"), v)
+		if err != nil {
+			writeDocErr(w, err)
+			return
+		}
+		// A build reads the whole collection: it may take longer than a
+		// request. It runs under the node's lifetime; the answer comes
+		// when it is ready or the request times out (the build goes on).
+		done := make(chan error, 1)
+		go func() {
+			done <- c.CreateIndex(n.ctx, spec)
+		}()
+		ctx, cancel := timeout(r)
+		defer cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				writeDocErr(w, err)
+				return
+			}
+			spec.State = docstore.StateReady
+			writeJSON(w, http.StatusOK, spec)
+		case <-ctx.Done():
+			spec.State = docstore.StateBuilding
+			writeJSON(w, http.StatusAccepted, spec)
+		}
+	})
+	handle("DELETE /v1/docs/{coll}/_indexes/{name}", "/v1/docs/{coll}/_indexes/{name}", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := coll(w, r)
+		if !ok {
+			return
+		}
+		ctx, cancel := timeout(r)
+		defer cancel()
+		if err := c.DropIndex(ctx, r.PathValue("name")); err != nil {
+			writeDocErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]bool{"dropped": true})
+	})
+}
+
+// parseIndexSpec reads an index definition body: {"fields":[...],"unique":false}.
+func parseIndexSpec(name string, v any) (docstore.IndexSpec, error) {
+	spec := docstore.IndexSpec{Name: name}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return spec, fmt.Errorf("%w: an index definition is a JSON object", fsm.ErrInvalid)
 	}
-	handle("POST /v1/docs/{coll}/_explain", "/v1/docs/{coll}/_explain", notYet)
-	handle("GET /v1/docs/{coll}/_indexes", "/v1/docs/{coll}/_indexes", notYet)
-	handle("PUT /v1/docs/{coll}/_indexes/{name}", "/v1/docs/{coll}/_indexes/{name}", notYet)
-	handle("DELETE /v1/docs/{coll}/_indexes/{name}", "/v1/docs/{coll}/_indexes/{name}", notYet)
+	for k, val := range m {
+		switch k {
+		case "fields":
+			list, ok := val.([]any)
+			if !ok {
+				return spec, fmt.Errorf("%w: fields is a list of strings", fsm.ErrInvalid)
+			}
+			for _, e := range list {
+				s, ok := e.(string)
+				if !ok {
+					return spec, fmt.Errorf("%w: fields is a list of strings", fsm.ErrInvalid)
+				}
+				spec.Fields = append(spec.Fields, s)
+			}
+		case "unique":
+			b, ok := val.(bool)
+			if !ok {
+				return spec, fmt.Errorf("%w: unique is true or false", fsm.ErrInvalid)
+			}
+			spec.Unique = b
+		default:
+			return spec, fmt.Errorf("%w: unknown field %q of an index definition", fsm.ErrInvalid, k)
+		}
+	}
+	return spec, docstore.CheckIndex(spec)
 }
 
 // parseFind turns a _find body into a query.
@@ -284,7 +456,7 @@ func parseFind(v any) (docstore.Query, error) {
 	}
 	for k := range m {
 		switch k {
-		case "filter", "sort", "limit", "cursor", "fields":
+		case "filter", "sort", "limit", "cursor", "fields", "hint":
 		default:
 			return q, fmt.Errorf("%w: unknown query field %q", fsm.ErrInvalid, k)
 		}
@@ -310,6 +482,11 @@ func parseFind(v any) (docstore.Query, error) {
 	if raw, ok := m["cursor"]; ok {
 		if q.Cursor, ok = raw.(string); !ok {
 			return q, fmt.Errorf("%w: cursor is a string", fsm.ErrInvalid)
+		}
+	}
+	if raw, ok := m["hint"]; ok {
+		if q.Hint, ok = raw.(string); !ok {
+			return q, fmt.Errorf("%w: hint is a string (an index name, or %s)", fsm.ErrInvalid, docstore.HintScan)
 		}
 	}
 	return q, nil

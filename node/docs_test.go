@@ -3,9 +3,12 @@ package node
 import (
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairndb/cairn/docstore"
 )
@@ -115,7 +118,11 @@ func TestHTTPDocs(t *testing.T) {
 		{"POST", "/users/_find", `{"where":{}}`, 400, "bad_request"},
 		{"POST", "/users/_find", `{"cursor":"%%%"}`, 400, "bad_request"},
 		{"POST", "/users/_explain", `{}`, 501, "not_implemented"},
-		{"PUT", "/users/_indexes/by_age", `{"fields":["age"]}`, 501, "not_implemented"},
+		{"PUT", "/users/_indexes/by_age", `{"fields":[]}`, 400, "bad_request"},
+		{"PUT", "/users/_indexes/by_age", `{"fields":["age"],"sparse":true}`, 400, "bad_request"},
+		{"PUT", "/users/_indexes/_x", `{"fields":["age"]}`, 400, "bad_request"},
+		{"PUT", "/users/_indexes/u", `{"fields":["age"],"unique":true}`, 400, "bad_request"},
+		{"POST", "/users/_find", `{"hint":"no_such_index","filter":{"age":1}}`, 400, "bad_request"},
 	} {
 		st, _, b := do(t, tt.method, u+tt.path, []byte(tt.body), nil)
 		if st != tt.status || errCode(t, b) != tt.code {
@@ -157,5 +164,94 @@ func TestDocsConcurrentInsertOneWinner(t *testing.T) {
 	d, err := c.Get(ctx, "one")
 	if err != nil || winner < 0 || d["by"] != json.Number(fmt.Sprint(winner)) {
 		t.Fatalf("winner %d, stored %v, %v", winner, d, err)
+	}
+}
+
+// Indexes over HTTP on a three-node cluster: created over existing
+// documents, listed ready, used (the same answer as a scan), maintained by
+// writes, dropped; every document write stays on one shard, its index
+// entries included.
+func TestHTTPDocIndexes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tc := startCluster(t, 3, 4, func(c *Config) {
+		if c.Name == "n1" {
+			c.Registry = reg
+		}
+	})
+	tc.waitReady()
+	n := tc.nodes["n1"]
+	srv := httptest.NewServer(n.Handler(nil))
+	defer srv.Close()
+	u := srv.URL + "/v1/docs/people"
+	for i := range 60 {
+		body := fmt.Sprintf(`{"_id":"p%02d","age":%d,"tags":["t%d","all"],"addr":{"city":"c%d"}}`, i, 20+i%30, i%4, i%5)
+		if st, _, b := do(t, "POST", u, []byte(body), nil); st != 201 {
+			t.Fatalf("insert: %d %s", st, b)
+		}
+	}
+	crossShard := func() float64 { return metricSum(t, reg, "cairn_txn_total", map[string]string{"kind": "cross_shard"}) }
+	oneShard := func() float64 { return metricSum(t, reg, "cairn_txn_total", map[string]string{"kind": "one_shard"}) }
+	crossBefore, oneBefore := crossShard(), oneShard()
+	for _, def := range []struct{ name, body string }{{"by_age", `{"fields":["age"]}`}, {"by_city_age", `{"fields":["addr.city","age"]}`}, {"by_tags", `{"fields":["tags"]}`}} {
+		st, _, b := do(t, "PUT", u+"/_indexes/"+def.name, []byte(def.body), nil)
+		if st != 200 || !strings.Contains(string(b), `"state":"ready"`) {
+			t.Fatalf("create %s: %d %s", def.name, st, b)
+		}
+	}
+	st, _, b := do(t, "GET", u+"/_indexes", nil, nil)
+	if st != 200 || strings.Count(string(b), `"state":"ready"`) != 3 {
+		t.Fatalf("list: %d %s", st, b)
+	}
+	// Writes after the build keep the indexes in step.
+	if st, _, b := do(t, "PATCH", u+"/p07", []byte(`{"age":99,"tags":["t9"]}`), nil); st != 200 {
+		t.Fatalf("patch: %d %s", st, b)
+	}
+	if st, _, b := do(t, "DELETE", u+"/p08", nil, nil); st != 200 {
+		t.Fatalf("delete: %d %s", st, b)
+	}
+	find := func(body string) string {
+		t.Helper()
+		st, _, b := do(t, "POST", u+"/_find", []byte(body), nil)
+		if st != 200 {
+			t.Fatalf("find %s: %d %s", body, st, b)
+		}
+		var page struct{ Docs []map[string]any }
+		if err := json.Unmarshal(b, &page); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, d := range page.Docs {
+			ids = append(ids, d["_id"].(string))
+		}
+		return strings.Join(ids, ",")
+	}
+	for _, tt := range []struct{ filter, index string }{
+		{`{"age":{"$gte":45}}`, "by_age"},
+		{`{"age":99}`, "by_age"},
+		{`{"addr.city":"c2","age":{"$lt":30}}`, "by_city_age"},
+		{`{"tags":"t9"}`, "by_tags"},
+		{`{"tags":{"$in":["t1","t3"]},"age":{"$ne":25}}`, "by_tags"},
+	} {
+		scan := find(fmt.Sprintf(`{"filter":%s,"hint":"_scan"}`, tt.filter))
+		indexed := find(fmt.Sprintf(`{"filter":%s,"hint":%q}`, tt.filter, tt.index))
+		chosen := find(fmt.Sprintf(`{"filter":%s}`, tt.filter))
+		if scan == "" || indexed != scan || chosen != scan {
+			t.Fatalf("%s: scan %q, %s %q, chosen %q", tt.filter, scan, tt.index, indexed, chosen)
+		}
+	}
+	if got := find(`{"filter":{"tags":"t9"}}`); got != "p07" {
+		t.Fatalf("the patched document by its new tag: %q", got)
+	}
+	if cross := crossShard() - crossBefore; cross != 0 {
+		t.Fatalf("%v document writes went through two-phase commit: entries not on the document's shard", cross)
+	}
+	if one := oneShard() - oneBefore; one < 60 {
+		t.Fatalf("%v one-shard writes for a 60-document backfill and two writes", one)
+	}
+	if st, _, b := do(t, "DELETE", u+"/_indexes/by_tags", nil, nil); st != 200 {
+		t.Fatalf("drop index: %d %s", st, b)
+	}
+	if st, _, b := do(t, "POST", u+"/_find", []byte(`{"filter":{"tags":"t9"},"hint":"by_tags"}`), nil); st != 400 {
+		t.Fatalf("hint of a dropped index: %d %s", st, b)
 	}
 }

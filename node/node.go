@@ -45,6 +45,7 @@ type Node struct {
 	// reads and writes meet.
 	coord      *txn.Coordinator
 	docs       *docstore.DB
+	shardTags  shardTagCache
 	txnMetrics *txn.Metrics
 
 	mu     sync.RWMutex
@@ -169,12 +170,13 @@ func (n *Node) start(ctx context.Context) error {
 	tcfg.Metrics = n.txnMetrics
 	n.coord = txn.New(txnCluster{n}, tcfg)
 	n.docs = docstore.New(docsKV{n}, docstore.Options{MaxDocSize: n.store.Limits().MaxValueSize})
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.watchMeta()
 	go n.watchGossip()
 	go n.announceLoop()
 	go n.reconcileLoop()
 	go n.resolveLoop()
+	go n.indexBuildLoop()
 	if !n.inCluster() {
 		n.wg.Add(1)
 		go n.form()

@@ -121,6 +121,18 @@ func TestDocsSubcommands(t *testing.T) {
 	if err != nil || len(lines) != 2 || !strings.Contains(lines[0], `"_id":"ann"`) || !strings.Contains(lines[1], `"_id":"cy"`) || strings.Contains(out, "city") {
 		t.Fatalf("find over pages of 1: %q %v", out, err)
 	}
+	if out, err := run("index", "users", "by_age", "age"); err != nil || !strings.Contains(out, `"state": "ready"`) {
+		t.Fatalf("index: %q %v", out, err)
+	}
+	if out, err := run("indexes", "users"); err != nil || !strings.Contains(out, `"by_age"`) {
+		t.Fatalf("indexes: %q %v", out, err)
+	}
+	if out, err := run("find", "--hint", "by_age", "users", `{"age":45}`); err != nil || !strings.Contains(out, `"_id":"bob"`) || strings.Count(out, "\n") != 1 {
+		t.Fatalf("find by index: %q %v", out, err)
+	}
+	if _, err := run("drop-index", "users", "by_age"); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := run("delete", "users", "bob"); err != nil || !strings.Contains(out, `"deleted": true`) {
 		t.Fatalf("delete: %q %v", out, err)
 	}

@@ -18,8 +18,11 @@ const docsUsage = `usage: kvnode docs [--addr A] list
        kvnode docs [--addr A] put [--if-version N] COLL ID JSON
        kvnode docs [--addr A] patch [--if-version N] COLL ID JSON   (RFC 7386 merge patch)
        kvnode docs [--addr A] delete [--if-version N] COLL ID
-       kvnode docs [--addr A] find [--sort F,-G] [--fields F,G] [--limit N] COLL [FILTER]
-       kvnode docs [--addr A] drop COLL`
+       kvnode docs [--addr A] find [--sort F,-G] [--fields F,G] [--limit N] [--hint INDEX|_scan] COLL [FILTER]
+       kvnode docs [--addr A] drop COLL
+       kvnode docs [--addr A] index COLL NAME FIELD...        (create an index; built over what is there)
+       kvnode docs [--addr A] indexes COLL
+       kvnode docs [--addr A] drop-index COLL NAME`
 
 // cmdDocs runs the document subcommands; each prints JSON.
 func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
@@ -32,6 +35,7 @@ func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 	sortBy := fs.String("sort", "", "find: comma-separated fields, - for descending")
 	fields := fs.String("fields", "", "find: comma-separated fields to keep")
 	limit := fs.Int("limit", 0, "find: documents per page (all pages are fetched)")
+	hint := fs.String("hint", "", "find: an index to use, or _scan")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -108,7 +112,7 @@ func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 		}
 		return print(map[string]any{"_id": args[1], "deleted": true})
 	case action == "find" && (len(args) == 1 || len(args) == 2):
-		q := client.FindRequest{Limit: *limit, Sort: splitList(*sortBy), Fields: splitList(*fields)}
+		q := client.FindRequest{Limit: *limit, Sort: splitList(*sortBy), Fields: splitList(*fields), Hint: *hint}
 		if len(args) == 2 {
 			f, err := body(args[1])
 			if err != nil {
@@ -130,6 +134,23 @@ func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 			}
 			q.Cursor = cursor
 		}
+	case action == "index" && len(args) >= 3:
+		state, err := c.CreateIndex(o.ctx, args[0], args[1], args[2:]...)
+		if err != nil {
+			return err
+		}
+		return print(map[string]any{"name": args[1], "fields": args[2:], "state": state})
+	case action == "indexes" && len(args) == 1:
+		list, err := c.Indexes(o.ctx, args[0])
+		if err != nil {
+			return err
+		}
+		return print(list)
+	case action == "drop-index" && len(args) == 2:
+		if err := c.DropIndex(o.ctx, args[0], args[1]); err != nil {
+			return err
+		}
+		return print(map[string]any{"dropped": args[1]})
 	case action == "drop" && len(args) == 1:
 		if err := c.DropCollection(o.ctx, args[0]); err != nil {
 			return err

@@ -331,3 +331,29 @@ func cmpInt(a, b int) int {
 	}
 	return 0
 }
+
+// TypeBounds returns the range [lo, hi) of the encodings of every value of
+// v's type (null, booleans, numbers, strings, arrays or objects).
+func TypeBounds(v any) (lo, hi []byte) {
+	switch rank(v) {
+	case tagNull:
+		return []byte{tagNull}, []byte{tagNull + 1}
+	case tagFalse, tagTrue:
+		return []byte{tagFalse}, []byte{tagTrue + 1}
+	case tagNumber:
+		return []byte{tagNumber}, []byte{tagNumber + 1}
+	case tagString:
+		return []byte{tagString}, []byte{tagString + 1}
+	case tagArray:
+		return []byte{tagArray}, []byte{tagArray + 1}
+	}
+	return []byte{tagObject}, []byte{tagObject + 1}
+}
+
+// AppendStringPrefix appends the encoding of every string that starts with
+// p, up to where they differ: the range of those strings' encodings is the
+// keys with this prefix.
+func AppendStringPrefix(b []byte, p string) []byte {
+	b = appendString(append(b, tagString), p)
+	return b[:len(b)-2] // without the terminator
+}

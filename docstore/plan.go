@@ -1,0 +1,192 @@
+package docstore
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/cairndb/cairn/docstore/keyenc"
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/ring"
+)
+
+// HintScan forces a query to scan the collection (Query.Hint).
+const HintScan = "_scan"
+
+// access is how a query finds its candidate documents: a scan of the
+// collection, or scans of key ranges of one index (whose documents are
+// then read and filtered: an index only narrows the candidates, so every
+// plan returns the same documents).
+type access struct {
+	index  *IndexSpec
+	ranges [][2][]byte
+	kind   string // "full_scan", or the condition used: "eq", "in", "range", "prefix"
+}
+
+// condRank orders the conditions an index can serve, most selective first.
+var condRank = map[string]int{"eq": 0, "in": 1, "prefix": 2, "range": 3}
+
+// choose picks the access for filter among the ready indexes (hint:
+// HintScan, an index name, or "" to choose).
+func choose(coll string, f *Filter, indexes []IndexSpec, hint string) (access, error) {
+	full := access{kind: "full_scan"}
+	if hint == HintScan {
+		return full, nil
+	}
+	var best access
+	found := false
+	for i := range indexes {
+		idx := &indexes[i]
+		if idx.State != StateReady || hint != "" && hint != idx.Name {
+			continue
+		}
+		a, ok := indexAccess(coll, f, idx)
+		if ok && (!found || condRank[a.kind] < condRank[best.kind]) {
+			best, found = a, true
+		}
+	}
+	switch {
+	case found:
+		return best, nil
+	case hint != "":
+		return access{}, fmt.Errorf("%w: index %q is not ready or cannot serve this filter", fsm.ErrInvalid, hint)
+	}
+	return full, nil
+}
+
+// indexAccess finds conditions on idx's first field among the filter's
+// top-level conjuncts and turns the best into key ranges of idx.
+func indexAccess(coll string, f *Filter, idx *IndexSpec) (access, bool) {
+	conds := []*Filter{f}
+	if f.op == "$and" {
+		conds = f.subs
+	}
+	prefix := indexPrefix(coll, idx.Name)
+	field := idx.Fields[0]
+	var lo, hi *Filter
+	var best access
+	found := false
+	offer := func(a access) {
+		if !found || condRank[a.kind] < condRank[best.kind] {
+			best, found = a, true
+		}
+	}
+	for _, c := range conds {
+		if c.field != field {
+			continue
+		}
+		switch c.op {
+		case "$eq":
+			offer(access{index: idx, kind: "eq", ranges: [][2][]byte{valueRange(prefix, c.arg)}})
+		case "$in":
+			a := access{index: idx, kind: "in"}
+			for _, v := range c.args {
+				a.ranges = append(a.ranges, valueRange(prefix, v))
+			}
+			if len(a.ranges) > 0 {
+				offer(a)
+			}
+		case "$prefix":
+			start := keyenc.AppendStringPrefix(bytes.Clone(prefix), c.arg.(string))
+			offer(access{index: idx, kind: "prefix", ranges: [][2][]byte{{start, prefixEnd(start)}}})
+		case "$gt", "$gte":
+			if lo == nil {
+				lo = c
+			}
+		case "$lt", "$lte":
+			if hi == nil {
+				hi = c
+			}
+		}
+	}
+	if lo != nil || hi != nil {
+		// One bound only: with arrays, a document may meet a lower bound
+		// with one element and an upper bound with another, so the two
+		// cannot be intersected on the index. Range operators match only
+		// values of their argument's type: the other end of the range is
+		// the end of that type's encodings.
+		c := lo
+		if c == nil {
+			c = hi
+		}
+		tlo, thi := keyenc.TypeBounds(c.arg)
+		start, end := append(bytes.Clone(prefix), tlo...), append(bytes.Clone(prefix), thi...)
+		e, err := keyenc.Append(bytes.Clone(prefix), c.arg)
+		if err == nil {
+			switch c.op {
+			case "$gt":
+				start = prefixEnd(e)
+			case "$gte":
+				start = e
+			case "$lt":
+				end = e
+			case "$lte":
+				end = prefixEnd(e)
+			}
+			offer(access{index: idx, kind: "range", ranges: [][2][]byte{{start, end}}})
+		}
+	}
+	return best, found
+}
+
+// valueRange is the range of idx entries whose first value is v.
+func valueRange(prefix []byte, v any) [2][]byte {
+	start, err := keyenc.Append(bytes.Clone(prefix), v)
+	if err != nil {
+		return [2][]byte{prefix, prefix} // an unencodable value matches nothing
+	}
+	return [2][]byte{start, prefixEnd(start)}
+}
+
+// prefixEnd is the first key after every key that starts with p.
+func prefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for len(end) > 0 && end[len(end)-1] == 0xFF {
+		end = end[:len(end)-1]
+	}
+	if len(end) == 0 {
+		return nil
+	}
+	end[len(end)-1]++
+	return end
+}
+
+// candidateIDs scans a's ranges and returns the _ids found, each once, in
+// the order first seen.
+func (c *Collection) candidateIDs(ctx context.Context, a access) ([]string, error) {
+	seen := map[string]bool{}
+	var ids []string
+	for _, r := range a.ranges {
+		var after []byte
+		for {
+			items, more, err := c.db.kv.Scan(ctx, r[0], r[1], after, 1000)
+			if err != nil {
+				return nil, err
+			}
+			for _, it := range items {
+				v, _, err := keyenc.Decode(ring.RouteKey(it.Key))
+				id, ok := v.(string)
+				if err != nil || !ok {
+					return nil, fmt.Errorf("docstore: index entry %q without an _id", it.Key)
+				}
+				if !seen[id] {
+					seen[id] = true
+					ids = append(ids, id)
+				}
+			}
+			if !more || len(items) == 0 {
+				break
+			}
+			after = items[len(items)-1].Key
+		}
+	}
+	return ids, nil
+}
+
+func (a access) String() string {
+	if a.index == nil {
+		return "full_scan"
+	}
+	return fmt.Sprintf("index %s (%s on %s, %d range(s))", a.index.Name, a.kind, strings.Join(a.index.Fields, ","), len(a.ranges))
+}
