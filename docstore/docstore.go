@@ -5,10 +5,11 @@
 //
 // Built so far: collections (created by their first insert, listed,
 // dropped), insert (one or many), get, replace, RFC 7386 merge-patch and
-// delete with optional version conditions, managed fields, and queries
-// with filters, sort, limit, cursor and projection, answered by a scan of
-// the collection. Not built yet: secondary and unique indexes, the
-// cost-based planner and explain.
+// delete with optional version conditions, managed fields, secondary
+// indexes kept on each document's shard and built online (index.go), and
+// queries with filters, sort, limit, cursor and projection, served by an
+// index when one fits the filter (plan.go). Not built yet: unique
+// indexes, statistics, a cost-based planner and explain.
 package docstore
 
 import (

@@ -231,6 +231,10 @@ func CheckIndex(idx IndexSpec) error {
 		if _, err := parseSort([]string{f}); err != nil || strings.HasPrefix(f, "-") {
 			return fmt.Errorf("%w: bad index field %q", fsm.ErrInvalid, f)
 		}
+		if f == FieldVersion {
+			// Not stored in the document: known only once written.
+			return fmt.Errorf("%w: %s cannot be indexed", fsm.ErrInvalid, FieldVersion)
+		}
 	}
 	if idx.Unique {
 		return fmt.Errorf("%w: unique indexes are not built yet", fsm.ErrInvalid)
@@ -243,14 +247,23 @@ var ErrIndexExists = errors.New("docstore: an index of that name exists")
 
 // CreateIndex creates idx on the collection and builds it over the
 // documents already there, while writes go on: it returns once the index
-// is ready. Creating an index that exists with the same fields resumes or
-// confirms it.
+// is ready. Creating an index that exists with the same fields returns at
+// once if it is ready, and resumes its build if not.
 func (c *Collection) CreateIndex(ctx context.Context, idx IndexSpec) error {
 	if err := CheckName(c.name); err != nil {
 		return err
 	}
 	if err := CheckIndex(idx); err != nil {
 		return err
+	}
+	existing, err := c.Indexes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, x := range existing {
+		if x.Name == idx.Name && x.State == StateReady && slices.Equal(x.Fields, idx.Fields) {
+			return nil // built already
+		}
 	}
 	idx.State = StateBuilding
 	idx.BuildStarted = c.db.opts.Now().UTC().Format(time.RFC3339Nano)
@@ -272,7 +285,7 @@ func (c *Collection) CreateIndex(ctx context.Context, idx IndexSpec) error {
 	}()
 	// 1. Every shard's schema learns of the index: from here on, every
 	// write maintains it.
-	err := c.eachSchema(ctx, func(cur []IndexSpec) ([]IndexSpec, error) {
+	err = c.eachSchema(ctx, func(cur []IndexSpec) ([]IndexSpec, error) {
 		for _, x := range cur {
 			if x.Name == idx.Name {
 				if !slices.Equal(x.Fields, idx.Fields) || x.State == StateDropping {

@@ -120,7 +120,8 @@ func (c *shardTagCache) of(r *ring.Ring, id fsm.ShardID) []byte {
 	return c.tags[id]
 }
 
-// readDocBody reads a JSON body within the limits and decodes it.
+// readJSONBody reads a JSON body within the limits and decodes it
+// (numbers as json.Number).
 func (n *Node) readJSONBody(w http.ResponseWriter, r *http.Request) (any, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	var tooBig *http.MaxBytesError

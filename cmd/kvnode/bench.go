@@ -37,6 +37,12 @@ type benchConfig struct {
 	txn string
 	// pairs[i] is the key written with key i in txn mode.
 	pairs []int
+	// docs: "" (keys), "insert" (every operation inserts a document into
+	// the collection "bench", which has two indexes) or "find" (every
+	// operation is an indexed equality query returning 10 of the --keys
+	// documents --preload wrote); hint forces the find's plan.
+	docs, hint string
+	salt       int64 // makes inserted _ids unique across runs
 }
 
 // runBench is `kvnode bench`: a closed-loop load of puts and gets against
@@ -56,6 +62,8 @@ func runBench(args []string, out io.Writer) error {
 	fs.BoolVar(&bc.preload, "preload", false, "write every key once before the timed run (not measured)")
 	fs.BoolVar(&bc.jsonOut, "json", false, "also print the summary as one JSON line")
 	fs.StringVar(&bc.txn, "txn", "", "one-shard or cross-shard: every operation is a transaction putting two keys, on one shard or on two (read-ratio is ignored)")
+	fs.StringVar(&bc.docs, "docs", "", "insert or find: every operation inserts a document into the collection bench (indexed by grp and age), or finds the 10 documents of one grp (--preload writes --keys documents first)")
+	fs.StringVar(&bc.hint, "hint", "", "with --docs find: the plan, _scan (a scan of the collection) or an index name (default: chosen)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,8 +77,18 @@ func runBench(args []string, out io.Writer) error {
 		return fmt.Errorf("bench: consistency must be linearizable or stale")
 	case bc.txn != "" && bc.txn != "one-shard" && bc.txn != "cross-shard":
 		return fmt.Errorf("bench: txn must be one-shard or cross-shard")
+	case bc.docs != "" && bc.docs != "insert" && bc.docs != "find" || bc.docs != "" && bc.txn != "":
+		return fmt.Errorf("bench: docs must be insert or find, and not with --txn")
 	}
+	bc.salt = time.Now().UnixNano()
 	clients := benchClients(bc)
+	if bc.docs != "" {
+		for _, idx := range [][2]string{{"by_grp", "grp"}, {"by_age", "age"}} {
+			if _, err := clients[0].CreateIndex(context.Background(), benchColl, idx[0], idx[1]); err != nil {
+				return fmt.Errorf("bench: create index %s: %w", idx[0], err)
+			}
+		}
+	}
 	if bc.txn != "" {
 		var err error
 		if bc.pairs, err = pairKeys(context.Background(), clients[0], bc.keys, bc.txn == "cross-shard"); err != nil {
@@ -133,7 +151,16 @@ func preload(ctx context.Context, clients []*client.Client, bc benchConfig, prog
 				if k >= int64(bc.keys) {
 					return
 				}
-				if _, err := c.Put(ctx, benchKey(int(k)), value); err != nil {
+				var err error
+				if bc.docs != "" {
+					_, _, err = c.InsertDoc(ctx, benchColl, benchDoc(fmt.Sprintf("p%08d", k), int(k), bc.valueSize))
+					if errors.Is(err, client.ErrExists) {
+						err = nil // preloaded by an earlier run
+					}
+				} else {
+					_, err = c.Put(ctx, benchKey(int(k)), value)
+				}
+				if err != nil {
 					errMu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -186,19 +213,32 @@ func bench(ctx context.Context, clients []*client.Client, bc benchConfig, progre
 			value := make([]byte, bc.valueSize)
 			var puts, gets []time.Duration
 			var firstErr error
+			n := 0
 			for ctx.Err() == nil {
 				key := benchKey(rng.IntN(bc.keys))
 				isGet := rng.Float64() < bc.readRatio && bc.txn == ""
 				t0 := time.Now()
 				var err error
-				if bc.txn != "" {
+				switch {
+				case bc.docs == "insert":
+					n++
+					id := fmt.Sprintf("i%x-%d-%d", bc.salt, i, n)
+					_, _, err = c.InsertDoc(ctx, benchColl, benchDoc(id, rng.IntN(1<<30), bc.valueSize))
+				case bc.docs == "find":
+					grp := rng.IntN(max(bc.keys/10, 1))
+					var docs []client.Doc
+					docs, _, err = c.FindDocs(ctx, benchColl, client.FindRequest{Filter: map[string]any{"grp": grp}, Hint: bc.hint})
+					if err == nil && len(docs) == 0 {
+						err = fmt.Errorf("grp %d: no documents (run with --preload first)", grp)
+					}
+				case bc.txn != "":
 					i := rng.IntN(bc.keys)
 					for j := range value {
 						value[j] = byte(rng.Uint32())
 					}
 					_, err = c.Txn(ctx, client.Txn{Then: []client.TxnOp{
 						client.TxnPut(benchKey(i), value), client.TxnPut(benchKey(bc.pairs[i]), value)}})
-				} else if isGet {
+				case isGet:
 					var opts []client.ReadOption
 					if bc.consistency == "stale" {
 						opts = append(opts, client.Stale(0))
@@ -207,7 +247,7 @@ func bench(ctx context.Context, clients []*client.Client, bc benchConfig, progre
 					if err != nil && errors.Is(err, client.ErrNotFound) {
 						err = nil // a key not written yet is a valid answer
 					}
-				} else {
+				default:
 					for j := range value {
 						value[j] = byte(rng.Uint32())
 					}
@@ -308,10 +348,22 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
 
 func opName(bc benchConfig) string {
-	if bc.txn != "" {
+	switch {
+	case bc.docs != "":
+		return bc.docs
+	case bc.txn != "":
 		return "txn"
 	}
 	return "put"
+}
+
+// benchColl is the collection of --docs.
+const benchColl = "bench"
+
+// benchDoc is document number k: grp k/10 (10 documents per group), age
+// k%100, a city, and a padding field of padSize bytes.
+func benchDoc(id string, k, padSize int) map[string]any {
+	return map[string]any{"_id": id, "grp": k / 10, "age": k % 100, "city": fmt.Sprint("city-", k%50), "pad": strings.Repeat("x", padSize)}
 }
 
 // pairKeys pairs every key with another on the same shard (cross false) or

@@ -86,3 +86,41 @@ func TestBenchTransactions(t *testing.T) {
 		}
 	}
 }
+
+// --docs: the preload writes the documents, inserts add more, finds return
+// each group's 10 documents through the index and through a scan.
+func TestBenchDocuments(t *testing.T) {
+	_, url := nodetest.Start(t, "bench-docs", 2)
+	var out bytes.Buffer
+	if err := runBench([]string{"--addr", strings.TrimPrefix(url, "http://"), "--docs", "find", "--preload", "--keys", "60", "--clients", "3", "--duration", "1s", "--value-size", "8"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "preloaded 60 keys") || !strings.Contains(out.String(), "find ") {
+		t.Fatalf("find run: %s", out.String())
+	}
+	c := client.New(url)
+	docs, _, err := c.FindDocs(t.Context(), benchColl, client.FindRequest{Filter: map[string]any{"grp": 3}, Hint: "_scan"})
+	if err != nil || len(docs) != 10 {
+		t.Fatalf("group 3: %d documents, %v", len(docs), err)
+	}
+	for _, hint := range []string{"_scan", "by_grp"} {
+		bc := benchConfig{addrs: []string{url}, clients: 2, duration: 500 * time.Millisecond, keys: 60, docs: "find", hint: hint, seed: 1}
+		ctx, cancel := context.WithTimeout(t.Context(), bc.duration)
+		res := bench(ctx, benchClients(bc), bc, func(int64, int64, time.Duration) {})
+		cancel()
+		if res.errors != 0 || len(res.puts) == 0 {
+			t.Fatalf("find with hint %s: %d finds, %d errors (%v)", hint, len(res.puts), res.errors, res.firstError)
+		}
+	}
+	out.Reset()
+	if err := runBench([]string{"--addr", strings.TrimPrefix(url, "http://"), "--docs", "insert", "--clients", "3", "--duration", "1s"}, &out); err != nil || !strings.Contains(out.String(), "insert ") {
+		t.Fatalf("insert run: %v %s", err, out.String())
+	}
+	docs, _, err = c.FindDocs(t.Context(), benchColl, client.FindRequest{Filter: map[string]any{"_id": map[string]any{"$prefix": "i"}}, Hint: "_scan"})
+	if err != nil || len(docs) == 0 {
+		t.Fatalf("inserted documents: %d, %v", len(docs), err)
+	}
+	if list, err := c.Indexes(t.Context(), benchColl); err != nil || len(list) != 2 {
+		t.Fatalf("indexes of the bench collection: %+v %v", list, err)
+	}
+}
