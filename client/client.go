@@ -35,6 +35,7 @@ var (
 	ErrUnavailable     = errors.New("client: unavailable")
 	ErrOutcomeUnknown  = errors.New("client: outcome unknown")
 	ErrExists          = errors.New("client: already exists")
+	ErrUniqueViolation = errors.New("client: unique index violation")
 )
 
 // APIError is an error answer of the server, or a write whose fate the
@@ -58,7 +59,7 @@ func (e *APIError) Is(target error) bool {
 	m := map[string]error{
 		"bad_request": ErrBadRequest, "not_found": ErrNotFound, "version_mismatch": ErrVersionMismatch,
 		"too_large": ErrTooLarge, "conflict": ErrConflict, "unavailable": ErrUnavailable,
-		"outcome_unknown": ErrOutcomeUnknown, "already_exists": ErrExists,
+		"outcome_unknown": ErrOutcomeUnknown, "already_exists": ErrExists, "unique_violation": ErrUniqueViolation,
 	}
 	return m[e.Code] == target
 }

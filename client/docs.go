@@ -166,7 +166,20 @@ type Index struct {
 // the documents already there. It returns the index's state: "ready", or
 // "building" when the build outlasted the request (it goes on).
 func (c *Client) CreateIndex(ctx context.Context, coll, name string, fields ...string) (string, error) {
-	body, _ := json.Marshal(map[string]any{"fields": fields})
+	return c.createIndex(ctx, coll, name, false, fields)
+}
+
+// CreateUniqueIndex creates an index that no two documents may share a
+// value of (across the cluster); documents missing a field, or with null
+// there, are not constrained. A write that would share one is an
+// *APIError with code unique_violation (ErrUniqueViolation), and so is a
+// build over documents that already share one.
+func (c *Client) CreateUniqueIndex(ctx context.Context, coll, name string, fields ...string) (string, error) {
+	return c.createIndex(ctx, coll, name, true, fields)
+}
+
+func (c *Client) createIndex(ctx context.Context, coll, name string, unique bool, fields []string) (string, error) {
+	body, _ := json.Marshal(map[string]any{"fields": fields, "unique": unique})
 	b, err := c.do(ctx, http.MethodPut, docPath(coll, "_indexes", name), nil, body, "")
 	if err != nil {
 		return "", err

@@ -30,7 +30,7 @@ import (
 
 // Errors, besides fsm.ErrInvalid, fsm.ErrTooLarge, fsm.ErrNotFound and
 // fsm.ErrVersionMismatch (which the errors returned here wrap):
-// ErrExists, an insert of an _id that is taken.
+// ErrExists, an insert of an _id that is taken, and ErrUniqueViolation.
 var ErrExists = errors.New("docstore: a document with this _id exists")
 
 // KV is what the store needs from the node it runs in. Reads are
@@ -161,7 +161,7 @@ func (c *Collection) Drop(ctx context.Context) error {
 	delete(c.db.known, c.name)
 	c.db.mu.Unlock()
 	coll := encString(c.name)
-	for _, kind := range []byte{kindDoc, kindIndex, kindSchema} {
+	for _, kind := range []byte{kindDoc, kindIndex, kindUnique, kindSchema} {
 		if err := c.deleteRange(ctx, append([]byte{ring.RoutedPrefix, kind}, coll...)); err != nil {
 			return err
 		}
@@ -210,17 +210,26 @@ func (c *Collection) Insert(ctx context.Context, d Doc) (id string, version uint
 		if err != nil {
 			return "", 0, err
 		}
-		ok, res, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareAbsent, Key: key}, sch.compare()}, ops)
+		uops, uifs, err := c.uniqueOps(ctx, sch, id, nil, next, "")
+		if err != nil {
+			return "", 0, err
+		}
+		ok, res, err := c.db.kv.Transact(ctx, append([]fsm.Compare{{Kind: fsm.CompareAbsent, Key: key}, sch.compare()}, uifs...), append(ops, uops...))
 		switch {
 		case err != nil:
 			return "", 0, err
 		case ok:
 			return id, res[0].Version, nil
 		}
-		if fresh, err := c.db.readSchema(ctx, sch.key, false); err != nil {
+		// The _id is taken, or the schema or a unique value moved: look.
+		if _, found, err := c.db.kv.Get(ctx, key); err != nil {
 			return "", 0, err
-		} else if fresh.version == sch.version || attempt > 20 {
+		} else if found {
 			return "", 0, fmt.Errorf("%w: %s/%s", ErrExists, c.name, id)
+		}
+		c.db.forgetSchema(sch.key)
+		if attempt > 20 {
+			return "", 0, fmt.Errorf("%w: inserting %s/%s kept losing races", fsm.ErrConflict, c.name, id)
 		}
 	}
 }
@@ -347,7 +356,11 @@ func (c *Collection) update(ctx context.Context, id string, ifVersion *uint64, n
 		if err != nil {
 			return 0, err
 		}
-		ok, res, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareVersion, Key: key, Version: it.Version}, sch.compare()}, ops)
+		uops, uifs, err := c.uniqueOps(ctx, sch, id, cur, next, "")
+		if err != nil {
+			return 0, err
+		}
+		ok, res, err := c.db.kv.Transact(ctx, append([]fsm.Compare{{Kind: fsm.CompareVersion, Key: key, Version: it.Version}, sch.compare()}, uifs...), append(ops, uops...))
 		switch {
 		case err != nil:
 			return 0, err
@@ -395,7 +408,11 @@ func (c *Collection) Delete(ctx context.Context, id string, ifVersion *uint64) e
 		if err != nil {
 			return err
 		}
-		ok, _, err := c.db.kv.Transact(ctx, []fsm.Compare{{Kind: fsm.CompareVersion, Key: key, Version: it.Version}, sch.compare()}, ops)
+		uops, uifs, err := c.uniqueOps(ctx, sch, id, cur, nil, "")
+		if err != nil {
+			return err
+		}
+		ok, _, err := c.db.kv.Transact(ctx, append([]fsm.Compare{{Kind: fsm.CompareVersion, Key: key, Version: it.Version}, sch.compare()}, uifs...), append(ops, uops...))
 		switch {
 		case err != nil:
 			return err

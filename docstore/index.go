@@ -236,9 +236,6 @@ func CheckIndex(idx IndexSpec) error {
 			return fmt.Errorf("%w: %s cannot be indexed", fsm.ErrInvalid, FieldVersion)
 		}
 	}
-	if idx.Unique {
-		return fmt.Errorf("%w: unique indexes are not built yet", fsm.ErrInvalid)
-	}
 	return nil
 }
 
@@ -261,7 +258,7 @@ func (c *Collection) CreateIndex(ctx context.Context, idx IndexSpec) error {
 		return err
 	}
 	for _, x := range existing {
-		if x.Name == idx.Name && x.State == StateReady && slices.Equal(x.Fields, idx.Fields) {
+		if x.Name == idx.Name && x.State == StateReady && slices.Equal(x.Fields, idx.Fields) && x.Unique == idx.Unique {
 			return nil // built already
 		}
 	}
@@ -288,7 +285,7 @@ func (c *Collection) CreateIndex(ctx context.Context, idx IndexSpec) error {
 	err = c.eachSchema(ctx, func(cur []IndexSpec) ([]IndexSpec, error) {
 		for _, x := range cur {
 			if x.Name == idx.Name {
-				if !slices.Equal(x.Fields, idx.Fields) || x.State == StateDropping {
+				if !slices.Equal(x.Fields, idx.Fields) || x.Unique != idx.Unique || x.State == StateDropping {
 					return nil, fmt.Errorf("%w: %s on %v (%s)", ErrIndexExists, x.Name, x.Fields, x.State)
 				}
 				return cur, nil
@@ -301,6 +298,12 @@ func (c *Collection) CreateIndex(ctx context.Context, idx IndexSpec) error {
 	}
 	// 2. Backfill what was written before.
 	if err := c.backfill(ctx, idx); err != nil {
+		if errors.Is(err, ErrUniqueViolation) {
+			// The documents break the constraint: the index goes.
+			if derr := c.dropIndex(ctx, idx.Name); derr != nil {
+				return errors.Join(err, derr)
+			}
+		}
 		return err
 	}
 	// 3. Ready.
@@ -323,6 +326,10 @@ func (c *Collection) DropIndex(ctx context.Context, name string) error {
 	if err := CheckName(c.name); err != nil {
 		return err
 	}
+	return c.dropIndex(ctx, name)
+}
+
+func (c *Collection) dropIndex(ctx context.Context, name string) error {
 	found := false
 	err := c.eachSchema(ctx, func(cur []IndexSpec) ([]IndexSpec, error) {
 		out := slices.Clone(cur)
@@ -339,8 +346,10 @@ func (c *Collection) DropIndex(ctx context.Context, name string) error {
 	if !found {
 		return fmt.Errorf("%w: index %s of %s", fsm.ErrNotFound, name, c.name)
 	}
-	if err := c.deleteRange(ctx, indexPrefix(c.name, name)); err != nil {
-		return err
+	for _, prefix := range [][]byte{indexPrefix(c.name, name), uniquePrefix(c.name, name)} {
+		if err := c.deleteRange(ctx, prefix); err != nil {
+			return err
+		}
 	}
 	return c.eachSchema(ctx, func(cur []IndexSpec) ([]IndexSpec, error) {
 		return slices.DeleteFunc(slices.Clone(cur), func(x IndexSpec) bool { return x.Name == name }), nil
@@ -450,17 +459,21 @@ func (c *Collection) backfill(ctx context.Context, idx IndexSpec) error {
 			if err != nil {
 				return err
 			}
-			ops := make([]fsm.Op, len(keys))
-			for i, k := range keys {
-				ops[i] = fsm.Put(k, nil)
-			}
 			for attempt := 0; ; attempt++ {
+				ops := make([]fsm.Op, len(keys))
+				for i, k := range keys {
+					ops[i] = fsm.Put(k, nil)
+				}
 				sch, err := c.db.schemaFor(ctx, c.name, it.Key)
 				if err != nil {
 					return err
 				}
 				ifs := []fsm.Compare{{Kind: fsm.CompareVersion, Key: it.Key, Version: it.Version}, {Kind: fsm.CompareVersion, Key: sch.key, Version: sch.version}}
-				ok, _, err := c.db.kv.Transact(ctx, ifs, ops)
+				uops, uifs, err := c.uniqueOps(ctx, schema{indexes: []IndexSpec{idx}}, id, nil, d, idx.Name)
+				if err != nil {
+					return err // a value two documents hold: the index cannot be built
+				}
+				ok, _, err := c.db.kv.Transact(ctx, append(ifs, uifs...), append(ops, uops...))
 				if err != nil {
 					return err
 				}

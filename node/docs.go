@@ -166,8 +166,12 @@ func (n *Node) readDoc(w http.ResponseWriter, r *http.Request) (docstore.Doc, bo
 
 // writeDocErr maps document store errors to the API's codes.
 func writeDocErr(w http.ResponseWriter, err error) {
-	if errors.Is(err, docstore.ErrExists) {
+	switch {
+	case errors.Is(err, docstore.ErrExists):
 		writeError(w, http.StatusConflict, "already_exists", err.Error(), "")
+		return
+	case errors.Is(err, docstore.ErrUniqueViolation):
+		writeError(w, http.StatusConflict, "unique_violation", err.Error(), "")
 		return
 	}
 	writeErr(w, err, "")

@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"strings"
@@ -121,7 +122,7 @@ func TestHTTPDocs(t *testing.T) {
 		{"PUT", "/users/_indexes/by_age", `{"fields":[]}`, 400, "bad_request"},
 		{"PUT", "/users/_indexes/by_age", `{"fields":["age"],"sparse":true}`, 400, "bad_request"},
 		{"PUT", "/users/_indexes/_x", `{"fields":["age"]}`, 400, "bad_request"},
-		{"PUT", "/users/_indexes/u", `{"fields":["age"],"unique":true}`, 400, "bad_request"},
+		{"PUT", "/users/_indexes/u", `{"fields":["age"],"unique":"yes"}`, 400, "bad_request"},
 		{"POST", "/users/_find", `{"hint":"no_such_index","filter":{"age":1}}`, 400, "bad_request"},
 	} {
 		st, _, b := do(t, tt.method, u+tt.path, []byte(tt.body), nil)
@@ -254,4 +255,65 @@ func TestHTTPDocIndexes(t *testing.T) {
 	if st, _, b := do(t, "POST", u+"/_find", []byte(`{"filter":{"tags":"t9"},"hint":"by_tags"}`), nil); st != 400 {
 		t.Fatalf("hint of a dropped index: %d %s", st, b)
 	}
+}
+
+// A unique index across a 3-node cluster: the global entries live on other
+// shards than the documents, so each write is a cross-shard transaction;
+// concurrent inserts of one value under _ids on every shard: exactly one
+// wins, and the answer to the others is 409 unique_violation naming the
+// index and the value.
+func TestDocsUniqueIndexAcrossShards(t *testing.T) {
+	tc := startCluster(t, 3, 4)
+	tc.waitReady()
+	n := tc.nodes["n1"]
+	srv := httptest.NewServer(n.Handler(nil))
+	defer srv.Close()
+	u := srv.URL + "/v1/docs/accounts"
+	if st, _, b := do(t, "POST", u, []byte(`{"_id":"seed","email":"x@y"}`), nil); st != 201 {
+		t.Fatalf("insert: %d %s", st, b)
+	}
+	if st, _, b := do(t, "PUT", u+"/_indexes/by_email", []byte(`{"fields":["email"],"unique":true}`), nil); st != 200 {
+		t.Fatalf("create: %d %s", st, b)
+	}
+	if st, _, b := do(t, "POST", u, []byte(`{"_id":"dup","email":"x@y"}`), nil); st != 409 || errCode(t, b) != "unique_violation" || !strings.Contains(string(b), "by_email") || !strings.Contains(string(b), "x@y") {
+		t.Fatalf("duplicate: %d %s", st, b)
+	}
+	nodes := []*Node{tc.nodes["n1"], tc.nodes["n2"], tc.nodes["n3"]}
+	for round := range 5 {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins := 0
+		for i := range 12 {
+			wg.Go(func() {
+				c := nodes[i%3].Docs().Collection("accounts")
+				_, _, err := c.Insert(t.Context(), docstore.Doc{"_id": fmt.Sprintf("r%d-%d", round, i), "email": fmt.Sprint("same-", round)})
+				switch {
+				case err == nil:
+					mu.Lock()
+					wins++
+					mu.Unlock()
+				case !errors.Is(err, docstore.ErrUniqueViolation):
+					t.Errorf("insert %d: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		docs, _, err := n.Docs().Collection("accounts").Find(t.Context(), docstore.Query{Filter: mustFilter(t, fmt.Sprintf(`{"email":"same-%d"}`, round)), Hint: docstore.HintScan})
+		if err != nil || wins != 1 || len(docs) != 1 {
+			t.Fatalf("round %d: %d inserts won, %d documents hold the value (%v)", round, wins, len(docs), err)
+		}
+	}
+}
+
+func mustFilter(t *testing.T, s string) *docstore.Filter {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatal(err)
+	}
+	f, err := docstore.ParseFilter(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

@@ -216,7 +216,7 @@ func bench(ctx context.Context, clients []*client.Client, bc benchConfig, progre
 			n := 0
 			for ctx.Err() == nil {
 				key := benchKey(rng.IntN(bc.keys))
-				isGet := rng.Float64() < bc.readRatio && bc.txn == ""
+				isGet := rng.Float64() < bc.readRatio && bc.txn == "" && bc.docs == ""
 				t0 := time.Now()
 				var err error
 				switch {

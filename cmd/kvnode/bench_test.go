@@ -108,8 +108,8 @@ func TestBenchDocuments(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), bc.duration)
 		res := bench(ctx, benchClients(bc), bc, func(int64, int64, time.Duration) {})
 		cancel()
-		if res.errors != 0 || len(res.puts) == 0 {
-			t.Fatalf("find with hint %s: %d finds, %d errors (%v)", hint, len(res.puts), res.errors, res.firstError)
+		if res.errors != 0 || len(res.puts) == 0 || len(res.gets) != 0 {
+			t.Fatalf("find with hint %s: %d finds, %d gets, %d errors (%v)", hint, len(res.puts), len(res.gets), res.errors, res.firstError)
 		}
 	}
 	out.Reset()

@@ -133,6 +133,15 @@ func TestDocsSubcommands(t *testing.T) {
 	if _, err := run("drop-index", "users", "by_age"); err != nil {
 		t.Fatal(err)
 	}
+	if out, err := run("index", "--unique", "users", "by_age_unique", "age"); err != nil || !strings.Contains(out, `"state": "ready"`) {
+		t.Fatalf("unique index: %q %v", out, err)
+	}
+	if _, err := run("insert", "users", `{"_id":"dup","age":45}`); !errors.Is(err, client.ErrUniqueViolation) {
+		t.Fatalf("insert of a taken age: %v", err)
+	}
+	if _, err := run("drop-index", "users", "by_age_unique"); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := run("delete", "users", "bob"); err != nil || !strings.Contains(out, `"deleted": true`) {
 		t.Fatalf("delete: %q %v", out, err)
 	}

@@ -20,7 +20,7 @@ const docsUsage = `usage: kvnode docs [--addr A] list
        kvnode docs [--addr A] delete [--if-version N] COLL ID
        kvnode docs [--addr A] find [--sort F,-G] [--fields F,G] [--limit N] [--hint INDEX|_scan] COLL [FILTER]
        kvnode docs [--addr A] drop COLL
-       kvnode docs [--addr A] index COLL NAME FIELD...        (create an index; built over what is there)
+       kvnode docs [--addr A] index [--unique] COLL NAME FIELD...   (create an index; built over what is there)
        kvnode docs [--addr A] indexes COLL
        kvnode docs [--addr A] drop-index COLL NAME`
 
@@ -36,6 +36,7 @@ func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 	fields := fs.String("fields", "", "find: comma-separated fields to keep")
 	limit := fs.Int("limit", 0, "find: documents per page (all pages are fetched)")
 	hint := fs.String("hint", "", "find: an index to use, or _scan")
+	unique := fs.Bool("unique", false, "index: no two documents may share a value")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -135,7 +136,11 @@ func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 			q.Cursor = cursor
 		}
 	case action == "index" && len(args) >= 3:
-		state, err := c.CreateIndex(o.ctx, args[0], args[1], args[2:]...)
+		create := c.CreateIndex
+		if *unique {
+			create = c.CreateUniqueIndex
+		}
+		state, err := create(o.ctx, args[0], args[1], args[2:]...)
 		if err != nil {
 			return err
 		}
