@@ -205,3 +205,21 @@ func (c *Client) DropIndex(ctx context.Context, coll, name string) error {
 	_, err := c.do(ctx, http.MethodDelete, docPath(coll, "_indexes", name), nil, nil, "")
 	return err
 }
+
+// Explain answers a query as FindDocs does and returns, as JSON, how: the
+// chosen plan and the others with estimated rows and costs, the documents
+// read and matched, and per shard the estimated against the actual rows.
+func (c *Client) Explain(ctx context.Context, coll string, q FindRequest) (json.RawMessage, error) {
+	body, err := json.Marshal(q)
+	if err != nil {
+		return nil, err
+	}
+	return c.doRead(ctx, http.MethodPost, docPath(coll, "_explain"), body)
+}
+
+// Analyze refreshes a collection's statistics (documents per shard, and
+// per index entries, distinct values and a histogram), which the planner
+// uses to choose between indexes and a scan. It returns them as JSON.
+func (c *Client) Analyze(ctx context.Context, coll string) (json.RawMessage, error) {
+	return c.do(ctx, http.MethodPost, docPath(coll, "_analyze"), nil, nil, "")
+}

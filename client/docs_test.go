@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cairndb/cairn/client"
@@ -53,6 +54,12 @@ func TestClientDocs(t *testing.T) {
 	docs, _, err = c.FindDocs(ctx, "users", client.FindRequest{Filter: map[string]any{"age": 32}, Hint: "by_age"})
 	if err != nil || len(docs) != 1 || docs[0]["_id"] != "ann" {
 		t.Fatalf("find by index: %v %v", docs, err)
+	}
+	if st, err := c.Analyze(ctx, "users"); err != nil || !strings.Contains(string(st), `"docs":2`) {
+		t.Fatalf("analyze: %s %v", st, err)
+	}
+	if ex, err := c.Explain(ctx, "users", client.FindRequest{Filter: map[string]any{"age": 32}}); err != nil || !strings.Contains(string(ex), `"index":"by_age"`) {
+		t.Fatalf("explain: %s %v", ex, err)
 	}
 	if err := c.DropIndex(ctx, "users", "by_age"); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -450,6 +451,40 @@ const MaxLimit = 1000
 // whole collection. Either way each document read is checked against the
 // whole filter, so the plan never changes the answer.
 func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
+	return c.find(ctx, q, nil)
+}
+
+// Explanation is how a query was answered (Explain): whether statistics
+// ranked the plans, the chosen plan and the others with their estimated
+// rows and costs, the documents actually read and matched, and per shard
+// the estimated against the actual documents read.
+type Explanation struct {
+	Statistics   bool        `json:"statistics"` // false: ranked by the fixed rule; run Analyze
+	AnalyzedAt   string      `json:"analyzed_at,omitempty"`
+	Chosen       Plan        `json:"chosen"`
+	Alternatives []Plan      `json:"alternatives"`
+	ActualRows   int64       `json:"actual_rows"` // documents read
+	Matched      int         `json:"matched"`     // of them, those the filter (and cursor) kept
+	Returned     int         `json:"returned"`    // on this page
+	Shards       []ShardRows `json:"shards"`
+}
+
+// ShardRows compares a plan's estimate with what it read on one shard
+// (named by its routing tag).
+type ShardRows struct {
+	Shard     string  `json:"shard"`
+	Estimated float64 `json:"estimated_rows"`
+	Actual    int64   `json:"actual_rows"`
+}
+
+// Explain answers q as Find does and reports how.
+func (c *Collection) Explain(ctx context.Context, q Query) (Explanation, error) {
+	var ex Explanation
+	_, _, err := c.find(ctx, q, &ex)
+	return ex, err
+}
+
+func (c *Collection) find(ctx context.Context, q Query, ex *Explanation) ([]Doc, string, error) {
 	if err := CheckName(c.name); err != nil {
 		return nil, "", err
 	}
@@ -484,7 +519,16 @@ func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
 		pos []byte // sort key: the sort values then _id, keyenc-encoded
 	}
 	var hits []hit
+	read := map[string]int64{} // documents read per shard tag (Explain)
 	visit := func(it fsm.Item) error {
+		if ex != nil {
+			ex.ActualRows++
+			tag, err := c.db.kv.ShardTag(ctx, it.Key)
+			if err != nil {
+				return err
+			}
+			read[string(tag)]++
+		}
 		d, err := load(it.Value, it.Version)
 		if err != nil {
 			return err
@@ -498,17 +542,17 @@ func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
 		}
 		if after == nil || bytes.Compare(pos, after) > 0 {
 			hits = append(hits, hit{d, pos})
+			if ex != nil {
+				ex.Matched++
+			}
 		}
 		return nil
 	}
-	indexes, err := c.Indexes(ctx)
+	ranked, haveStats, err := c.plan(ctx, filter, q.Hint)
 	if err != nil {
 		return nil, "", err
 	}
-	a, err := choose(c.name, filter, indexes, q.Hint)
-	if err != nil {
-		return nil, "", err
-	}
+	a := ranked[0].a
 	if a.index != nil {
 		if err := c.visitIndexed(ctx, a, visit); err != nil {
 			return nil, "", err
@@ -526,7 +570,60 @@ func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
 	for i, h := range hits {
 		out[i] = project(h.doc, fields)
 	}
+	if ex != nil {
+		if err := c.explain(ctx, ex, ranked, haveStats, read); err != nil {
+			return nil, "", err
+		}
+		ex.Returned = len(out)
+	}
 	return out, cursor, nil
+}
+
+// explain fills in the plans and the per-shard rows.
+func (c *Collection) explain(ctx context.Context, ex *Explanation, ranked []candidate, haveStats bool, read map[string]int64) error {
+	ex.Statistics = haveStats
+	ex.Chosen = ranked[0].plan
+	ex.Alternatives = []Plan{}
+	for _, r := range ranked[1:] {
+		ex.Alternatives = append(ex.Alternatives, r.plan)
+	}
+	st, _, err := c.stats(ctx)
+	if err != nil {
+		return err
+	}
+	ex.AnalyzedAt = st.AnalyzedAt
+	tags, err := c.db.kv.ShardTags(ctx)
+	if err != nil {
+		return err
+	}
+	for _, tag := range tags {
+		sr := ShardRows{Shard: string(tag), Actual: read[string(tag)]}
+		if haveStats && st.Docs > 0 {
+			sr.Estimated = math.Round(ex.Chosen.EstimatedRows*float64(st.ShardDocs[string(tag)])/float64(st.Docs)*10) / 10
+		}
+		ex.Shards = append(ex.Shards, sr)
+	}
+	return nil
+}
+
+// plan returns the ways to answer filter, best first, and whether
+// statistics ranked them.
+func (c *Collection) plan(ctx context.Context, filter *Filter, hint string) ([]candidate, bool, error) {
+	indexes, err := c.Indexes(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	cands, err := accesses(c.name, filter, indexes, hint)
+	if err != nil {
+		return nil, false, err
+	}
+	st, haveStats := Stats{}, false
+	if len(cands) > 1 {
+		if st, haveStats, err = c.stats(ctx); err != nil {
+			return nil, false, err
+		}
+	}
+	return rankPlans(c.name, cands, st, haveStats), haveStats, nil
 }
 
 // visitAll calls visit for every document of the collection.

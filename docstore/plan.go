@@ -27,32 +27,31 @@ type access struct {
 // condRank orders the conditions an index can serve, most selective first.
 var condRank = map[string]int{"eq": 0, "in": 1, "prefix": 2, "range": 3}
 
-// choose picks the access for filter among the ready indexes (hint:
-// HintScan, an index name, or "" to choose).
-func choose(coll string, f *Filter, indexes []IndexSpec, hint string) (access, error) {
+// accesses returns every access that can answer filter: a scan of the
+// collection, and each ready index that serves a condition of it (hint:
+// HintScan or an index name keeps only that one; "" keeps all).
+func accesses(coll string, f *Filter, indexes []IndexSpec, hint string) ([]access, error) {
 	full := access{kind: "full_scan"}
 	if hint == HintScan {
-		return full, nil
+		return []access{full}, nil
 	}
-	var best access
-	found := false
+	var out []access
 	for i := range indexes {
 		idx := &indexes[i]
 		if idx.State != StateReady || hint != "" && hint != idx.Name {
 			continue
 		}
-		a, ok := indexAccess(coll, f, idx)
-		if ok && (!found || condRank[a.kind] < condRank[best.kind]) {
-			best, found = a, true
+		if a, ok := indexAccess(coll, f, idx); ok {
+			out = append(out, a)
 		}
 	}
 	switch {
-	case found:
-		return best, nil
-	case hint != "":
-		return access{}, fmt.Errorf("%w: index %q is not ready or cannot serve this filter", fsm.ErrInvalid, hint)
+	case hint == "":
+		out = append(out, full)
+	case len(out) == 0:
+		return nil, fmt.Errorf("%w: index %q is not ready or cannot serve this filter", fsm.ErrInvalid, hint)
 	}
-	return full, nil
+	return out, nil
 }
 
 // indexAccess finds conditions on idx's first field among the filter's

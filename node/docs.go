@@ -333,8 +333,42 @@ func (n *Node) docRoutes(handle func(pattern, route string, h http.HandlerFunc))
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-	handle("POST /v1/docs/{coll}/_explain", "/v1/docs/{coll}/_explain", func(w http.ResponseWriter, _ *http.Request) {
-		writeError(w, http.StatusNotImplemented, "not_implemented", "explain is not built yet", "")
+	handle("POST /v1/docs/{coll}/_explain", "/v1/docs/{coll}/_explain", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := coll(w, r)
+		if !ok {
+			return
+		}
+		v, ok := n.readJSONBody(w, r)
+		if !ok {
+			return
+		}
+		q, err := parseFind(v)
+		if err != nil {
+			writeDocErr(w, err)
+			return
+		}
+		ctx, cancel := timeout(r)
+		defer cancel()
+		ex, err := c.Explain(ctx, q)
+		if err != nil {
+			writeDocErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, ex)
+	})
+	handle("POST /v1/docs/{coll}/_analyze", "/v1/docs/{coll}/_analyze", func(w http.ResponseWriter, r *http.Request) {
+		c, ok := coll(w, r)
+		if !ok {
+			return
+		}
+		ctx, cancel := timeout(r)
+		defer cancel()
+		st, err := c.Analyze(ctx)
+		if err != nil {
+			writeDocErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
 	})
 	handle("GET /v1/docs/{coll}/_indexes", "/v1/docs/{coll}/_indexes", func(w http.ResponseWriter, r *http.Request) {
 		c, ok := coll(w, r)

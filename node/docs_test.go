@@ -118,7 +118,7 @@ func TestHTTPDocs(t *testing.T) {
 		{"POST", "/users/_find", `{"sort":"age"}`, 400, "bad_request"},
 		{"POST", "/users/_find", `{"where":{}}`, 400, "bad_request"},
 		{"POST", "/users/_find", `{"cursor":"%%%"}`, 400, "bad_request"},
-		{"POST", "/users/_explain", `{}`, 501, "not_implemented"},
+		{"POST", "/users/_explain", `{"filter":{"a":{"$bad":1}}}`, 400, "bad_request"},
 		{"PUT", "/users/_indexes/by_age", `{"fields":[]}`, 400, "bad_request"},
 		{"PUT", "/users/_indexes/by_age", `{"fields":["age"],"sparse":true}`, 400, "bad_request"},
 		{"PUT", "/users/_indexes/_x", `{"fields":["age"]}`, 400, "bad_request"},
@@ -239,6 +239,22 @@ func TestHTTPDocIndexes(t *testing.T) {
 		if scan == "" || indexed != scan || chosen != scan {
 			t.Fatalf("%s: scan %q, %s %q, chosen %q", tt.filter, scan, tt.index, indexed, chosen)
 		}
+	}
+	// With statistics, explain names the chosen index for a selective
+	// filter and compares estimates with the rows read per shard.
+	if st, _, b := do(t, "POST", u+"/_analyze", nil, nil); st != 200 || !strings.Contains(string(b), `"docs":59`) {
+		t.Fatalf("analyze: %d %s", st, b)
+	}
+	st, _, b = do(t, "POST", u+"/_explain", []byte(`{"filter":{"age":99}}`), nil)
+	var ex struct {
+		Statistics bool
+		Chosen     struct{ Access, Index string }
+		ActualRows int64 `json:"actual_rows"`
+		Matched    int
+		Shards     []struct{}
+	}
+	if err := json.Unmarshal(b, &ex); st != 200 || err != nil || !ex.Statistics || ex.Chosen.Index != "by_age" || ex.ActualRows != 1 || ex.Matched != 1 || len(ex.Shards) != 4 {
+		t.Fatalf("explain: %d %s", st, b)
 	}
 	if got := find(`{"filter":{"tags":"t9"}}`); got != "p07" {
 		t.Fatalf("the patched document by its new tag: %q", got)

@@ -130,6 +130,12 @@ func TestDocsSubcommands(t *testing.T) {
 	if out, err := run("find", "--hint", "by_age", "users", `{"age":45}`); err != nil || !strings.Contains(out, `"_id":"bob"`) || strings.Count(out, "\n") != 1 {
 		t.Fatalf("find by index: %q %v", out, err)
 	}
+	if out, err := run("analyze", "users"); err != nil || !strings.Contains(out, `"docs": 3`) {
+		t.Fatalf("analyze: %q %v", out, err)
+	}
+	if out, err := run("explain", "users", `{"age":45}`); err != nil || !strings.Contains(out, `"index": "by_age"`) {
+		t.Fatalf("explain: %q %v", out, err)
+	}
 	if _, err := run("drop-index", "users", "by_age"); err != nil {
 		t.Fatal(err)
 	}

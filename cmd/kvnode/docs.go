@@ -22,7 +22,9 @@ const docsUsage = `usage: kvnode docs [--addr A] list
        kvnode docs [--addr A] drop COLL
        kvnode docs [--addr A] index [--unique] COLL NAME FIELD...   (create an index; built over what is there)
        kvnode docs [--addr A] indexes COLL
-       kvnode docs [--addr A] drop-index COLL NAME`
+       kvnode docs [--addr A] drop-index COLL NAME
+       kvnode docs [--addr A] analyze COLL                    (refresh the planner's statistics)
+       kvnode docs [--addr A] explain [--hint INDEX|_scan] COLL [FILTER]`
 
 // cmdDocs runs the document subcommands; each prints JSON.
 func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
@@ -156,6 +158,30 @@ func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 			return err
 		}
 		return print(map[string]any{"dropped": args[1]})
+	case action == "analyze" && len(args) == 1:
+		raw, err := c.Analyze(o.ctx, args[0])
+		if err != nil {
+			return err
+		}
+		var v any
+		_ = json.Unmarshal(raw, &v)
+		return print(v)
+	case action == "explain" && (len(args) == 1 || len(args) == 2):
+		q := client.FindRequest{Hint: *hint}
+		if len(args) == 2 {
+			f, err := body(args[1])
+			if err != nil {
+				return err
+			}
+			q.Filter = f
+		}
+		raw, err := c.Explain(o.ctx, args[0], q)
+		if err != nil {
+			return err
+		}
+		var v any
+		_ = json.Unmarshal(raw, &v)
+		return print(v)
 	case action == "drop" && len(args) == 1:
 		if err := c.DropCollection(o.ctx, args[0]); err != nil {
 			return err

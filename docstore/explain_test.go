@@ -1,0 +1,112 @@
+package docstore_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/cairndb/cairn/docstore"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// explainFixture is a fixed data set: 400 documents, status split in
+// two, email unique per document, age over 80 values, indexes on the
+// three, analyzed.
+func explainFixture(t *testing.T) *docstore.Collection {
+	t.Helper()
+	db, _ := newDB(t)
+	ctx := t.Context()
+	c := db.Collection("people")
+	for i := range 400 {
+		status := "active"
+		if i%2 == 1 {
+			status = "closed"
+		}
+		d := docstore.Doc{"_id": fmt.Sprintf("p%03d", i), "status": status, "email": fmt.Sprintf("u%03d@x", i), "age": json.Number(fmt.Sprint(i % 80))}
+		if _, _, err := c.Insert(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"status", "email", "age"} {
+		if err := c.CreateIndex(ctx, docstore.IndexSpec{Name: "by_" + f, Fields: []string{f}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// The planner picks an index when it is selective and the scan when it is
+// not, with statistics; its estimates are checked against golden files
+// (go test -run TestExplainGolden -update rewrites them), and every
+// chosen plan returns what the scan returns.
+func TestExplainGolden(t *testing.T) {
+	c := explainFixture(t)
+	ctx := t.Context()
+	queries := []struct{ name, filter, want string }{
+		{"selective equality", `{"email":"u007@x"}`, "by_email"},
+		{"unselective equality", `{"status":"active"}`, "full_scan"},
+		{"selective range", `{"age":{"$gte":76}}`, "by_age"},
+		{"unselective range", `{"age":{"$gte":10}}`, "full_scan"},
+		{"two indexed conditions", `{"status":"closed","email":{"$in":["u001@x","u003@x"]}}`, "by_email"},
+	}
+	// Without statistics the fixed rule picks any serving index.
+	ex, err := c.Explain(ctx, docstore.Query{Filter: filter(t, `{"status":"active"}`)})
+	if err != nil || ex.Statistics || ex.Chosen.Index != "by_status" {
+		t.Fatalf("before analyze: %+v %v", ex, err)
+	}
+	st, err := c.Analyze(ctx)
+	if err != nil || st.Docs != 400 || st.Indexes["by_status"].Distinct != 2 || st.Indexes["by_email"].Distinct != 400 || st.Indexes["by_age"].Distinct != 80 {
+		t.Fatalf("analyze: %+v %v", st, err)
+	}
+	var golden bytes.Buffer
+	for _, q := range queries {
+		ex, err := c.Explain(ctx, docstore.Query{Filter: filter(t, q.filter)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chosen := ex.Chosen.Index
+		if chosen == "" {
+			chosen = ex.Chosen.Access
+		}
+		if chosen != q.want || !ex.Statistics {
+			t.Errorf("%s: chose %s, want %s (%+v)", q.name, chosen, q.want, ex)
+		}
+		var actual int64
+		for _, s := range ex.Shards {
+			actual += s.Actual
+		}
+		if actual != ex.ActualRows || len(ex.Shards) != 3 {
+			t.Errorf("%s: shard rows %+v do not add up to %d", q.name, ex.Shards, ex.ActualRows)
+		}
+		scan, _, _ := c.Find(ctx, docstore.Query{Filter: filter(t, q.filter), Hint: docstore.HintScan})
+		got, _, _ := c.Find(ctx, docstore.Query{Filter: filter(t, q.filter)})
+		if !slices.Equal(ids(got), ids(scan)) || ex.Matched != len(scan) {
+			t.Errorf("%s: the chosen plan returned %d documents, the scan %d (explain matched %d)", q.name, len(got), len(scan), ex.Matched)
+		}
+		ex.AnalyzedAt = "" // a time
+		b, _ := json.MarshalIndent(map[string]any{"query": q.filter, "explain": ex}, "", "  ")
+		golden.Write(append(b, '\n'))
+	}
+	path := filepath.Join("testdata", "explain.golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, golden.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(golden.Bytes(), want) {
+		t.Errorf("explain differs from %s (run with -update after checking):\n%s", path, golden.String())
+	}
+}
