@@ -14,10 +14,14 @@ const (
 	Set      = "set"
 	Bank     = "bank"
 	Append   = "append"
+	// DocSet is the set workload on documents; Unique inserts one value
+	// concurrently into a unique index.
+	DocSet = "docset"
+	Unique = "unique"
 )
 
 // AllWorkloads lists every workload.
-var AllWorkloads = []string{Register, Set, Bank, Append}
+var AllWorkloads = []string{Register, Set, Bank, Append, DocSet, Unique}
 
 // Nemesis names.
 const (

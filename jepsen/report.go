@@ -25,6 +25,8 @@ type Report struct {
 	Windows       []WindowStats           `json:"windows"`
 	Register      *checker.RegisterResult `json:"register,omitempty"`
 	Set           *checker.SetResult      `json:"set,omitempty"`
+	DocSet        *checker.SetResult      `json:"docset,omitempty"`
+	Unique        *UniqueResult           `json:"unique,omitempty"`
 	Bank          *checker.BankResult     `json:"bank,omitempty"`
 	Append        *elle.Result            `json:"append,omitempty"`
 	Convergence   ConvergenceResult       `json:"convergence"`
@@ -118,6 +120,12 @@ func (r *Report) decide() {
 	if r.Set != nil {
 		verdict("set", r.Set.Valid, r.Set.String())
 	}
+	if r.DocSet != nil {
+		verdict("docset", r.DocSet.Valid, "documents "+r.DocSet.String())
+	}
+	if r.Unique != nil {
+		verdict("unique", r.Unique.Valid, r.Unique.String())
+	}
 	if r.Bank != nil {
 		verdict("bank", r.Bank.Valid, r.Bank.String())
 	}
@@ -153,7 +161,7 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "\nnemesis errors: %s\n", r.NemesisErrors)
 	}
 	b.WriteString("\n")
-	for _, k := range []string{"register", "set", "bank", "append", "convergence", "membership", "recovery"} {
+	for _, k := range []string{"register", "set", "docset", "unique", "bank", "append", "convergence", "membership", "recovery"} {
 		if v, ok := r.Verdicts[k]; ok {
 			b.WriteString(v + "\n")
 		}

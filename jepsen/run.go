@@ -100,6 +100,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			wls = append(wls, newSet(e, time.Second))
 		case Append:
 			wls = append(wls, newAppend(e, 8))
+		case DocSet:
+			wls = append(wls, newDocSet(e, time.Second))
+		case Unique:
+			u := newUnique(e, max(o.Interval/4, 500*time.Millisecond))
+			if err := u.setup(ctx); err != nil {
+				return nil, err
+			}
+			wls = append(wls, u)
 		case Bank:
 			bank = newBank(e, 8, 100)
 			if err := bank.setup(ctx); err != nil {
@@ -221,6 +229,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		case Bank:
 			r := checker.CheckBank(ops, bank.total())
 			rep.Bank = &r
+		case DocSet:
+			r := checkDocSet(ops)
+			rep.DocSet = &r
+		case Unique:
+			r := checkUnique(ops)
+			rep.Unique = &r
 		case Append:
 			r, err := checkAppend(ops)
 			if err != nil {

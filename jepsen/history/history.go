@@ -54,9 +54,12 @@ type Op struct {
 	Value *int   `json:"value,omitempty"`
 	From  *int   `json:"from,omitempty"`
 
-	// Set workload: Element added, or Elements read.
+	// Set workload: Element added, or Elements read. Unique workload:
+	// Element is the inserted document's number and Value its value; a
+	// final read gives Elements and, for each, its value in Values.
 	Element  *int  `json:"element,omitempty"`
 	Elements []int `json:"elements,omitempty"`
+	Values   []int `json:"values,omitempty"`
 
 	// Append workload: the transaction's micro-operations (reads filled in
 	// on completion). Bank workload: From/To accounts and Amount of a
