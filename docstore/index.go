@@ -239,8 +239,9 @@ func CheckIndex(idx IndexSpec) error {
 	return nil
 }
 
-// ErrIndexExists: an index of that name exists with other fields.
-var ErrIndexExists = errors.New("docstore: an index of that name exists")
+// ErrIndexExists: an index of that name exists with other fields, or is
+// being dropped. It matches ErrExists too.
+var ErrIndexExists = fmt.Errorf("%w (an index of that name, with other fields or being dropped)", ErrExists)
 
 // CreateIndex creates idx on the collection and builds it over the
 // documents already there, while writes go on: it returns once the index
@@ -310,7 +311,7 @@ func (c *Collection) CreateIndex(ctx context.Context, idx IndexSpec) error {
 	return c.eachSchema(ctx, func(cur []IndexSpec) ([]IndexSpec, error) {
 		out := slices.Clone(cur)
 		for i := range out {
-			if out[i].Name == idx.Name {
+			if out[i].Name == idx.Name && out[i].State == StateBuilding { // not one being dropped meanwhile
 				out[i].State = StateReady
 			}
 		}

@@ -199,6 +199,9 @@ func TestHTTPDocIndexes(t *testing.T) {
 			t.Fatalf("create %s: %d %s", def.name, st, b)
 		}
 	}
+	if st, _, b := do(t, "PUT", u+"/_indexes/by_age", []byte(`{"fields":["other"]}`), nil); st != 409 || errCode(t, b) != "already_exists" {
+		t.Fatalf("an index name taken with other fields: %d %s", st, b)
+	}
 	st, _, b := do(t, "GET", u+"/_indexes", nil, nil)
 	if st != 200 || strings.Count(string(b), `"state":"ready"`) != 3 {
 		t.Fatalf("list: %d %s", st, b)
