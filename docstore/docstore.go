@@ -91,26 +91,56 @@ func (db *DB) Collection(name string) *Collection { return &Collection{db: db, n
 func (db *DB) Collections(ctx context.Context) ([]string, error) {
 	start, end := catalogRange()
 	var names []string
+	err := db.scanRange(ctx, start, end, func(it fsm.Item) error {
+		var c catalogEntry
+		if err := json.Unmarshal(it.Value, &c); err != nil {
+			return fmt.Errorf("docstore: catalog entry %q: %w", it.Key, err)
+		}
+		names = append(names, c.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// scanRange calls fn for every key of [start, end), page by page.
+func (db *DB) scanRange(ctx context.Context, start, end []byte, fn func(fsm.Item) error) error {
 	var after []byte
 	for {
 		items, more, err := db.kv.Scan(ctx, start, end, after, 1000)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		for _, it := range items {
-			var c catalogEntry
-			if err := json.Unmarshal(it.Value, &c); err != nil {
-				return nil, fmt.Errorf("docstore: catalog entry %q: %w", it.Key, err)
+			if err := fn(it); err != nil {
+				return err
 			}
-			names = append(names, c.Name)
 		}
 		if !more || len(items) == 0 {
-			break
+			return nil
 		}
 		after = items[len(items)-1].Key
 	}
-	slices.Sort(names)
-	return names, nil
+}
+
+// forEach runs fn(0) … fn(n-1), at most 32 at once, and joins their
+// errors.
+func forEach(n int, fn func(i int) error) error {
+	errs := make([]error, n)
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			errs[i] = fn(i)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // catalogEntry is a collection's record.
@@ -246,16 +276,10 @@ type InsertResult struct {
 // the batch is not), and returns their outcomes in order.
 func (c *Collection) InsertMany(ctx context.Context, docs []Doc) []InsertResult {
 	out := make([]InsertResult, len(docs))
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	for i, d := range docs {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			out[i].ID, out[i].Version, out[i].Err = c.Insert(ctx, d)
-		})
-	}
-	wg.Wait()
+	_ = forEach(len(docs), func(i int) error {
+		out[i].ID, out[i].Version, out[i].Err = c.Insert(ctx, docs[i])
+		return nil // each outcome is reported on its own
+	})
 	return out
 }
 
@@ -629,22 +653,7 @@ func (c *Collection) plan(ctx context.Context, filter *Filter, hint string) ([]c
 // visitAll calls visit for every document of the collection.
 func (c *Collection) visitAll(ctx context.Context, visit func(fsm.Item) error) error {
 	start, end := docRange(c.name)
-	var after []byte
-	for {
-		items, more, err := c.db.kv.Scan(ctx, start, end, after, 1000)
-		if err != nil {
-			return err
-		}
-		for _, it := range items {
-			if err := visit(it); err != nil {
-				return err
-			}
-		}
-		if !more || len(items) == 0 {
-			return nil
-		}
-		after = items[len(items)-1].Key
-	}
+	return c.db.scanRange(ctx, start, end, visit)
 }
 
 // visitIndexed calls visit for every document a's index ranges name,
@@ -656,18 +665,12 @@ func (c *Collection) visitIndexed(ctx context.Context, a access, visit func(fsm.
 	}
 	items := make([]fsm.Item, len(ids))
 	found := make([]bool, len(ids))
-	errs := make([]error, len(ids))
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			items[i], found[i], errs[i] = c.db.kv.Get(ctx, docKey(c.name, id))
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	err = forEach(len(ids), func(i int) error {
+		var err error
+		items[i], found[i], err = c.db.kv.Get(ctx, docKey(c.name, ids[i]))
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	for i := range ids {

@@ -3,7 +3,8 @@ package docstore
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/cairndb/cairn/docstore/keyenc"
@@ -266,14 +267,7 @@ func typeRank(v any) int {
 	return -1
 }
 
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+func sortedKeys(m map[string]any) []string { return slices.Sorted(maps.Keys(m)) }
 
 // sortSpec is one key of a sort: a dotted path, descending if it was
 // written with a leading '-'.

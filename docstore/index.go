@@ -83,50 +83,56 @@ const maxEntries = 256
 
 // entryKeys returns the index entries of d in idx (nil d: none).
 func entryKeys(coll string, idx IndexSpec, d Doc, id string) ([][]byte, error) {
+	// Per field: each value at the path, and the elements of array
+	// values; null for a missing field.
+	tuples, err := valueTuples(idx, d, func(vals []any) []any {
+		if len(vals) == 0 {
+			return []any{nil}
+		}
+		return candidates(vals)
+	})
+	if err != nil {
+		return nil, err
+	}
+	prefix := indexPrefix(coll, idx.Name)
+	tag := encString(id)
+	for i, t := range tuples {
+		tuples[i] = ring.AppendRouted(append(slices.Clip(prefix), t...), tag)
+	}
+	return tuples, nil
+}
+
+// valueTuples returns the encoded value tuples of d in idx: for each field
+// the distinct encodings of values(the values at its path), combined over
+// the fields (every combination; at most maxEntries).
+func valueTuples(idx IndexSpec, d Doc, values func([]any) []any) ([][]byte, error) {
 	if d == nil {
 		return nil, nil
 	}
-	// The values to index per field: each value at the path, and the
-	// elements of array values; null for a missing field.
-	var perField [][][]byte
+	tuples := [][]byte{nil}
 	for _, f := range idx.Fields {
-		vals := resolve(map[string]any(d), strings.Split(f, "."))
-		if len(vals) == 0 {
-			vals = []any{nil}
-		}
 		var encs [][]byte
-		seen := map[string]bool{}
-		for _, v := range candidates(vals) {
+		for _, v := range values(resolve(map[string]any(d), strings.Split(f, "."))) {
 			e, err := keyenc.Encode(v)
 			if err != nil {
 				return nil, fmt.Errorf("%w: index %s: %v", fsm.ErrInvalid, idx.Name, err)
 			}
-			if !seen[string(e)] {
-				seen[string(e)] = true
+			if !containsKey(encs, e) {
 				encs = append(encs, e)
 			}
 		}
-		perField = append(perField, encs)
-	}
-	prefix := indexPrefix(coll, idx.Name)
-	tag := encString(id)
-	keys := [][]byte{prefix}
-	for _, encs := range perField {
-		next := make([][]byte, 0, len(keys)*len(encs))
-		for _, k := range keys {
+		next := make([][]byte, 0, len(tuples)*len(encs))
+		for _, t := range tuples {
 			for _, e := range encs {
-				next = append(next, append(slices.Clip(k), e...))
+				next = append(next, append(slices.Clip(t), e...))
 			}
 		}
 		if len(next) > maxEntries {
 			return nil, fmt.Errorf("%w: index %s: the document needs %d entries, limit %d (arrays in several indexed fields)", fsm.ErrInvalid, idx.Name, len(next), maxEntries)
 		}
-		keys = next
+		tuples = next
 	}
-	for i, k := range keys {
-		keys[i] = ring.AppendRouted(k, tag)
-	}
-	return keys, nil
+	return tuples, nil
 }
 
 // schemas caches, per node, the schema records it read.
@@ -444,85 +450,61 @@ func (c *Collection) eachSchema(ctx context.Context, change func([]IndexSpec) ([
 // read (otherwise a writer indexed it since).
 func (c *Collection) backfill(ctx context.Context, idx IndexSpec) error {
 	start, end := docRange(c.name)
-	var after []byte
-	for {
-		items, more, err := c.db.kv.Scan(ctx, start, end, after, 500)
+	return c.db.scanRange(ctx, start, end, func(it fsm.Item) error {
+		d, err := load(it.Value, it.Version)
 		if err != nil {
 			return err
 		}
-		for _, it := range items {
-			d, err := load(it.Value, it.Version)
+		id, _ := d[FieldID].(string)
+		keys, err := entryKeys(c.name, idx, d, id)
+		if err != nil {
+			return err
+		}
+		for attempt := 0; ; attempt++ {
+			ops := make([]fsm.Op, len(keys))
+			for i, k := range keys {
+				ops[i] = fsm.Put(k, nil)
+			}
+			sch, err := c.db.schemaFor(ctx, c.name, it.Key)
 			if err != nil {
 				return err
 			}
-			id, _ := d[FieldID].(string)
-			keys, err := entryKeys(c.name, idx, d, id)
+			uops, uifs, err := c.uniqueOps(ctx, schema{indexes: []IndexSpec{idx}}, id, nil, d, idx.Name)
 			if err != nil {
+				return err // a value two documents hold: the index cannot be built
+			}
+			ifs := []fsm.Compare{{Kind: fsm.CompareVersion, Key: it.Key, Version: it.Version}, sch.compare()}
+			ok, _, err := c.db.kv.Transact(ctx, append(ifs, uifs...), append(ops, uops...))
+			if err != nil || ok {
 				return err
 			}
-			for attempt := 0; ; attempt++ {
-				ops := make([]fsm.Op, len(keys))
-				for i, k := range keys {
-					ops[i] = fsm.Put(k, nil)
-				}
-				sch, err := c.db.schemaFor(ctx, c.name, it.Key)
-				if err != nil {
-					return err
-				}
-				ifs := []fsm.Compare{{Kind: fsm.CompareVersion, Key: it.Key, Version: it.Version}, {Kind: fsm.CompareVersion, Key: sch.key, Version: sch.version}}
-				uops, uifs, err := c.uniqueOps(ctx, schema{indexes: []IndexSpec{idx}}, id, nil, d, idx.Name)
-				if err != nil {
-					return err // a value two documents hold: the index cannot be built
-				}
-				ok, _, err := c.db.kv.Transact(ctx, append(ifs, uifs...), append(ops, uops...))
-				if err != nil {
-					return err
-				}
-				if ok {
-					break
-				}
-				// The document moved on (its writer indexed it), or the
-				// schema did (read it again and retry).
-				c.db.forgetSchema(sch.key)
-				cur, found, err := c.db.kv.Get(ctx, it.Key)
-				if err != nil {
-					return err
-				}
-				if !found || cur.Version != it.Version {
-					break
-				}
-				if attempt > 20 {
-					return fmt.Errorf("%w: the schema of %s kept changing", fsm.ErrConflict, c.name)
-				}
+			// The document moved on (its writer indexed it), or the
+			// schema did (read it again and retry).
+			c.db.forgetSchema(sch.key)
+			cur, found, err := c.db.kv.Get(ctx, it.Key)
+			if err != nil || !found || cur.Version != it.Version {
+				return err
+			}
+			if attempt > 20 {
+				return fmt.Errorf("%w: the schema of %s kept changing", fsm.ErrConflict, c.name)
 			}
 		}
-		if !more || len(items) == 0 {
-			return nil
-		}
-		after = items[len(items)-1].Key
-	}
+	})
 }
 
-// deleteRange deletes every key that starts with prefix, which ends with
-// a keyenc string (so that prefix with its last byte raised bounds it).
+// deleteRange deletes every key that starts with prefix.
 func (c *Collection) deleteRange(ctx context.Context, prefix []byte) error {
-	end := bytes.Clone(prefix)
-	end[len(end)-1]++
+	end := prefixEnd(prefix)
 	for {
 		items, _, err := c.db.kv.Scan(ctx, prefix, end, nil, 500)
-		if err != nil {
+		if err != nil || len(items) == 0 {
 			return err
 		}
-		if len(items) == 0 {
-			return nil
-		}
-		var wg sync.WaitGroup
-		errs := make([]error, len(items))
-		for i, it := range items {
-			wg.Go(func() { _, _, errs[i] = c.db.kv.Transact(ctx, nil, []fsm.Op{fsm.Delete(it.Key)}) })
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
+		err = forEach(len(items), func(i int) error {
+			_, _, err := c.db.kv.Transact(ctx, nil, []fsm.Op{fsm.Delete(items[i].Key)})
+			return err
+		})
+		if err != nil {
 			return err
 		}
 	}

@@ -45,7 +45,5 @@ func docKey(coll, id string) []byte {
 // docRange is every document of coll.
 func docRange(coll string) (start, end []byte) {
 	start = docPrefix(coll)
-	end = append([]byte(nil), start...)
-	end[len(end)-1]++ // past the name's terminator: no other collection
-	return start, end
+	return start, prefixEnd(start)
 }

@@ -157,27 +157,20 @@ func (c *Collection) candidateIDs(ctx context.Context, a access) ([]string, erro
 	seen := map[string]bool{}
 	var ids []string
 	for _, r := range a.ranges {
-		var after []byte
-		for {
-			items, more, err := c.db.kv.Scan(ctx, r[0], r[1], after, 1000)
-			if err != nil {
-				return nil, err
+		err := c.db.scanRange(ctx, r[0], r[1], func(it fsm.Item) error {
+			v, _, err := keyenc.Decode(ring.RouteKey(it.Key))
+			id, ok := v.(string)
+			if err != nil || !ok {
+				return fmt.Errorf("docstore: index entry %q without an _id", it.Key)
 			}
-			for _, it := range items {
-				v, _, err := keyenc.Decode(ring.RouteKey(it.Key))
-				id, ok := v.(string)
-				if err != nil || !ok {
-					return nil, fmt.Errorf("docstore: index entry %q without an _id", it.Key)
-				}
-				if !seen[id] {
-					seen[id] = true
-					ids = append(ids, id)
-				}
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
 			}
-			if !more || len(items) == 0 {
-				break
-			}
-			after = items[len(items)-1].Key
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return ids, nil

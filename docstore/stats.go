@@ -79,26 +79,17 @@ func (c *Collection) Analyze(ctx context.Context) (Stats, error) {
 		}
 		prefix := indexPrefix(c.name, idx.Name)
 		var firsts [][]byte // the first field's encoding of every entry, in key order
-		end := bytes.Clone(prefix)
-		end[len(end)-1]++
-		var after []byte
-		for {
-			items, more, err := c.db.kv.Scan(ctx, prefix, end, after, 1000)
+		err := c.db.scanRange(ctx, prefix, prefixEnd(prefix), func(it fsm.Item) error {
+			rest := it.Key[len(prefix):]
+			_, tail, err := keyenc.Decode(rest)
 			if err != nil {
-				return Stats{}, err
+				return fmt.Errorf("docstore: index entry %q: %w", it.Key, err)
 			}
-			for _, it := range items {
-				rest := it.Key[len(prefix):]
-				_, tail, err := keyenc.Decode(rest)
-				if err != nil {
-					return Stats{}, fmt.Errorf("docstore: index entry %q: %w", it.Key, err)
-				}
-				firsts = append(firsts, bytes.Clone(rest[:len(rest)-len(tail)]))
-			}
-			if !more || len(items) == 0 {
-				break
-			}
-			after = items[len(items)-1].Key
+			firsts = append(firsts, bytes.Clone(rest[:len(rest)-len(tail)]))
+			return nil
+		})
+		if err != nil {
+			return Stats{}, err
 		}
 		is := IndexStat{Entries: int64(len(firsts))}
 		for i, f := range firsts {

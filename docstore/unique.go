@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/fsm"
@@ -53,49 +52,21 @@ func uniquePrefix(coll, index string) []byte {
 	return append(b, encString(index)...)
 }
 
-// uniqueTuples returns the encoded value tuples d holds in idx, without
-// those with a null part.
+// uniqueTuples returns the encoded value tuples d holds in idx: an
+// array's elements stand for the array, and null (or missing) values are
+// left out, so a document without a value is not constrained.
 func uniqueTuples(idx IndexSpec, d Doc) ([][]byte, error) {
-	if d == nil {
-		return nil, nil
-	}
-	tuples := [][]byte{nil}
-	for _, f := range idx.Fields {
-		// The values: each one at the path, an array's elements instead
-		// of the array.
-		var vals []any
-		for _, v := range resolve(map[string]any(d), strings.Split(f, ".")) {
-			if a, ok := v.([]any); ok {
-				vals = append(vals, a...)
-			} else {
-				vals = append(vals, v)
-			}
-		}
-		var encs [][]byte
+	return valueTuples(idx, d, func(vals []any) []any {
+		var out []any
 		for _, v := range vals {
-			if v == nil {
-				continue
-			}
-			e, err := keyenc.Encode(v)
-			if err != nil {
-				return nil, fmt.Errorf("%w: index %s: %v", fsm.ErrInvalid, idx.Name, err)
-			}
-			if !containsKey(encs, e) {
-				encs = append(encs, e)
+			if a, ok := v.([]any); ok {
+				out = append(out, a...)
+			} else {
+				out = append(out, v)
 			}
 		}
-		next := make([][]byte, 0, len(tuples)*len(encs))
-		for _, t := range tuples {
-			for _, e := range encs {
-				next = append(next, append(slices.Clip(t), e...))
-			}
-		}
-		if len(next) > maxEntries {
-			return nil, fmt.Errorf("%w: index %s: the document needs %d entries, limit %d", fsm.ErrInvalid, idx.Name, len(next), maxEntries)
-		}
-		tuples = next
-	}
-	return tuples, nil
+		return slices.DeleteFunc(out, func(v any) bool { return v == nil })
+	})
 }
 
 // decodeTuple turns an encoded tuple back into its values (one value: the

@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/client"
@@ -19,79 +18,37 @@ import (
 // document of its own, read back with a paged query of the collection),
 // and concurrent inserts of one value into a unique index.
 
-// docSetWorkload adds elements as documents (_id = the element) and reads
-// the collection with _find. Its events carry F "doc-add", "doc-read",
-// "doc-final-read" so that they stay apart from the key set's.
-type docSetWorkload struct {
-	e        *env
-	every    time.Duration
-	lastRead atomic.Int64
-}
-
 const (
 	docSetColl  = "jepsen_set"
-	docSetF     = "doc-"
+	docSetF     = "doc-" // put before the document set's event names
 	uniqueColl  = "jepsen_unique"
 	uniqueIndex = "by_value"
 )
 
-func newDocSet(e *env, readEvery time.Duration) *docSetWorkload {
-	return &docSetWorkload{e: e, every: readEvery}
-}
-
-func (w *docSetWorkload) step(ctx context.Context, wk *worker) history.Type {
-	now := time.Now().UnixNano()
-	if last := w.lastRead.Load(); now-last >= int64(w.every) && w.lastRead.CompareAndSwap(last, now) {
-		return w.read(ctx, wk, wk.node(w.e), docSetF+"read")
-	}
-	i := wk.node(w.e)
-	el := w.e.value()
-	inv := w.e.rec.Invoke(wk.process, history.Op{F: docSetF + checker.FAdd, Element: history.Int(el), Node: w.e.names[i]})
-	octx, cancel := w.e.opCtx(ctx)
-	_, _, err := w.e.clients[i].InsertDoc(octx, docSetColl, map[string]any{"_id": fmt.Sprintf("e%010d", el), "el": el})
-	cancel()
-	t := writeOutcome(err)
-	w.e.rec.Complete(inv, t, func(op *history.Op) { op.Error = errText(err) })
-	return t
-}
-
-func (w *docSetWorkload) read(ctx context.Context, wk *worker, i int, f string) history.Type {
-	inv := w.e.rec.Invoke(wk.process, history.Op{F: f, Node: w.e.names[i]})
-	els := []int{}
-	cursor := ""
-	for {
-		octx, cancel := w.e.opCtx(ctx)
-		docs, next, err := w.e.clients[i].FindDocs(octx, docSetColl, client.FindRequest{Cursor: cursor, Fields: []string{"el"}})
-		cancel()
-		if err != nil && !errors.Is(err, client.ErrNotFound) {
-			w.e.rec.Complete(inv, history.Fail, func(op *history.Op) { op.Error = errText(err) })
-			return history.Fail
-		}
-		for _, d := range docs {
-			v, err := strconv.Atoi(fmt.Sprint(d["el"]))
+// newDocSet is the set workload on documents: each element is a document
+// (_id from the element), the set is read with paged queries of the
+// collection, and the events are named "doc-add", "doc-read" and
+// "doc-final-read" so that they stay apart from the key set's.
+func newDocSet(e *env, readEvery time.Duration) *setWorkload {
+	return &setWorkload{e: e, fprefix: docSetF, every: readEvery,
+		add: func(ctx context.Context, c *client.Client, el int) error {
+			_, _, err := c.InsertDoc(ctx, docSetColl, map[string]any{"_id": fmt.Sprintf("e%010d", el), "el": el})
+			return err
+		},
+		page: func(ctx context.Context, c *client.Client, cursor string) ([]int, string, error) {
+			docs, next, err := c.FindDocs(ctx, docSetColl, client.FindRequest{Cursor: cursor, Fields: []string{"el"}})
 			if err != nil {
-				v = -1 // an element nobody added: the checker reports it
+				return nil, "", err
 			}
-			els = append(els, v)
-		}
-		if cursor = next; cursor == "" {
-			break
-		}
-	}
-	w.e.rec.Complete(inv, history.OK, func(op *history.Op) { op.Elements = els })
-	return history.OK
-}
-
-func (w *docSetWorkload) final(ctx context.Context) error {
-	for i := range w.e.clients {
-		wk := &worker{process: w.e.process()}
-		for w.read(ctx, wk, i, docSetF+"final-read") != history.OK {
-			if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
-				return fmt.Errorf("docset: no final read from %s: %w", w.e.names[i], err)
+			els := make([]int, len(docs))
+			for i, d := range docs {
+				if els[i], err = strconv.Atoi(fmt.Sprint(d["el"])); err != nil {
+					els[i] = -1 // an element nobody added: the checker reports it
+				}
 			}
-		}
+			return els, next, nil
+		},
 	}
-	return nil
 }
 
 // checkDocSet runs the set checker on the document set's events alone.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -120,48 +121,65 @@ func (c *shardTagCache) of(r *ring.Ring, id fsm.ShardID) []byte {
 	return c.tags[id]
 }
 
-// readJSONBody reads a JSON body within the limits and decodes it
-// (numbers as json.Number).
-func (n *Node) readJSONBody(w http.ResponseWriter, r *http.Request) (any, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+// decodeJSONBody reads a JSON body (bounded by docRoutes) and decodes it
+// (numbers as json.Number). Errors wrap fsm.ErrTooLarge or fsm.ErrInvalid.
+func decodeJSONBody(r *http.Request) (any, error) {
+	body, err := io.ReadAll(r.Body)
 	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "body larger than "+strconv.Itoa(maxBodyBytes)+" bytes", "")
-		return nil, false
-	}
-	if err != nil {
-		badRequest(w, "read body: "+err.Error())
-		return nil, false
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, fmt.Errorf("%w: body larger than %d bytes", fsm.ErrTooLarge, maxBodyBytes)
+	case err != nil:
+		return nil, fmt.Errorf("%w: read body: %v", fsm.ErrInvalid, err)
 	}
 	if err := checkJSONDepth(body, maxJSONDepth); err != nil {
-		badRequest(w, err.Error())
-		return nil, false
+		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var v any
 	if err := dec.Decode(&v); err != nil {
-		badRequest(w, "body is not JSON: "+err.Error())
-		return nil, false
+		return nil, fmt.Errorf("%w: body is not JSON: %v", fsm.ErrInvalid, err)
 	}
 	if dec.More() {
-		badRequest(w, "body holds more than one JSON value")
-		return nil, false
+		return nil, fmt.Errorf("%w: body holds more than one JSON value", fsm.ErrInvalid)
 	}
-	return v, true
+	return v, nil
 }
 
-func (n *Node) readDoc(w http.ResponseWriter, r *http.Request) (docstore.Doc, bool) {
-	v, ok := n.readJSONBody(w, r)
+// decodeDoc reads a body that must be a JSON object.
+func decodeDoc(r *http.Request) (docstore.Doc, error) {
+	v, err := decodeJSONBody(r)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, false
+		return nil, fmt.Errorf("%w: a document is a JSON object", fsm.ErrInvalid)
 	}
-	m, isObj := v.(map[string]any)
-	if !isObj {
-		badRequest(w, "a document is a JSON object")
-		return nil, false
+	return docstore.Doc(m), nil
+}
+
+// decodeFind reads a _find or _explain body.
+func decodeFind(r *http.Request) (docstore.Query, error) {
+	v, err := decodeJSONBody(r)
+	if err != nil {
+		return docstore.Query{}, err
 	}
-	return docstore.Doc(m), true
+	return parseFind(v)
+}
+
+// ifVersion reads the optional if_version parameter.
+func ifVersion(r *http.Request) (*uint64, error) {
+	s := r.URL.Query().Get("if_version")
+	if s == "" {
+		return nil, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: if_version must be a non-negative integer", fsm.ErrInvalid)
+	}
+	return &v, nil
 }
 
 // writeDocErr maps document store errors to the API's codes.
@@ -177,261 +195,133 @@ func writeDocErr(w http.ResponseWriter, err error) {
 	writeErr(w, err, "")
 }
 
-func ifVersion(w http.ResponseWriter, r *http.Request) (*uint64, bool) {
-	s := r.URL.Query().Get("if_version")
-	if s == "" {
-		return nil, true
-	}
-	v, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		badRequest(w, "if_version must be a non-negative integer")
-		return nil, false
-	}
-	return &v, true
-}
+// docCall answers one call of the documents API: the status and body
+// to write, or an error.
+type docCall func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error)
 
+// docRoutes registers the documents API. Each call gets the collection
+// named in its path (checked; nil for /v1/docs) and runs under the
+// request timeout; its error is written with the API's code.
 func (n *Node) docRoutes(handle func(pattern, route string, h http.HandlerFunc)) {
-	timeout := func(r *http.Request) (context.Context, context.CancelFunc) {
-		return context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
-	}
-	coll := func(w http.ResponseWriter, r *http.Request) (*docstore.Collection, bool) {
-		name := r.PathValue("coll")
-		if err := docstore.CheckName(name); err != nil {
-			writeDocErr(w, err)
-			return nil, false
-		}
-		return n.docs.Collection(name), true
-	}
-	handle("GET /v1/docs", "/v1/docs", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := timeout(r)
-		defer cancel()
-		names, err := n.docs.Collections(ctx)
-		if err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"collections": append([]string{}, names...)})
-	})
-	handle("DELETE /v1/docs/{coll}", "/v1/docs/{coll}", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := timeout(r)
-		defer cancel()
-		if err := c.Drop(ctx); err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]bool{"dropped": true})
-	})
-	handle("POST /v1/docs/{coll}", "/v1/docs/{coll}", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		d, ok := n.readDoc(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := timeout(r)
-		defer cancel()
-		id, v, err := c.Insert(ctx, d)
-		if err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, map[string]any{docstore.FieldID: id, docstore.FieldVersion: v})
-	})
-	handle("GET /v1/docs/{coll}/{id}", "/v1/docs/{coll}/{id}", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := timeout(r)
-		defer cancel()
-		d, err := c.Get(ctx, r.PathValue("id"))
-		if err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, d)
-	})
-	update := func(patch bool) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			c, ok := coll(w, r)
-			if !ok {
-				return
+	route := func(pattern string, call docCall) {
+		handle(pattern, pattern[strings.IndexByte(pattern, ' ')+1:], func(w http.ResponseWriter, r *http.Request) {
+			var c *docstore.Collection
+			if name := r.PathValue("coll"); name != "" {
+				if err := docstore.CheckName(name); err != nil {
+					writeDocErr(w, err)
+					return
+				}
+				c = n.docs.Collection(name)
 			}
-			iv, ok := ifVersion(w, r)
-			if !ok {
-				return
-			}
-			d, ok := n.readDoc(w, r)
-			if !ok {
-				return
-			}
-			ctx, cancel := timeout(r)
+			r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+			ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
 			defer cancel()
-			var v uint64
-			var err error
-			if patch {
-				v, err = c.Patch(ctx, r.PathValue("id"), d, iv)
-			} else {
-				v, err = c.Replace(ctx, r.PathValue("id"), d, iv)
-			}
+			status, body, err := call(ctx, c, r)
 			if err != nil {
 				writeDocErr(w, err)
 				return
 			}
-			writeJSON(w, http.StatusOK, map[string]any{docstore.FieldID: r.PathValue("id"), docstore.FieldVersion: v})
+			writeJSON(w, status, body)
+		})
+	}
+	ok := func(body any, err error) (int, any, error) { return http.StatusOK, body, err }
+
+	route("GET /v1/docs", func(ctx context.Context, _ *docstore.Collection, _ *http.Request) (int, any, error) {
+		names, err := n.docs.Collections(ctx)
+		return ok(map[string]any{"collections": append([]string{}, names...)}, err)
+	})
+	route("DELETE /v1/docs/{coll}", func(ctx context.Context, c *docstore.Collection, _ *http.Request) (int, any, error) {
+		return ok(map[string]bool{"dropped": true}, c.Drop(ctx))
+	})
+	route("POST /v1/docs/{coll}", func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error) {
+		d, err := decodeDoc(r)
+		if err != nil {
+			return 0, nil, err
+		}
+		id, v, err := c.Insert(ctx, d)
+		return http.StatusCreated, map[string]any{docstore.FieldID: id, docstore.FieldVersion: v}, err
+	})
+	route("GET /v1/docs/{coll}/{id}", func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error) {
+		return ok(c.Get(ctx, r.PathValue("id")))
+	})
+	update := func(patch bool) docCall {
+		return func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error) {
+			iv, err := ifVersion(r)
+			if err != nil {
+				return 0, nil, err
+			}
+			d, err := decodeDoc(r)
+			if err != nil {
+				return 0, nil, err
+			}
+			write := c.Replace
+			if patch {
+				write = c.Patch
+			}
+			v, err := write(ctx, r.PathValue("id"), d, iv)
+			return ok(map[string]any{docstore.FieldID: r.PathValue("id"), docstore.FieldVersion: v}, err)
 		}
 	}
-	handle("PUT /v1/docs/{coll}/{id}", "/v1/docs/{coll}/{id}", update(false))
-	handle("PATCH /v1/docs/{coll}/{id}", "/v1/docs/{coll}/{id}", update(true))
-	handle("DELETE /v1/docs/{coll}/{id}", "/v1/docs/{coll}/{id}", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
+	route("PUT /v1/docs/{coll}/{id}", update(false))
+	route("PATCH /v1/docs/{coll}/{id}", update(true))
+	route("DELETE /v1/docs/{coll}/{id}", func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error) {
+		iv, err := ifVersion(r)
+		if err != nil {
+			return 0, nil, err
 		}
-		iv, ok := ifVersion(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := timeout(r)
-		defer cancel()
-		if err := c.Delete(ctx, r.PathValue("id"), iv); err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]bool{"deleted": true})
+		return ok(map[string]bool{"deleted": true}, c.Delete(ctx, r.PathValue("id"), iv))
 	})
-	handle("POST /v1/docs/{coll}/_find", "/v1/docs/{coll}/_find", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		v, ok := n.readJSONBody(w, r)
-		if !ok {
-			return
-		}
-		q, err := parseFind(v)
+	route("POST /v1/docs/{coll}/_find", func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error) {
+		q, err := decodeFind(r)
 		if err != nil {
-			writeDocErr(w, err)
-			return
+			return 0, nil, err
 		}
-		ctx, cancel := timeout(r)
-		defer cancel()
 		docs, cursor, err := c.Find(ctx, q)
-		if err != nil {
-			writeDocErr(w, err)
-			return
-		}
 		out := map[string]any{"docs": append([]docstore.Doc{}, docs...)}
 		if cursor != "" {
 			out["cursor"] = cursor
 		}
-		writeJSON(w, http.StatusOK, out)
+		return ok(out, err)
 	})
-	handle("POST /v1/docs/{coll}/_explain", "/v1/docs/{coll}/_explain", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		v, ok := n.readJSONBody(w, r)
-		if !ok {
-			return
-		}
-		q, err := parseFind(v)
+	route("POST /v1/docs/{coll}/_explain", func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error) {
+		q, err := decodeFind(r)
 		if err != nil {
-			writeDocErr(w, err)
-			return
+			return 0, nil, err
 		}
-		ctx, cancel := timeout(r)
-		defer cancel()
-		ex, err := c.Explain(ctx, q)
-		if err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, ex)
+		return ok(c.Explain(ctx, q))
 	})
-	handle("POST /v1/docs/{coll}/_analyze", "/v1/docs/{coll}/_analyze", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := timeout(r)
-		defer cancel()
-		st, err := c.Analyze(ctx)
-		if err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, st)
+	route("POST /v1/docs/{coll}/_analyze", func(ctx context.Context, c *docstore.Collection, _ *http.Request) (int, any, error) {
+		return ok(c.Analyze(ctx))
 	})
-	handle("GET /v1/docs/{coll}/_indexes", "/v1/docs/{coll}/_indexes", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := timeout(r)
-		defer cancel()
+	route("GET /v1/docs/{coll}/_indexes", func(ctx context.Context, c *docstore.Collection, _ *http.Request) (int, any, error) {
 		list, err := c.Indexes(ctx)
-		if err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"indexes": list})
+		return ok(map[string]any{"indexes": list}, err)
 	})
-	handle("PUT /v1/docs/{coll}/_indexes/{name}", "/v1/docs/{coll}/_indexes/{name}", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		v, ok := n.readJSONBody(w, r)
-		if !ok {
-			return
+	route("PUT /v1/docs/{coll}/_indexes/{name}", func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error) {
+		v, err := decodeJSONBody(r)
+		if err != nil {
+			return 0, nil, err
 		}
 		spec, err := parseIndexSpec(r.PathValue("name"), v)
 		if err != nil {
-			writeDocErr(w, err)
-			return
+			return 0, nil, err
 		}
 		// A build reads the whole collection: it may take longer than a
 		// request. It runs under the node's lifetime; the answer comes
 		// when it is ready or the request times out (the build goes on).
 		done := make(chan error, 1)
-		go func() {
-			done <- c.CreateIndex(n.ctx, spec)
-		}()
-		ctx, cancel := timeout(r)
-		defer cancel()
+		go func() { done <- c.CreateIndex(n.ctx, spec) }()
 		select {
 		case err := <-done:
-			if err != nil {
-				writeDocErr(w, err)
-				return
-			}
 			spec.State = docstore.StateReady
-			writeJSON(w, http.StatusOK, spec)
+			return ok(spec, err)
 		case <-ctx.Done():
 			spec.State = docstore.StateBuilding
-			writeJSON(w, http.StatusAccepted, spec)
+			return http.StatusAccepted, spec, nil
 		}
 	})
-	handle("DELETE /v1/docs/{coll}/_indexes/{name}", "/v1/docs/{coll}/_indexes/{name}", func(w http.ResponseWriter, r *http.Request) {
-		c, ok := coll(w, r)
-		if !ok {
-			return
-		}
-		ctx, cancel := timeout(r)
-		defer cancel()
-		if err := c.DropIndex(ctx, r.PathValue("name")); err != nil {
-			writeDocErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]bool{"dropped": true})
+	route("DELETE /v1/docs/{coll}/_indexes/{name}", func(ctx context.Context, c *docstore.Collection, r *http.Request) (int, any, error) {
+		return ok(map[string]bool{"dropped": true}, c.DropIndex(ctx, r.PathValue("name")))
 	})
 }
 

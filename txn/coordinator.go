@@ -639,9 +639,15 @@ func (co *Coordinator) heartbeat(ctx context.Context, id string, recordShard fsm
 // decide proposes the decision until its result is known or ctx ends;
 // keys, of the record's shard, are resolved in the same step.
 func (co *Coordinator) decide(ctx context.Context, id string, recordShard fsm.ShardID, commit bool, keys [][]byte) (fsm.Result, error) {
-	cmd := fsm.Command{RequestID: id + "/decide", Phase: &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: id, Commit: commit, Keys: keys}}
+	return co.proposeRetrying(ctx, recordShard, fsm.Command{RequestID: id + "/decide", Phase: &fsm.Phase{
+		Kind: fsm.PhaseDecide, TxnID: id, Commit: commit, Keys: keys}})
+}
+
+// proposeRetrying proposes cmd (idempotent under its request ID) on shard
+// until its result is known or ctx ends.
+func (co *Coordinator) proposeRetrying(ctx context.Context, shard fsm.ShardID, cmd fsm.Command) (fsm.Result, error) {
 	for attempt := 0; ; attempt++ {
-		res, err := co.c.Propose(ctx, recordShard, cmd)
+		res, err := co.c.Propose(ctx, shard, cmd)
 		if err == nil {
 			return res, nil
 		}
@@ -699,16 +705,8 @@ func (co *Coordinator) resolveAll(ctx context.Context, id string, parts []*parti
 }
 
 func (co *Coordinator) resolve(ctx context.Context, id string, shard fsm.ShardID, keys [][]byte, commit bool) (fsm.Result, error) {
-	cmd := fsm.Command{RequestID: fmt.Sprintf("%s/resolve/%d", id, shard), Phase: &fsm.Phase{Kind: fsm.PhaseResolve, TxnID: id, Commit: commit, Keys: keys}}
-	for attempt := 0; ; attempt++ {
-		res, err := co.c.Propose(ctx, shard, cmd)
-		if err == nil {
-			return res, nil
-		}
-		if ctx.Err() != nil || !sleep(ctx, attempt) {
-			return fsm.Result{}, err
-		}
-	}
+	return co.proposeRetrying(ctx, shard, fsm.Command{RequestID: fmt.Sprintf("%s/resolve/%d", id, shard), Phase: &fsm.Phase{
+		Kind: fsm.PhaseResolve, TxnID: id, Commit: commit, Keys: keys}})
 }
 
 func (co *Coordinator) forget(ctx context.Context, id string, recordShard fsm.ShardID) {

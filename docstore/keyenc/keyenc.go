@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -127,14 +128,7 @@ func appendString(b []byte, s string) []byte {
 	return append(b, 0, escEnd)
 }
 
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
+func sortedKeys(m map[string]any) []string { return slices.Sorted(maps.Keys(m)) }
 
 // Decode reads one value from b and returns it with the bytes after it.
 // Numbers come back as float64, arrays as []any, objects as map[string]any.
