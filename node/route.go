@@ -218,6 +218,10 @@ attempts:
 			// This attempt ended without proposing (its deadline, say), but
 			// an earlier one may have applied.
 			break attempts
+		case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			// The context ended before the command was proposed (a
+			// proposed one ends as outcome unknown): unavailable.
+			break attempts
 		default:
 			return fsm.Result{}, err
 		}
@@ -381,7 +385,9 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 			case err != nil && !errors.Is(err, txn.ErrPending):
 				lastErr = err
 			}
-		case shard.IsRetryable(err), errors.Is(err, shard.ErrOutcomeUnknown), errors.Is(err, shard.ErrClosed) && n.ctx.Err() == nil:
+		case shard.IsRetryable(err), errors.Is(err, shard.ErrOutcomeUnknown), errors.Is(err, shard.ErrClosed) && n.ctx.Err() == nil,
+			errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+			// Retried while ctx lasts; a context that ended is unavailable.
 		default:
 			return nil, false, err
 		}

@@ -87,7 +87,12 @@ func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error
 	} else if !errors.Is(err, errSpansShards) {
 		return TxnResponse{}, err
 	}
-	r, err := n.coord.Execute(ctx, txn.Request{If: req.If, Then: req.Then, Else: req.Else})
+	return n.execute(ctx, txn.Request{If: req.If, Then: req.Then, Else: req.Else})
+}
+
+// execute runs a transaction through the coordinator.
+func (n *Node) execute(ctx context.Context, req txn.Request) (TxnResponse, error) {
+	r, err := n.coord.Execute(ctx, req)
 	if err != nil {
 		return TxnResponse{}, err
 	}
@@ -103,11 +108,7 @@ func (n *Node) transactScans(ctx context.Context, req TxnRequest) (TxnResponse, 
 			return TxnResponse{}, err
 		}
 	}
-	r, err := n.coord.Execute(ctx, txn.Request{If: req.If, Then: req.Then, Scans: req.scans})
-	if err != nil {
-		return TxnResponse{}, err
-	}
-	return TxnResponse{Succeeded: r.Succeeded, Results: r.Results, TxnID: r.TxnID}, nil
+	return n.execute(ctx, txn.Request{If: req.If, Then: req.Then, Scans: req.scans})
 }
 
 // Txn runs fn as an interactive transaction and commits what it did:

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -213,5 +214,41 @@ func TestTxnCompareAndSwapLosesNoIncrement(t *testing.T) {
 	}
 	if _, err := n.Transact(ctx, TxnRequest{If: []fsm.Compare{{Kind: fsm.CompareExists, Key: key}}}); !errors.Is(err, fsm.ErrInvalid) {
 		t.Fatalf("transaction without operations: %v", err)
+	}
+}
+
+// A transaction or read whose context ends before anything is proposed
+// reports shard.ErrUnavailable (nothing applied), not a bare context
+// error, on the one-shard and the cross-shard path alike.
+func TestTxnContextEndedIsUnavailable(t *testing.T) {
+	n := startReady(t, testNodeConfig(t.TempDir()))
+	defer n.Close()
+	same, other := keysOn(t, n, "ctx", 2)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for name, keys := range map[string][]string{"one shard": same, "cross shard": {same[0], other}} {
+		var ops []fsm.Op
+		for _, k := range keys {
+			ops = append(ops, fsm.Put([]byte(k), []byte("v")))
+		}
+		_, err := n.Transact(ctx, TxnRequest{Then: ops})
+		if !errors.Is(err, shard.ErrUnavailable) {
+			t.Errorf("%s: %v, want an error wrapping shard.ErrUnavailable", name, err)
+		}
+		var gets []fsm.Op
+		for _, k := range keys {
+			gets = append(gets, fsm.Get([]byte(k)))
+		}
+		if _, err := n.Transact(ctx, TxnRequest{Then: gets}); !errors.Is(err, shard.ErrUnavailable) {
+			t.Errorf("%s, reading: %v, want an error wrapping shard.ErrUnavailable", name, err)
+		}
+	}
+	if _, err := n.Get(ctx, []byte(same[0]), shard.ReadOptions{}); !errors.Is(err, shard.ErrUnavailable) {
+		t.Errorf("get: %v, want an error wrapping shard.ErrUnavailable", err)
+	}
+	for _, k := range append(same, other) {
+		if _, err := n.Get(t.Context(), []byte(k), shard.ReadOptions{}); !errors.Is(err, fsm.ErrNotFound) {
+			t.Errorf("%s after a cancelled transaction: %v, want not found", k, err)
+		}
 	}
 }
