@@ -202,6 +202,10 @@ attempts:
 			break
 		}
 		first = t
+		if err := ctx.Err(); err != nil {
+			lastErr = err
+			break
+		}
 		res, err := n.proposeOnce(ctx, t, cmd, avoid)
 		if err == nil {
 			return res, nil
@@ -356,6 +360,9 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 	avoid := map[string]bool{}
 	var lastErr error
 	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, false, unavailable(err, ctx)
+		}
 		t, err := locate(ctx)
 		if err != nil {
 			return nil, false, err

@@ -70,6 +70,11 @@ func (s *Shard) propose1(ctx context.Context, cmd fsm.Command) (fsm.Result, erro
 	if err := s.leaderCheck(); err != nil {
 		return fsm.Result{}, err
 	}
+	if err := ctx.Err(); err != nil {
+		// Checked first: the select below picks at random among ready
+		// cases, so an ended context could otherwise still be queued.
+		return fsm.Result{}, err
+	}
 	p := &proposal{cmd: cmd, done: make(chan outcome, 1)}
 	select {
 	case s.proposals <- p:

@@ -89,6 +89,15 @@ func TestBadInputRejectedBeforeProposing(t *testing.T) {
 			}
 		})
 	}
+	// A context that ended before Propose is never queued: each of these
+	// reports the context's error, not an unknown outcome.
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	for i := range 300 {
+		if _, err := l.shard.Propose(ended, putCmd(fmt.Sprint("ended", i), "v")); !errors.Is(err, context.Canceled) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("proposal %d with an ended context: %v, want context.Canceled", i, err)
+		}
+	}
 	if after := l.shard.Status().LastIndex; after != before {
 		t.Fatalf("rejected commands reached the log: last index %d -> %d", before, after)
 	}
