@@ -139,7 +139,15 @@ func (s *Shard) open() error {
 		Stream:  s.raftLayer,
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
-		Logger:  hlog,
+		// No pipelined replication: when a follower answers a pipelined
+		// append with failure, raft v1.8.0's sender can block for good on
+		// the pipeline's unbuffered channel. Replication to that follower
+		// then stops while its heartbeats keep it from calling an election,
+		// and Shutdown waits forever (seen in CI; hashicorp/raft #612). One
+		// request in flight is the synchronous path; group commit already
+		// puts many commands in each entry.
+		MaxRPCsInFlight: 1,
+		Logger:          hlog,
 	})
 	notify := make(chan bool, 16)
 	rc := raft.DefaultConfig()

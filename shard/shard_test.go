@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/hashicorp/raft"
 )
 
 func putCmd(key, value string) fsm.Command {
@@ -41,6 +42,14 @@ func TestSmokeThreeReplicas(t *testing.T) {
 	hashes := c.waitConverged(5 * time.Second)
 	if hashes["n1"] != hashes["n2"] || hashes["n1"] != hashes["n3"] {
 		t.Fatalf("replica state hashes differ: %x", hashes)
+	}
+	// Replication is never pipelined (see the transport's MaxRPCsInFlight).
+	other := c.replicas[0]
+	if other == l {
+		other = c.replicas[1]
+	}
+	if _, err := l.shard.trans.AppendEntriesPipeline(raft.ServerID(other.id), raft.ServerAddress(other.addr)); !errors.Is(err, raft.ErrPipelineReplicationNotSupported) {
+		t.Fatalf("pipelined replication offered: %v", err)
 	}
 	for _, r := range c.replicas {
 		if r == l {
