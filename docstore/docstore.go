@@ -460,8 +460,9 @@ type Query struct {
 	Limit  int
 	Cursor string
 	Fields []string
-	// Hint forces the access: HintScan, or the name of a ready index
-	// (which must serve a condition of the filter). Empty: chosen.
+	// Hint forces the access: HintScan, the name of a ready index (which
+	// must serve a condition of the filter), or several comma-separated for
+	// their intersection (each on a different field). Empty: chosen.
 	Hint string
 }
 
@@ -577,7 +578,7 @@ func (c *Collection) find(ctx context.Context, q Query, ex *Explanation) ([]Doc,
 		return nil, "", err
 	}
 	a := ranked[0].a
-	if a.index != nil {
+	if a.indexed() {
 		if err := c.visitIndexed(ctx, a, visit); err != nil {
 			return nil, "", err
 		}

@@ -54,6 +54,7 @@ func TestExplainGolden(t *testing.T) {
 		{"selective range", `{"age":{"$gte":76}}`, "by_age"},
 		{"unselective range", `{"age":{"$gte":10}}`, "full_scan"},
 		{"two indexed conditions", `{"status":"closed","email":{"$in":["u001@x","u003@x"]}}`, "by_email"},
+		{"two unselective conditions, selective together", `{"status":"closed","age":{"$gte":72}}`, "by_status,by_age"},
 	}
 	// Without statistics the fixed rule picks any serving index.
 	ex, err := c.Explain(ctx, docstore.Query{Filter: filter(t, `{"status":"active"}`)})

@@ -60,25 +60,28 @@ func randDoc(r *rand.Rand) docstore.Doc {
 func randFilter(r *rand.Rand) string {
 	fields := []string{"a", "b.c", "tags", "items.q"}
 	vals := []string{`null`, `true`, `0`, `1`, `2.0`, `3`, `"ab"`, `"b"`, `""`, `[]`}
-	f := fields[r.IntN(len(fields))]
-	v := vals[r.IntN(len(vals))]
-	var cond string
-	switch r.IntN(8) {
-	case 0, 1:
-		cond = v
-	case 2:
-		cond = fmt.Sprintf(`{"$in":[%s,%s]}`, v, vals[r.IntN(len(vals))])
-	case 3:
-		cond = fmt.Sprintf(`{"$prefix":%s}`, []string{`"a"`, `"b"`, `""`, `"abc"`}[r.IntN(4)])
-	default:
+	cond := func() string {
+		v := vals[r.IntN(len(vals))]
+		switch r.IntN(8) {
+		case 0, 1:
+			return v
+		case 2:
+			return fmt.Sprintf(`{"$in":[%s,%s]}`, v, vals[r.IntN(len(vals))])
+		case 3:
+			return fmt.Sprintf(`{"$prefix":%s}`, []string{`"a"`, `"b"`, `""`, `"abc"`}[r.IntN(4)])
+		}
 		op := []string{"$gt", "$gte", "$lt", "$lte"}[r.IntN(4)]
-		cond = fmt.Sprintf(`{%q:%s}`, op, v)
 		if r.IntN(2) == 0 {
 			op2 := []string{"$lt", "$lte"}[r.IntN(2)]
-			cond = fmt.Sprintf(`{%q:%s,%q:%s}`, op, v, op2, vals[r.IntN(len(vals))])
+			return fmt.Sprintf(`{%q:%s,%q:%s}`, op, v, op2, vals[r.IntN(len(vals))])
 		}
+		return fmt.Sprintf(`{%q:%s}`, op, v)
 	}
-	out := fmt.Sprintf(`{%q:%s`, f, cond)
+	i := r.IntN(len(fields))
+	out := fmt.Sprintf(`{%q:%s`, fields[i], cond())
+	if r.IntN(3) == 0 { // a condition on a second field: intersections serve these
+		out += fmt.Sprintf(`,%q:%s`, fields[(i+1+r.IntN(len(fields)-1))%len(fields)], cond())
+	}
 	if r.IntN(3) == 0 {
 		out += fmt.Sprintf(`,%q:{"$ne":%s}`, fields[r.IntN(len(fields))], vals[r.IntN(len(vals))])
 	}
@@ -221,6 +224,26 @@ func TestEveryPlanMatchesFullScan(t *testing.T) {
 				t.Fatalf("filter %d %s: index %s returned %v, the scan %v", i, fs, idx.Name, ids(got), ids(want))
 			}
 		}
+		// Every intersection of two indexes on different fields.
+		for i, x := range indexes {
+			for _, y := range indexes[i+1:] {
+				if x.Fields[0] == y.Fields[0] {
+					continue
+				}
+				hint := x.Name + "," + y.Name
+				got, _, err := c.Find(ctx, docstore.Query{Filter: f, Hint: hint})
+				if errors.Is(err, fsm.ErrInvalid) {
+					continue // one of them cannot serve the filter
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				served[hint]++
+				if !slices.Equal(ids(got), ids(want)) {
+					t.Fatalf("filter %d %s: intersection %s returned %v, the scan %v", i, fs, hint, ids(got), ids(want))
+				}
+			}
+		}
 		auto, _, err := c.Find(ctx, docstore.Query{Filter: f})
 		if err != nil || !slices.Equal(ids(auto), ids(want)) {
 			t.Fatalf("filter %s: the chosen plan returned %v, the scan %v (%v)", fs, ids(auto), ids(want), err)
@@ -231,6 +254,21 @@ func TestEveryPlanMatchesFullScan(t *testing.T) {
 			t.Fatalf("index %s served only %d filters: %v", idx.Name, served[idx.Name], served)
 		}
 	}
+	intersections := 0
+	for name, n := range served {
+		if strings.Contains(name, ",") {
+			intersections += n
+		}
+	}
+	for _, hint := range []string{"by_a,nosuch", "by_a,by_a", "by_a,"} {
+		if _, _, err := c.Find(ctx, docstore.Query{Filter: filter(t, `{"a":1,"b.c":1}`), Hint: hint}); !errors.Is(err, fsm.ErrInvalid) {
+			t.Fatalf("hint %q: %v, want invalid", hint, err)
+		}
+	}
+	if intersections < 50 {
+		t.Fatalf("intersections served only %d filters: %v", intersections, served)
+	}
+	t.Logf("filters served: %v", served)
 }
 
 // An index built while writers change the documents misses nothing and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cairndb/cairn/docstore/keyenc"
@@ -21,8 +22,16 @@ const HintScan = "_scan"
 type access struct {
 	index  *IndexSpec
 	ranges [][2][]byte
-	kind   string // "full_scan", or the condition used: "eq", "in", "range", "prefix"
+	kind   string // "full_scan", "intersection", or the condition used: "eq", "in", "range", "prefix"
+	// and, for an intersection, holds single-index accesses on different
+	// fields: the candidates are the documents every one of them names.
+	// Each names every document that meets its conjunct of the filter, so
+	// the intersection still names every match.
+	and []access
 }
+
+// indexed reports whether a reads documents by index entries.
+func (a access) indexed() bool { return a.index != nil || len(a.and) > 0 }
 
 // condRank orders the conditions an index can serve, most selective first.
 var condRank = map[string]int{"eq": 0, "in": 1, "prefix": 2, "range": 3}
@@ -30,28 +39,57 @@ var condRank = map[string]int{"eq": 0, "in": 1, "prefix": 2, "range": 3}
 // accesses returns every access that can answer filter: a scan of the
 // collection, and each ready index that serves a condition of it (hint:
 // HintScan or an index name keeps only that one; "" keeps all).
+//
+// Intersections of two indexes on different fields are offered too; a hint
+// naming several indexes, comma-separated, keeps only their intersection.
 func accesses(coll string, f *Filter, indexes []IndexSpec, hint string) ([]access, error) {
 	full := access{kind: "full_scan"}
 	if hint == HintScan {
 		return []access{full}, nil
 	}
-	var out []access
+	names := strings.Split(hint, ",")
+	wanted := func(name string) bool { return hint == "" || slices.Contains(names, name) }
+	var single []access
 	for i := range indexes {
 		idx := &indexes[i]
-		if idx.State != StateReady || hint != "" && hint != idx.Name {
+		if idx.State != StateReady || !wanted(idx.Name) {
 			continue
 		}
 		if a, ok := indexAccess(coll, f, idx); ok {
-			out = append(out, a)
+			single = append(single, a)
 		}
 	}
+	var out []access
 	switch {
 	case hint == "":
+		out = append(out, single...)
+		for i := range single {
+			for j := i + 1; j < len(single); j++ {
+				if single[i].index.Fields[0] != single[j].index.Fields[0] {
+					out = append(out, access{kind: "intersection", and: []access{single[i], single[j]}})
+				}
+			}
+		}
 		out = append(out, full)
-	case len(out) == 0:
-		return nil, fmt.Errorf("%w: index %q is not ready or cannot serve this filter", fsm.ErrInvalid, hint)
+	case len(names) == 1 && len(single) == 1:
+		out = single
+	case len(names) > 1 && len(single) == len(names) && distinctFirstFields(single):
+		out = []access{{kind: "intersection", and: single}}
+	default:
+		return nil, fmt.Errorf("%w: index %q is not ready or cannot serve this filter (an intersection needs indexes on different fields, each serving a condition)", fsm.ErrInvalid, hint)
 	}
 	return out, nil
+}
+
+func distinctFirstFields(as []access) bool {
+	seen := map[string]bool{}
+	for _, a := range as {
+		if seen[a.index.Fields[0]] {
+			return false
+		}
+		seen[a.index.Fields[0]] = true
+	}
+	return true
 }
 
 // indexAccess finds conditions on idx's first field among the filter's
@@ -152,8 +190,25 @@ func prefixEnd(p []byte) []byte {
 }
 
 // candidateIDs scans a's ranges and returns the _ids found, each once, in
-// the order first seen.
+// the order first seen; for an intersection, those every part found.
 func (c *Collection) candidateIDs(ctx context.Context, a access) ([]string, error) {
+	if len(a.and) > 0 {
+		ids, err := c.candidateIDs(ctx, a.and[0])
+		for _, part := range a.and[1:] {
+			if err != nil || len(ids) == 0 {
+				break
+			}
+			var more []string
+			if more, err = c.candidateIDs(ctx, part); err == nil {
+				in := make(map[string]bool, len(more))
+				for _, id := range more {
+					in[id] = true
+				}
+				ids = slices.DeleteFunc(ids, func(id string) bool { return !in[id] })
+			}
+		}
+		return ids, err
+	}
 	seen := map[string]bool{}
 	var ids []string
 	for _, r := range a.ranges {
@@ -177,6 +232,13 @@ func (c *Collection) candidateIDs(ctx context.Context, a access) ([]string, erro
 }
 
 func (a access) String() string {
+	if len(a.and) > 0 {
+		parts := make([]string, len(a.and))
+		for i, p := range a.and {
+			parts[i] = p.String()
+		}
+		return "intersection of " + strings.Join(parts, " and ")
+	}
 	if a.index == nil {
 		return "full_scan"
 	}

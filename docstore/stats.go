@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cairndb/cairn/docstore/keyenc"
@@ -125,8 +126,17 @@ func (c *Collection) stats(ctx context.Context) (Stats, bool, error) {
 	return st, true, nil
 }
 
-// estimate returns how many documents a reads, by the statistics.
+// estimate returns how many documents a reads, by the statistics. An
+// intersection reads the documents all its parts name: the parts are taken
+// as independent, so their shares of the collection multiply.
 func estimate(coll string, a access, st Stats) float64 {
+	if len(a.and) > 0 {
+		rows := float64(st.Docs)
+		for _, p := range a.and {
+			rows *= math.Min(1, estimate(coll, p, st)/math.Max(1, float64(st.Docs)))
+		}
+		return rows
+	}
 	if a.index == nil {
 		return float64(st.Docs)
 	}
@@ -165,7 +175,16 @@ const (
 	costFetch = 3.0
 )
 
-func cost(a access, rows float64, st Stats) float64 {
+func cost(coll string, a access, rows float64, st Stats) float64 {
+	if len(a.and) > 0 {
+		// Every part's entries are read; only the documents all of them
+		// name are fetched.
+		c := rows * costFetch
+		for _, p := range a.and {
+			c += estimate(coll, p, st) * costEntry
+		}
+		return c
+	}
 	if a.index == nil {
 		return float64(st.Docs)
 	}
@@ -174,9 +193,9 @@ func cost(a access, rows float64, st Stats) float64 {
 
 // Plan is one way to answer a query, with the planner's estimates.
 type Plan struct {
-	Access        string  `json:"access"` // "full_scan" or "index"
-	Index         string  `json:"index,omitempty"`
-	Condition     string  `json:"condition,omitempty"` // eq, in, prefix, range
+	Access        string  `json:"access"`              // "full_scan", "index" or "intersection"
+	Index         string  `json:"index,omitempty"`     // an intersection's indexes, comma-separated
+	Condition     string  `json:"condition,omitempty"` // eq, in, prefix, range (one per index of an intersection)
 	Ranges        int     `json:"ranges,omitempty"`
 	EstimatedRows float64 `json:"estimated_rows"`
 	Cost          float64 `json:"cost"`
@@ -184,6 +203,14 @@ type Plan struct {
 
 func planOf(a access, rows, c float64) Plan {
 	p := Plan{Access: "full_scan", EstimatedRows: math.Round(rows*10) / 10, Cost: math.Round(c*10) / 10}
+	if len(a.and) > 0 {
+		var names, conds []string
+		for _, part := range a.and {
+			names, conds = append(names, part.index.Name), append(conds, part.kind)
+			p.Ranges += len(part.ranges)
+		}
+		p.Access, p.Index, p.Condition = "intersection", strings.Join(names, ","), strings.Join(conds, ",")
+	}
 	if a.index != nil {
 		p.Access, p.Index, p.Condition, p.Ranges = "index", a.index.Name, a.kind, len(a.ranges)
 	}
@@ -205,13 +232,16 @@ func rankPlans(coll string, cands []access, st Stats, haveStats bool) []candidat
 		var rows, c float64
 		if haveStats {
 			rows = estimate(coll, a, st)
-			c = cost(a, rows, st)
+			c = cost(coll, a, rows, st)
 		}
 		out[i] = candidate{a, planOf(a, rows, c)}
 	}
 	ruleRank := func(a access) int {
-		if a.index == nil {
-			return len(condRank)
+		switch {
+		case len(a.and) > 0:
+			return len(condRank) // after any single index, before a scan
+		case a.index == nil:
+			return len(condRank) + 1
 		}
 		return condRank[a.kind]
 	}
