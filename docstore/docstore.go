@@ -461,8 +461,9 @@ type Query struct {
 	Cursor string
 	Fields []string
 	// Hint forces the access: HintScan, the name of a ready index (which
-	// must serve a condition of the filter), or several comma-separated for
-	// their intersection (each on a different field). Empty: chosen.
+	// must serve a condition of the filter), several comma-separated for
+	// their intersection (each on a different field), or HintSortPrefix and
+	// an index whose first field is the first sort key. Empty: chosen.
 	Hint string
 }
 
@@ -472,9 +473,11 @@ const MaxLimit = 1000
 // Find returns one page of the documents matching q and a cursor for the
 // next page ("" at the end). A ready index on the first field of a
 // condition ($eq, $in, $prefix, a range) of the filter's top-level
-// conjunction narrows the documents read; otherwise every page reads the
-// whole collection. Either way each document read is checked against the
-// whole filter, so the plan never changes the answer.
+// conjunction, or two such indexes intersected, narrow the documents read;
+// an index on the first sort key may be read in order until the page is
+// full; otherwise every page reads the whole collection. Either way each
+// document read is checked against the whole filter, so the plan never
+// changes the answer.
 func (c *Collection) Find(ctx context.Context, q Query) ([]Doc, string, error) {
 	return c.find(ctx, q, nil)
 }
@@ -573,19 +576,37 @@ func (c *Collection) find(ctx context.Context, q Query, ex *Explanation) ([]Doc,
 		}
 		return nil
 	}
-	ranked, haveStats, err := c.plan(ctx, filter, q.Hint)
+	ranked, haveStats, err := c.plan(ctx, filter, q.Hint, specs, limit)
 	if err != nil {
 		return nil, "", err
 	}
-	a := ranked[0].a
-	if a.indexed() {
+	byPos := func(a, b hit) int { return bytes.Compare(a.pos, b.pos) }
+	switch a := ranked[0].a; {
+	case a.kind == "sort":
+		// Enough once the page and one more document are in hand and the
+		// index has moved past the first sort value of that one: every
+		// document not yet seen has all its entries further on, and its
+		// sort value (its smallest element, or itself) is among them.
+		enough := func(last []byte) bool {
+			if len(hits) <= limit {
+				return false
+			}
+			slices.SortFunc(hits, byPos)
+			return bytes.Compare(firstValue(last), firstValue(hits[limit].pos)) > 0
+		}
+		if err := c.visitSorted(ctx, a, visit, enough); err != nil {
+			return nil, "", err
+		}
+	case a.indexed():
 		if err := c.visitIndexed(ctx, a, visit); err != nil {
 			return nil, "", err
 		}
-	} else if err := c.visitAll(ctx, visit); err != nil {
-		return nil, "", err
+	default:
+		if err := c.visitAll(ctx, visit); err != nil {
+			return nil, "", err
+		}
 	}
-	slices.SortFunc(hits, func(a, b hit) int { return bytes.Compare(a.pos, b.pos) })
+	slices.SortFunc(hits, byPos)
 	cursor := ""
 	if len(hits) > limit {
 		hits = hits[:limit]
@@ -633,12 +654,12 @@ func (c *Collection) explain(ctx context.Context, ex *Explanation, ranked []cand
 
 // plan returns the ways to answer filter, best first, and whether
 // statistics ranked them.
-func (c *Collection) plan(ctx context.Context, filter *Filter, hint string) ([]candidate, bool, error) {
+func (c *Collection) plan(ctx context.Context, filter *Filter, hint string, specs []sortSpec, limit int) ([]candidate, bool, error) {
 	indexes, err := c.Indexes(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	cands, err := accesses(c.name, filter, indexes, hint)
+	cands, err := accesses(c.name, filter, indexes, hint, specs, limit)
 	if err != nil {
 		return nil, false, err
 	}
@@ -648,7 +669,8 @@ func (c *Collection) plan(ctx context.Context, filter *Filter, hint string) ([]c
 			return nil, false, err
 		}
 	}
-	return rankPlans(c.name, cands, st, haveStats), haveStats, nil
+	filtered := filter.op != "$and" || len(filter.subs) > 0
+	return rankPlans(c.name, cands, st, haveStats, filtered), haveStats, nil
 }
 
 // visitAll calls visit for every document of the collection.
@@ -664,14 +686,19 @@ func (c *Collection) visitIndexed(ctx context.Context, a access, visit func(fsm.
 	if err != nil {
 		return err
 	}
+	return c.visitIDs(ctx, ids, visit)
+}
+
+// visitIDs reads the documents ids name, in parallel, and calls visit for
+// each that exists, in the order of ids.
+func (c *Collection) visitIDs(ctx context.Context, ids []string, visit func(fsm.Item) error) error {
 	items := make([]fsm.Item, len(ids))
 	found := make([]bool, len(ids))
-	err = forEach(len(ids), func(i int) error {
+	if err := forEach(len(ids), func(i int) error {
 		var err error
 		items[i], found[i], err = c.db.kv.Get(ctx, docKey(c.name, ids[i]))
 		return err
-	})
-	if err != nil {
+	}); err != nil {
 		return err
 	}
 	for i := range ids {
@@ -682,6 +709,54 @@ func (c *Collection) visitIndexed(ctx context.Context, a access, visit func(fsm.
 		}
 	}
 	return nil
+}
+
+// visitSorted reads a's index in key order, a page at a time, and calls
+// visit for each document the first time one of its entries comes up
+// (documents read in parallel, visited in index order). After each page it
+// asks enough, with the last entry's values, whether to stop.
+func (c *Collection) visitSorted(ctx context.Context, a access, visit func(fsm.Item) error, enough func(last []byte) bool) error {
+	prefix := indexPrefix(c.name, a.index.Name)
+	page := min(1000, max(16, 2*(a.limit+1)))
+	seen := map[string]bool{}
+	var after []byte
+	for {
+		entries, more, err := c.db.kv.Scan(ctx, a.ranges[0][0], a.ranges[0][1], after, page)
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for _, it := range entries {
+			v, _, err := keyenc.Decode(ring.RouteKey(it.Key))
+			id, ok := v.(string)
+			if err != nil || !ok {
+				return fmt.Errorf("docstore: index entry %q without an _id", it.Key)
+			}
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		if err := c.visitIDs(ctx, ids, visit); err != nil {
+			return err
+		}
+		if !more || len(entries) == 0 {
+			return nil
+		}
+		after = entries[len(entries)-1].Key
+		if enough(after[len(prefix):]) {
+			return nil
+		}
+	}
+}
+
+// firstValue is the first of the keyenc-encoded values b starts with.
+func firstValue(b []byte) []byte {
+	_, rest, err := keyenc.Decode(b)
+	if err != nil {
+		return b
+	}
+	return b[:len(b)-len(rest)]
 }
 
 // sortPosition encodes where d falls in the order of specs: each sort

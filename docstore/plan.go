@@ -15,6 +15,10 @@ import (
 // HintScan forces a query to scan the collection (Query.Hint).
 const HintScan = "_scan"
 
+// HintSortPrefix, followed by an index name, forces a query to read that
+// index in order for its sort (Query.Hint): "_sort:by_age".
+const HintSortPrefix = "_sort:"
+
 // access is how a query finds its candidate documents: a scan of the
 // collection, or scans of key ranges of one index (whose documents are
 // then read and filtered: an index only narrows the candidates, so every
@@ -28,6 +32,9 @@ type access struct {
 	// Each names every document that meets its conjunct of the filter, so
 	// the intersection still names every match.
 	and []access
+	// limit is, for a "sort" access (the whole index read in order for the
+	// query's first sort key), the documents a page needs.
+	limit int
 }
 
 // indexed reports whether a reads documents by index entries.
@@ -42,10 +49,32 @@ var condRank = map[string]int{"eq": 0, "in": 1, "prefix": 2, "range": 3}
 //
 // Intersections of two indexes on different fields are offered too; a hint
 // naming several indexes, comma-separated, keeps only their intersection.
-func accesses(coll string, f *Filter, indexes []IndexSpec, hint string) ([]access, error) {
+//
+// A query sorted first by an indexed field, ascending, may also read that
+// whole index in order and stop once no document left can sort into the
+// page (a "sort" access).
+func accesses(coll string, f *Filter, indexes []IndexSpec, hint string, specs []sortSpec, limit int) ([]access, error) {
 	full := access{kind: "full_scan"}
 	if hint == HintScan {
 		return []access{full}, nil
+	}
+	var sorted []access
+	if len(specs) > 0 && !specs[0].desc {
+		for i := range indexes {
+			idx := &indexes[i]
+			if idx.State == StateReady && idx.Fields[0] == strings.Join(specs[0].path, ".") {
+				prefix := indexPrefix(coll, idx.Name)
+				sorted = append(sorted, access{index: idx, kind: "sort", ranges: [][2][]byte{{prefix, prefixEnd(prefix)}}, limit: limit})
+			}
+		}
+	}
+	if name, ok := strings.CutPrefix(hint, HintSortPrefix); ok {
+		for _, a := range sorted {
+			if a.index.Name == name {
+				return []access{a}, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: index %q is not ready or does not lead with the first sort key (ascending)", fsm.ErrInvalid, name)
 	}
 	names := strings.Split(hint, ",")
 	wanted := func(name string) bool { return hint == "" || slices.Contains(names, name) }
@@ -70,6 +99,7 @@ func accesses(coll string, f *Filter, indexes []IndexSpec, hint string) ([]acces
 				}
 			}
 		}
+		out = append(out, sorted...)
 		out = append(out, full)
 	case len(names) == 1 && len(single) == 1:
 		out = single
@@ -241,6 +271,9 @@ func (a access) String() string {
 	}
 	if a.index == nil {
 		return "full_scan"
+	}
+	if a.kind == "sort" {
+		return fmt.Sprintf("index %s read in order (sort on %s)", a.index.Name, a.index.Fields[0])
 	}
 	return fmt.Sprintf("index %s (%s on %s, %d range(s))", a.index.Name, a.kind, strings.Join(a.index.Fields, ","), len(a.ranges))
 }

@@ -193,7 +193,7 @@ func cost(coll string, a access, rows float64, st Stats) float64 {
 
 // Plan is one way to answer a query, with the planner's estimates.
 type Plan struct {
-	Access        string  `json:"access"`              // "full_scan", "index" or "intersection"
+	Access        string  `json:"access"`              // "full_scan", "index", "intersection" or "sort_index"
 	Index         string  `json:"index,omitempty"`     // an intersection's indexes, comma-separated
 	Condition     string  `json:"condition,omitempty"` // eq, in, prefix, range (one per index of an intersection)
 	Ranges        int     `json:"ranges,omitempty"`
@@ -211,7 +211,9 @@ func planOf(a access, rows, c float64) Plan {
 		}
 		p.Access, p.Index, p.Condition = "intersection", strings.Join(names, ","), strings.Join(conds, ",")
 	}
-	if a.index != nil {
+	if a.kind == "sort" {
+		p.Access, p.Index = "sort_index", a.index.Name
+	} else if a.index != nil {
 		p.Access, p.Index, p.Condition, p.Ranges = "index", a.index.Name, a.kind, len(a.ranges)
 	}
 	return p
@@ -226,12 +228,34 @@ type candidate struct {
 // rankPlans orders the candidate accesses, cheapest first: by estimated
 // cost with statistics; without, by the fixed rule (any index that serves
 // the filter before a scan, the most selective condition first).
-func rankPlans(coll string, cands []access, st Stats, haveStats bool) []candidate {
+//
+// A sort access reads the index in order until the page is full: about
+// (limit+1) / s documents, where s is the share of documents the filter
+// keeps, taken from the most selective other plan (a filter no index
+// serves is guessed to keep half, an empty one all).
+func rankPlans(coll string, cands []access, st Stats, haveStats, filtered bool) []candidate {
 	out := make([]candidate, len(cands))
+	share := 1.0
+	if haveStats {
+		best := float64(st.Docs)
+		for _, a := range cands {
+			if a.kind != "sort" {
+				best = math.Min(best, estimate(coll, a, st))
+			}
+		}
+		share = best / math.Max(1, float64(st.Docs))
+		if filtered && best >= float64(st.Docs) {
+			share = 0.5
+		}
+	}
 	for i, a := range cands {
 		var rows, c float64
 		if haveStats {
-			rows = estimate(coll, a, st)
+			if a.kind == "sort" {
+				rows = math.Min(float64(st.Docs), float64(a.limit+1)/math.Max(share, 1e-9))
+			} else {
+				rows = estimate(coll, a, st)
+			}
 			c = cost(coll, a, rows, st)
 		}
 		out[i] = candidate{a, planOf(a, rows, c)}
@@ -240,8 +264,10 @@ func rankPlans(coll string, cands []access, st Stats, haveStats bool) []candidat
 		switch {
 		case len(a.and) > 0:
 			return len(condRank) // after any single index, before a scan
-		case a.index == nil:
+		case a.kind == "sort":
 			return len(condRank) + 1
+		case a.index == nil:
+			return len(condRank) + 2
 		}
 		return condRank[a.kind]
 	}

@@ -37,7 +37,7 @@ func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 	sortBy := fs.String("sort", "", "find: comma-separated fields, - for descending")
 	fields := fs.String("fields", "", "find: comma-separated fields to keep")
 	limit := fs.Int("limit", 0, "find: documents per page (all pages are fetched)")
-	hint := fs.String("hint", "", "find: an index to use, several comma-separated for their intersection, or _scan")
+	hint := fs.String("hint", "", "find: an index to use, several comma-separated for their intersection, _sort:INDEX to read an index in sort order, or _scan")
 	unique := fs.Bool("unique", false, "index: no two documents may share a value")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
