@@ -63,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"shard", "consistency", "outcome"}),
 		snapshots: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace, Subsystem: "shard", Name: "snapshots_total",
-			Help: "Snapshots by kind: taken (of this replica's state), installed (from the leader), restored_at_boot.",
+			Help: "Snapshots by kind: taken (of this replica's state), installed (from the leader), restored_at_boot, retaken_after_resends (a snapshot a follower kept refusing after installing it, see sendWatch).",
 		}, []string{"shard", "kind"}),
 		isLeader:     desc("is_leader", "1 if this replica leads the shard."),
 		term:         desc("term", "Current raft term."),

@@ -166,7 +166,8 @@ func (s *Shard) open() error {
 	rc.NotifyCh = notify
 	rc.NoLegacyTelemetry = true
 	s.log = cache
-	s.raft, err = raft.NewRaft(rc, (*fsmAdapter)(s), cache, s.logs, snaps, s.trans)
+	watched := newSendWatch(snaps, s.resnapshot)
+	s.raft, err = raft.NewRaft(rc, (*fsmAdapter)(s), cache, s.logs, watched, s.trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -259,6 +260,19 @@ func (s *Shard) Snapshot() error {
 		return fmt.Errorf("shard: snapshot %v: %w", s.cfg.ID, err)
 	}
 	return nil
+}
+
+// resnapshot takes a new snapshot when snapshot id keeps being sent in full
+// (see sendWatch).
+func (s *Shard) resnapshot(id string) {
+	if s.ctx.Err() != nil || s.raft.State() != raft.Leader {
+		return
+	}
+	s.logger.Warn("snapshot sent in full repeatedly: taking a newer one", "snapshot", id, "sends", resendLimit)
+	s.metrics.snapshot("retaken_after_resends")
+	if err := s.Snapshot(); err != nil {
+		s.logger.Warn("snapshot after repeated sends failed", "error", err)
+	}
 }
 
 // Close stops the replica without handing leadership away (see
