@@ -13,6 +13,7 @@ KEYS=${KEYS:-10000}
 VALUE_SIZE=${VALUE_SIZE:-256}
 SHARDS=${SHARDS:-4}                 # Cairn data shards (kvnode demo's default)
 SPREAD=${SPREAD:-all}               # all: clients over the 3 nodes of each system; one: Cairn n1 / etcd's leader only
+ROUTING=${ROUTING:-0}               # 1: Cairn clients send each key to its shard's leader (client.WithRouting)
 ETCD_CONNS=${ETCD_CONNS:-0}         # gRPC connections in all (0: two per endpoint used)
 RATE=${RATE:-0}                     # open loop: ops/s in total (0: closed loop)
 PRELOAD_CLIENTS=${PRELOAD_CLIENTS:-64}
@@ -179,6 +180,7 @@ bench_cluster() {
 	fi
 	local common=(--system "$sys" --addrs "$load_addrs" --etcd-conns "$ETCD_CONNS" --workload "$wl"
 		--keys "$KEYS" --value-size "$VALUE_SIZE")
+	if [[ $ROUTING == 1 ]]; then common+=(--cairn-routing); fi
 	if [[ $wl != put ]]; then
 		run_load "${common[@]}" --clients "$PRELOAD_CLIENTS" --preload --duration 0 > >(sed 's/^/  /' >&2) 2>&1 || rc=$?
 		((rc == 0)) || { log "$sys $wl: preload failed (exit $rc); logs in $dir"; FAILED=1; keep=1; }
@@ -226,7 +228,7 @@ main() {
 		echo "started $(date -u +%FT%TZ) on $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 		echo "cairn $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (modified)'), $(go version | cut -d' ' -f3)"
 		if [[ $SYSTEMS == *etcd* ]]; then etcd --version | sed -n 1p; fi
-		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS SPREAD=$SPREAD ETCD_CONNS=$ETCD_CONNS RATE=$RATE"
+		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE"
 	} >"$OUT/env.txt"
 	for run in $(seq 1 "$RUNS"); do
 		for wl in $WORKLOADS; do

@@ -6,7 +6,8 @@
 #   bash bench/txn.sh                      # kvnode built from this tree
 #   bash bench/txn.sh /tmp/old /tmp/new    # several binaries, interleaved round by round
 #
-# Settings: CLIENTS (default "1 16 64"), MODES ("put one-shard cross-shard"),
+# Settings: CLIENTS (default "1 16 64"), MODES ("put one-shard cross-shard";
+# also "get": linearizable gets of preloaded keys),
 # DURATION (10s), RUNS (3), OUT (a temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,11 @@ run_cluster() { # binary round
   done
   for c in $CLIENTS; do
     for mode in $MODES; do
-      if [ "$mode" = put ]; then args=(--read-ratio 0); else args=(--txn "$mode"); fi
+      case $mode in
+        put) args=(--read-ratio 0) ;;
+        get) args=(--read-ratio 1 --preload) ;;
+        *) args=(--txn "$mode") ;;
+      esac
       line=$("$bin" bench --addr "$addr" --clients "$c" --duration "$DURATION" "${args[@]}" 2>/dev/null | awk '$1 == "all" {print $3, $4, $5}')
       echo "$bin $round $c $mode $line" | tee -a "$OUT/results.txt"
     done

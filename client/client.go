@@ -70,6 +70,7 @@ type Client struct {
 	hc      *http.Client
 	retries int
 	backoff time.Duration
+	routing *router // nil unless WithRouting
 }
 
 // Option configures New.
@@ -98,6 +99,9 @@ func New(addr string, opts ...Option) *Client {
 	}
 	for _, o := range opts {
 		o(c)
+	}
+	if c.routing != nil {
+		c.routing.c = c
 	}
 	return c
 }
@@ -140,7 +144,7 @@ func (c *Client) write(ctx context.Context, method, key string, body []byte, opt
 	if o.ifVersion != nil {
 		q.Set("if_version", strconv.FormatUint(*o.ifVersion, 10))
 	}
-	return c.do(ctx, method, keyPath(key), q, body, requestIDOf(o))
+	return c.sendVia(ctx, c.baseFor(key), method, keyPath(key), q, body, requestIDOf(o), nil, true)
 }
 
 // requestIDOf returns the write's request ID, a fresh random one if unset.
@@ -179,9 +183,9 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) ([]byt
 		f(q)
 	}
 	var version uint64
-	b, err := c.doHeader(ctx, http.MethodGet, keyPath(key), q, nil, "", func(h http.Header) {
+	b, err := c.sendVia(ctx, c.baseFor(key), http.MethodGet, keyPath(key), q, nil, "", func(h http.Header) {
 		version, _ = strconv.ParseUint(h.Get("Kv-Version"), 10, 64)
-	})
+	}, false)
 	return b, version, err
 }
 
@@ -302,12 +306,19 @@ func (c *Client) doRead(ctx context.Context, method, path string, body []byte) (
 }
 
 func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte, requestID string, onHeader func(http.Header), isWrite bool) ([]byte, error) {
-	u := c.base + path
+	return c.sendVia(ctx, c.base, method, path, q, body, requestID, onHeader, isWrite)
+}
+
+// sendVia is send to the node at base. If base is a routed node (not the
+// one given to New) that cannot be reached, the request goes to New's node
+// instead, and the routes are read again.
+func (c *Client) sendVia(ctx context.Context, base, method, path string, q url.Values, body []byte, requestID string, onHeader func(http.Header), isWrite bool) ([]byte, error) {
+	query := ""
 	if len(q) > 0 {
-		u += "?" + q.Encode()
+		query = "?" + q.Encode()
 	}
 	for attempt := 0; ; attempt++ {
-		req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, method, base+path+query, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
 		}
@@ -315,6 +326,11 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, bo
 			req.Header.Set("Request-Id", requestID)
 		}
 		resp, err := c.hc.Do(req)
+		if err != nil && base != c.base && neverSent(err) {
+			c.routing.forget()
+			base = c.base
+			continue
+		}
 		if err != nil {
 			if isWrite && !neverSent(err) {
 				return nil, &APIError{Code: "outcome_unknown", Message: err.Error(), RequestID: requestID}

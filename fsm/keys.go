@@ -2,13 +2,14 @@ package fsm
 
 import (
 	"encoding/binary"
-	"fmt"
+
+	"github.com/cairndb/cairn/ring"
 )
 
-// ShardID names a shard. Shard 0 is the cluster's meta group.
-type ShardID uint64
-
-func (id ShardID) String() string { return fmt.Sprintf("shard-%d", uint64(id)) }
+// ShardID names a shard. Shard 0 is the cluster's meta group. (It is
+// defined in ring, which places keys on shards and imports nothing of
+// the store, so that the Go client can route keys without it.)
+type ShardID = ring.ShardID
 
 const (
 	shardPrefixLen = 8

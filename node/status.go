@@ -11,12 +11,15 @@ import (
 
 // ClusterStatus is one node's view of the cluster (GET /v1/cluster).
 type ClusterStatus struct {
-	Node           string `json:"node"`
-	ClusterID      string `json:"cluster_id,omitempty"`
-	RaftAddr       string `json:"raft_addr"`
-	HTTPAddr       string `json:"http_addr"`
-	GossipAddr     string `json:"gossip_addr"`
-	RingEpoch      uint64 `json:"ring_epoch"`
+	Node       string `json:"node"`
+	ClusterID  string `json:"cluster_id,omitempty"`
+	RaftAddr   string `json:"raft_addr"`
+	HTTPAddr   string `json:"http_addr"`
+	GossipAddr string `json:"gossip_addr"`
+	RingEpoch  uint64 `json:"ring_epoch"`
+	// Ring is the ring's compact encoding (ring.Decode), base64 in JSON:
+	// clients route keys with it.
+	Ring           []byte `json:"ring,omitempty"`
 	PlacementEpoch uint64 `json:"placement_epoch"`
 	Replicas       int    `json:"replication_factor,omitempty"`
 	// Ready: this node knows the layout and a leader for every shard;
@@ -86,6 +89,7 @@ func (n *Node) Cluster() ClusterStatus {
 	if v.hasLayout() {
 		cs.ClusterID = v.layout.ClusterID
 		cs.RingEpoch, cs.PlacementEpoch, cs.Replicas = v.ring.Epoch(), v.place.Epoch, v.layout.ReplicationFactor
+		cs.Ring, _ = v.ring.MarshalBinary()
 		ids = append(ids, v.ring.Shards()...)
 	}
 	for _, id := range ids {

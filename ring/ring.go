@@ -8,12 +8,13 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/cairndb/cairn/fsm"
 	"github.com/cespare/xxhash/v2"
 )
 
-// ShardID names a shard.
-type ShardID = fsm.ShardID
+// ShardID names a shard. Shard 0 is the cluster's meta group.
+type ShardID uint64
+
+func (id ShardID) String() string { return fmt.Sprintf("shard-%d", uint64(id)) }
 
 // DefaultVNodes is the number of points per shard. With 128 points, the
 // busiest or idlest shard holds within 25% of the fair share of keys

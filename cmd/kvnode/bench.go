@@ -32,6 +32,7 @@ type benchConfig struct {
 	seed        uint64
 	preload     bool
 	jsonOut     bool
+	routing     bool // clients send keys to their shard's leader (client.WithRouting)
 	// txn: "" (puts and gets), "one-shard" or "cross-shard": every
 	// operation is a transaction putting two keys, on one shard or on two.
 	txn string
@@ -61,6 +62,7 @@ func runBench(args []string, out io.Writer) error {
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the key and operation choice")
 	fs.BoolVar(&bc.preload, "preload", false, "write every key once before the timed run (not measured)")
 	fs.BoolVar(&bc.jsonOut, "json", false, "also print the summary as one JSON line")
+	fs.BoolVar(&bc.routing, "routing", false, "puts and gets go straight to the node leading the key's shard (the client reads the ring and leaders from /v1/cluster)")
 	fs.StringVar(&bc.txn, "txn", "", "one-shard or cross-shard: every operation is a transaction putting two keys, on one shard or on two (read-ratio is ignored)")
 	fs.StringVar(&bc.docs, "docs", "", "insert or find: every operation inserts a document into the collection bench (indexed by grp and age), or finds the 10 documents of one grp (--preload writes --keys documents first)")
 	fs.StringVar(&bc.hint, "hint", "", "with --docs find: the plan, _scan (a scan of the collection) or an index name (default: chosen)")
@@ -128,8 +130,14 @@ func benchClients(bc benchConfig) []*client.Client {
 	var out []*client.Client
 	per := bc.clients/len(bc.addrs) + 1
 	for _, a := range bc.addrs {
-		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: per, MaxIdleConns: per, IdleConnTimeout: time.Minute}}
-		out = append(out, client.New(a, client.WithRetries(0, 0), client.WithHTTPClient(hc)))
+		// A routing client talks to every node, so its idle connections
+		// are bounded per node, not in all.
+		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: per, MaxIdleConns: per * len(bc.addrs), IdleConnTimeout: time.Minute}}
+		opts := []client.Option{client.WithRetries(0, 0), client.WithHTTPClient(hc)}
+		if bc.routing {
+			opts = append(opts, client.WithRouting())
+		}
+		out = append(out, client.New(a, opts...))
 	}
 	return out
 }

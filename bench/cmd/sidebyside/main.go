@@ -49,6 +49,7 @@ type options struct {
 	system    string
 	addrs     []string
 	etcdConns int
+	routing   bool
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -57,6 +58,7 @@ func (o *options) register(fs *flag.FlagSet) {
 		o.addrs = splitList(s)
 		return nil
 	})
+	fs.BoolVar(&o.routing, "cairn-routing", false, "cairn: clients send each key to its shard's leader (client.WithRouting)")
 	fs.IntVar(&o.etcdConns, "etcd-conns", 0, "etcd: gRPC connections in all, connection j to endpoint j mod len(addrs) (0: two per endpoint)")
 }
 
@@ -66,7 +68,7 @@ func (o *options) driver(clients int) (driver, error) {
 	}
 	switch o.system {
 	case "cairn":
-		return cairn.New(o.addrs, clients)
+		return cairn.New(o.addrs, clients, o.routing)
 	case "etcd":
 		conns := o.etcdConns
 		if conns <= 0 {

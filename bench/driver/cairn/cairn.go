@@ -29,17 +29,24 @@ type Driver struct {
 
 // New returns a driver for the nodes at addrs (host:port or URLs), sized
 // for the given number of benchmark clients so that no connection is
-// redialled.
-func New(addrs []string, clients int) (*Driver, error) {
+// redialled. With routing, each client sends a key's operation straight to
+// the node that leads its shard (client.WithRouting).
+func New(addrs []string, clients int, routing bool) (*Driver, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("cairn: no node address")
 	}
 	per := clients/len(addrs) + 1
 	d := &Driver{}
 	for _, a := range addrs {
-		tr := &http.Transport{MaxIdleConnsPerHost: per, MaxIdleConns: per, IdleConnTimeout: time.Minute}
+		// A routing client talks to every node, so its idle connections
+		// are bounded per node, not in all.
+		tr := &http.Transport{MaxIdleConnsPerHost: per, MaxIdleConns: per * len(addrs), IdleConnTimeout: time.Minute}
 		d.transports = append(d.transports, tr)
-		d.clients = append(d.clients, client.New(a, client.WithRetries(0, 0), client.WithHTTPClient(&http.Client{Transport: tr})))
+		opts := []client.Option{client.WithRetries(0, 0), client.WithHTTPClient(&http.Client{Transport: tr})}
+		if routing {
+			opts = append(opts, client.WithRouting())
+		}
+		d.clients = append(d.clients, client.New(a, opts...))
 	}
 	return d, nil
 }

@@ -1,0 +1,107 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairndb/cairn/ring"
+)
+
+// WithRouting makes the client send each key's get, put and delete
+// straight to the node that leads the key's shard, as the cluster's layout
+// last said (GET /v1/cluster on the node given to New, read again in the
+// background when a second old). That saves the hop a node makes when it
+// forwards a request to a shard's leader elsewhere. Until the layout is
+// known, for a shard without a known leader, and whenever a routed node
+// cannot be reached, requests go to the node given to New, which routes
+// them as before; answers and retries are the same either way.
+func WithRouting() Option { return func(c *Client) { c.routing = &router{} } }
+
+// routeTTL is how long a layout is used before it is read again.
+const routeTTL = time.Second
+
+type router struct {
+	c          *Client
+	table      atomic.Pointer[routeTable]
+	refreshing atomic.Bool
+}
+
+type routeTable struct {
+	at      time.Time
+	ring    *ring.Ring
+	leaders map[ring.ShardID]string // shard → base URL of its leader's node
+}
+
+// baseFor returns the base URL to send key's request to.
+func (c *Client) baseFor(key string) string {
+	r := c.routing
+	if r == nil {
+		return c.base
+	}
+	t := r.table.Load()
+	if (t == nil || time.Since(t.at) > routeTTL) && r.refreshing.CompareAndSwap(false, true) {
+		go r.refresh()
+	}
+	if t == nil || t.ring == nil {
+		return c.base
+	}
+	if base := t.leaders[t.ring.Locate([]byte(key))]; base != "" {
+		return base
+	}
+	return c.base
+}
+
+// forget drops the routes (a routed node could not be reached).
+func (r *router) forget() { r.table.Store(nil) }
+
+// refresh reads the layout from New's node.
+func (r *router) refresh() {
+	defer r.refreshing.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.c.base+"/v1/cluster", nil)
+	if err != nil {
+		return
+	}
+	resp, err := r.c.hc.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var cs struct {
+		Ring  []byte `json:"ring"`
+		Nodes []struct {
+			Name     string `json:"name"`
+			HTTPAddr string `json:"http_addr"`
+		} `json:"nodes"`
+		Shards []struct {
+			Shard  uint64 `json:"shard"`
+			Leader string `json:"leader"`
+		} `json:"shards"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&cs) != nil {
+		return
+	}
+	t := &routeTable{at: time.Now(), leaders: map[ring.ShardID]string{}}
+	if t.ring, err = ring.Decode(cs.Ring); err != nil {
+		t.ring = nil // an old server without the ring: requests go to New's node
+	}
+	scheme, _, _ := strings.Cut(r.c.base, "://")
+	addrs := map[string]string{}
+	for _, n := range cs.Nodes {
+		if host, port, err := net.SplitHostPort(n.HTTPAddr); err == nil && port != "" && host != "" && !net.ParseIP(host).IsUnspecified() {
+			addrs[n.Name] = scheme + "://" + n.HTTPAddr
+		}
+	}
+	for _, s := range cs.Shards {
+		if base := addrs[s.Leader]; base != "" {
+			t.leaders[ring.ShardID(s.Shard)] = base
+		}
+	}
+	r.table.Store(t)
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/ring"
+)
+
+// A client with routing sends each key to the node that leads its shard:
+// with leaderships spread over three nodes, each node's HTTP API receives
+// exactly the puts of the shards it leads, so no put is forwarded. When a
+// routed node is killed, requests fall back to the client's own node, and
+// every put is acknowledged and reads back.
+func TestProcessClientRouting(t *testing.T) {
+	pc := startProcCluster(t, 3, 4)
+	ctx := t.Context()
+	n1 := pc.procs["n1"]
+	for s := uint64(1); s <= 4; s++ { // shard s to n((s mod 3)+1): every node leads one
+		if _, err := n1.client.TransferLeader(ctx, s, fmt.Sprintf("n%d", s%3+1)); err != nil {
+			t.Fatalf("transfer shard %d: %v", s, err)
+		}
+	}
+	st := pc.status("n1")
+	r, err := ring.Decode(st.Ring)
+	if err != nil {
+		t.Fatalf("ring in /v1/cluster: %v", err)
+	}
+	leader := map[ring.ShardID]string{}
+	for _, s := range st.Shards {
+		leader[ring.ShardID(s.Shard)] = s.Leader
+	}
+	c := client.New(n1.http, client.WithRouting())
+	// The routes load in the background: until then puts go to n1.
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; puts(t, pc, "n2") == 0; i++ {
+		if time.Now().After(deadline) {
+			t.Fatal("no put reached n2 directly within 10s")
+		}
+		if _, err := c.Put(ctx, fmt.Sprintf("warm-%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := map[string]int{}
+	for _, name := range pc.names {
+		before[name] = puts(t, pc, name)
+	}
+	want := map[string]int{}
+	for i := range 120 {
+		key := fmt.Sprintf("k%03d", i)
+		if _, err := c.Put(ctx, key, []byte(key)); err != nil {
+			t.Fatal(err)
+		}
+		want[leader[r.Locate([]byte(key))]]++
+	}
+	for _, name := range pc.names {
+		if got := puts(t, pc, name) - before[name]; got != want[name] {
+			t.Errorf("%s received %d puts, want the %d of the shards it leads (%v)", name, got, want[name], want)
+		}
+	}
+
+	// n2 dies: its shards elect new leaders, and the client, unable to
+	// reach n2, sends those keys to n1 until it has read the new routes.
+	pc.procs["n2"].kill()
+	until := time.Now().Add(30 * time.Second)
+	for i := range 60 {
+		key := fmt.Sprintf("after-%03d", i)
+		for {
+			// One request ID per key: a retry after an unknown outcome
+			// (a request cut off with n2) applies at most once.
+			_, err := c.Put(ctx, key, []byte(key), client.RequestID("req-"+key))
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, client.ErrUnavailable) && !errors.Is(err, client.ErrOutcomeUnknown) || time.Now().After(until) {
+				t.Fatalf("put %s with n2 down: %v", key, err)
+			}
+		}
+	}
+	plain := n1.client
+	for _, prefix := range []string{"k%03d", "after-%03d"} {
+		for i := range 60 {
+			key := fmt.Sprintf(prefix, i)
+			for _, cl := range []*client.Client{c, plain} {
+				v, _, err := cl.Get(ctx, key)
+				if err != nil || string(v) != key {
+					t.Fatalf("get %s: %q, %v", key, v, err)
+				}
+			}
+		}
+	}
+}
+
+// puts returns how many PUTs of a key the node's HTTP API answered 200.
+func puts(t *testing.T, pc *procCluster, name string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+pc.procs[name].http+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", name, err)
+	}
+	defer resp.Body.Close()
+	n := 0
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("metrics of %s: %s", name, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "cairn_http_requests_total{") && strings.Contains(line, `method="put"`) &&
+			strings.Contains(line, `route="/v1/kv/{key}"`) && strings.Contains(line, `code="200"`) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				t.Fatalf("metrics line %q: %v", line, err)
+			}
+			n += int(v)
+		}
+	}
+	return n
+}
