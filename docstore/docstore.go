@@ -727,10 +727,9 @@ func (c *Collection) visitSorted(ctx context.Context, a access, visit func(fsm.I
 		}
 		var ids []string
 		for _, it := range entries {
-			v, _, err := keyenc.Decode(ring.RouteKey(it.Key))
-			id, ok := v.(string)
-			if err != nil || !ok {
-				return fmt.Errorf("docstore: index entry %q without an _id", it.Key)
+			id, err := entryID(it.Key)
+			if err != nil {
+				return err
 			}
 			if !seen[id] {
 				seen[id] = true

@@ -243,10 +243,9 @@ func (c *Collection) candidateIDs(ctx context.Context, a access) ([]string, erro
 	var ids []string
 	for _, r := range a.ranges {
 		err := c.db.scanRange(ctx, r[0], r[1], func(it fsm.Item) error {
-			v, _, err := keyenc.Decode(ring.RouteKey(it.Key))
-			id, ok := v.(string)
-			if err != nil || !ok {
-				return fmt.Errorf("docstore: index entry %q without an _id", it.Key)
+			id, err := entryID(it.Key)
+			if err != nil {
+				return err
 			}
 			if !seen[id] {
 				seen[id] = true
@@ -259,6 +258,16 @@ func (c *Collection) candidateIDs(ctx context.Context, a access) ([]string, erro
 		}
 	}
 	return ids, nil
+}
+
+// entryID returns the _id an index entry's key ends with (its routing tag).
+func entryID(key []byte) (string, error) {
+	v, _, err := keyenc.Decode(ring.RouteKey(key))
+	id, ok := v.(string)
+	if err != nil || !ok {
+		return "", fmt.Errorf("docstore: index entry %q without an _id", key)
+	}
+	return id, nil
 }
 
 func (a access) String() string {

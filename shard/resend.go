@@ -30,14 +30,14 @@ const (
 
 type sendWatch struct {
 	raft.SnapshotStore
-	onRepeat func(id string)
+	onRepeat func(id string) error // a failure lets a later send try again
 
 	mu    sync.Mutex
 	sends map[string][]time.Time // snapshot ID → when it was sent in full
 	fired map[string]bool
 }
 
-func newSendWatch(store raft.SnapshotStore, onRepeat func(id string)) *sendWatch {
+func newSendWatch(store raft.SnapshotStore, onRepeat func(id string) error) *sendWatch {
 	return &sendWatch{SnapshotStore: store, onRepeat: onRepeat, sends: map[string][]time.Time{}, fired: map[string]bool{}}
 }
 
@@ -66,7 +66,13 @@ func (w *sendWatch) sent(id string) {
 	}
 	w.mu.Unlock()
 	if fire {
-		go w.onRepeat(id)
+		go func() {
+			if w.onRepeat(id) != nil {
+				w.mu.Lock()
+				delete(w.fired, id)
+				w.mu.Unlock()
+			}
+		}()
 	}
 }
 

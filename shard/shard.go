@@ -264,15 +264,17 @@ func (s *Shard) Snapshot() error {
 
 // resnapshot takes a new snapshot when snapshot id keeps being sent in full
 // (see sendWatch).
-func (s *Shard) resnapshot(id string) {
+func (s *Shard) resnapshot(id string) error {
 	if s.ctx.Err() != nil || s.raft.State() != raft.Leader {
-		return
+		return nil
 	}
 	s.logger.Warn("snapshot sent in full repeatedly: taking a newer one", "snapshot", id, "sends", resendLimit)
-	s.metrics.snapshot("retaken_after_resends")
 	if err := s.Snapshot(); err != nil {
 		s.logger.Warn("snapshot after repeated sends failed", "error", err)
+		return err
 	}
+	s.metrics.snapshot("retaken_after_resends")
+	return nil
 }
 
 // Close stops the replica without handing leadership away (see
