@@ -50,9 +50,9 @@ var condRank = map[string]int{"eq": 0, "in": 1, "prefix": 2, "range": 3}
 // Intersections of two indexes on different fields are offered too; a hint
 // naming several indexes, comma-separated, keeps only their intersection.
 //
-// A query sorted first by an indexed field, ascending, may also read that
-// whole index in order and stop once no document left can sort into the
-// page (a "sort" access).
+// A query with a limit (below MaxLimit) sorted first by an indexed field,
+// ascending, may also read that whole index in order and stop once no
+// document left can sort into the page (a "sort" access).
 func accesses(coll string, f *Filter, indexes []IndexSpec, hint string, specs []sortSpec, limit int) ([]access, error) {
 	full := access{kind: "full_scan"}
 	if hint == HintScan {
@@ -64,7 +64,7 @@ func accesses(coll string, f *Filter, indexes []IndexSpec, hint string, specs []
 			idx := &indexes[i]
 			if idx.State == StateReady && idx.Fields[0] == strings.Join(specs[0].path, ".") {
 				prefix := indexPrefix(coll, idx.Name)
-				sorted = append(sorted, access{index: idx, kind: "sort", ranges: [][2][]byte{{prefix, prefixEnd(prefix)}}, limit: limit})
+				sorted = append(sorted, access{index: idx, kind: "sort", ranges: [][2][]byte{{prefix, prefixEnd(prefix)}}, limit: max(limit, 1)})
 			}
 		}
 	}
@@ -75,6 +75,9 @@ func accesses(coll string, f *Filter, indexes []IndexSpec, hint string, specs []
 			}
 		}
 		return nil, fmt.Errorf("%w: index %q is not ready or does not lead with the first sort key (ascending)", fsm.ErrInvalid, name)
+	}
+	if limit >= MaxLimit {
+		sorted = nil // every document is read anyway: a scan does it cheaper
 	}
 	names := strings.Split(hint, ",")
 	wanted := func(name string) bool { return hint == "" || slices.Contains(names, name) }
