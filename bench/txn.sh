@@ -7,7 +7,8 @@
 #   bash bench/txn.sh /tmp/old /tmp/new    # several binaries, interleaved round by round
 #
 # Settings: CLIENTS (default "1 16 64"), MODES ("put one-shard cross-shard";
-# also "get": linearizable gets of preloaded keys),
+# also "get": linearizable gets of preloaded keys, and "insert": document
+# inserts into a collection with two indexes),
 # DURATION (10s), RUNS (3), OUT (a temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,7 @@ run_cluster() { # binary round
       case $mode in
         put) args=(--read-ratio 0) ;;
         get) args=(--read-ratio 1 --preload) ;;
+        insert) args=(--docs insert) ;;
         *) args=(--txn "$mode") ;;
       esac
       line=$("$bin" bench --addr "$addr" --clients "$c" --duration "$DURATION" "${args[@]}" 2>/dev/null | awk '$1 == "all" {print $3, $4, $5}')
