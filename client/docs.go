@@ -52,7 +52,18 @@ func (c *Client) InsertDoc(ctx context.Context, coll string, doc any) (string, u
 	if err != nil {
 		return "", 0, err
 	}
-	b, err := c.do(ctx, http.MethodPost, docPath(coll), nil, body, "")
+	base := c.base
+	if c.routing != nil {
+		var named struct {
+			ID any `json:"_id"`
+		}
+		if json.Unmarshal(body, &named) == nil {
+			if id, ok := named.ID.(string); ok {
+				base = c.baseForDoc(id)
+			}
+		}
+	}
+	b, err := c.sendVia(ctx, base, http.MethodPost, docPath(coll), nil, body, "", nil, true)
 	if err != nil {
 		return "", 0, err
 	}
@@ -63,7 +74,7 @@ func (c *Client) InsertDoc(ctx context.Context, coll string, doc any) (string, u
 // GetDoc returns a document with its managed fields (_id, _version,
 // _created_at, _updated_at).
 func (c *Client) GetDoc(ctx context.Context, coll, id string) (Doc, error) {
-	b, err := c.do(ctx, http.MethodGet, docPath(coll, id), nil, nil, "")
+	b, err := c.sendVia(ctx, c.baseForDoc(id), http.MethodGet, docPath(coll, id), nil, nil, "", nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +99,7 @@ func (c *Client) updateDoc(ctx context.Context, method, coll, id string, doc any
 	if err != nil {
 		return 0, err
 	}
-	b, err := c.do(ctx, method, docPath(coll, id), versionQuery(ifVersion), body, "")
+	b, err := c.sendVia(ctx, c.baseForDoc(id), method, docPath(coll, id), versionQuery(ifVersion), body, "", nil, true)
 	if err != nil {
 		return 0, err
 	}
@@ -98,7 +109,7 @@ func (c *Client) updateDoc(ctx context.Context, method, coll, id string, doc any
 
 // DeleteDoc deletes a document; with ifVersion, only at that version.
 func (c *Client) DeleteDoc(ctx context.Context, coll, id string, ifVersion *uint64) error {
-	_, err := c.do(ctx, http.MethodDelete, docPath(coll, id), versionQuery(ifVersion), nil, "")
+	_, err := c.sendVia(ctx, c.baseForDoc(id), http.MethodDelete, docPath(coll, id), versionQuery(ifVersion), nil, "", nil, true)
 	return err
 }
 

@@ -9,11 +9,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/ring"
 )
 
-// WithRouting makes the client send each key's get, put and delete
-// straight to the node that leads the key's shard, as the cluster's layout
+// WithRouting makes the client send each key's get, put and delete, and
+// each document's insert (with an _id), get, replace, patch and delete,
+// straight to the node that leads the shard it lives on, as the cluster's layout
 // last said (GET /v1/cluster on the node given to New, read again in the
 // background when a second old). That saves the hop a node makes when it
 // forwards a request to a shard's leader elsewhere. Until the layout is
@@ -39,10 +41,29 @@ type routeTable struct {
 
 // baseFor returns the base URL to send key's request to.
 func (c *Client) baseFor(key string) string {
-	r := c.routing
-	if r == nil {
+	if c.routing == nil {
 		return c.base
 	}
+	return c.baseForKey([]byte(key))
+}
+
+// baseForDoc returns the base URL to send a request about document id to
+// ("": not routed). A document lives on the shard its _id places it on:
+// its keys carry the keyenc encoding of the _id as their routing tag (see
+// docstore), which is all the ring looks at.
+func (c *Client) baseForDoc(id string) string {
+	if c.routing == nil || id == "" {
+		return c.base
+	}
+	tag, err := keyenc.Append(nil, id)
+	if err != nil {
+		return c.base
+	}
+	return c.baseForKey(ring.AppendRouted([]byte{ring.RoutedPrefix, 'd'}, tag))
+}
+
+func (c *Client) baseForKey(key []byte) string {
+	r := c.routing
 	t := r.table.Load()
 	if (t == nil || time.Since(t.at) > routeTTL) && r.refreshing.CompareAndSwap(false, true) {
 		go r.refresh()
@@ -50,7 +71,7 @@ func (c *Client) baseFor(key string) string {
 	if t == nil || t.ring == nil {
 		return c.base
 	}
-	if base := t.leaders[t.ring.Locate([]byte(key))]; base != "" {
+	if base := t.leaders[t.ring.Locate(key)]; base != "" {
 		return base
 	}
 	return c.base

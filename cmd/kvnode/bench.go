@@ -62,7 +62,7 @@ func runBench(args []string, out io.Writer) error {
 	fs.Uint64Var(&bc.seed, "seed", 1, "seed of the key and operation choice")
 	fs.BoolVar(&bc.preload, "preload", false, "write every key once before the timed run (not measured)")
 	fs.BoolVar(&bc.jsonOut, "json", false, "also print the summary as one JSON line")
-	fs.BoolVar(&bc.routing, "routing", false, "puts and gets go straight to the node leading the key's shard (the client reads the ring and leaders from /v1/cluster)")
+	fs.BoolVar(&bc.routing, "routing", false, "keys and documents go straight to the node leading their shard (the client reads the ring and leaders from /v1/cluster)")
 	fs.StringVar(&bc.txn, "txn", "", "one-shard or cross-shard: every operation is a transaction putting two keys, on one shard or on two (read-ratio is ignored)")
 	fs.StringVar(&bc.docs, "docs", "", "insert or find: every operation inserts a document into the collection bench (indexed by grp and age), or finds the 10 documents of one grp (--preload writes --keys documents first)")
 	fs.StringVar(&bc.hint, "hint", "", "with --docs find: the plan, _scan (a scan of the collection) or an index name (default: chosen)")

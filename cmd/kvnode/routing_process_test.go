@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/ring"
 )
 
@@ -67,6 +68,32 @@ func TestProcessClientRouting(t *testing.T) {
 		}
 	}
 
+	// Documents go to the leader of the shard their _id places them on
+	// (the keyenc encoding of the _id is their keys' routing tag).
+	for _, name := range pc.names {
+		before[name] = requests(t, pc, name, "post", "/v1/docs/{coll}", "201")
+	}
+	wantDocs := map[string]int{}
+	for i := range 60 {
+		id := fmt.Sprintf("doc-%03d", i)
+		if _, _, err := c.InsertDoc(ctx, "routed", map[string]any{"_id": id, "n": i}); err != nil {
+			t.Fatal(err)
+		}
+		tag, _ := keyenc.Append(nil, id)
+		wantDocs[leader[r.Locate(ring.AppendRouted([]byte{ring.RoutedPrefix, 'd'}, tag))]]++
+	}
+	for _, name := range pc.names {
+		if got := requests(t, pc, name, "post", "/v1/docs/{coll}", "201") - before[name]; got != wantDocs[name] {
+			t.Errorf("%s received %d inserts, want the %d of the shards it leads (%v)", name, got, wantDocs[name], wantDocs)
+		}
+	}
+	for i := range 60 {
+		id := fmt.Sprintf("doc-%03d", i)
+		if d, err := n1.client.GetDoc(ctx, "routed", id); err != nil || fmt.Sprint(d["n"]) != fmt.Sprint(i) {
+			t.Fatalf("document %s: %v, %v", id, d, err)
+		}
+	}
+
 	// n2 dies: its shards elect new leaders, and the client, unable to
 	// reach n2, sends those keys to n1 until it has read the new routes.
 	pc.procs["n2"].kill()
@@ -102,6 +129,13 @@ func TestProcessClientRouting(t *testing.T) {
 // puts returns how many PUTs of a key the node's HTTP API answered 200.
 func puts(t *testing.T, pc *procCluster, name string) int {
 	t.Helper()
+	return requests(t, pc, name, "put", "/v1/kv/{key}", "200")
+}
+
+// requests returns how many requests of method on route the node's HTTP API
+// answered with code.
+func requests(t *testing.T, pc *procCluster, name, method, route, code string) int {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+pc.procs[name].http+"/metrics", nil)
@@ -118,8 +152,8 @@ func puts(t *testing.T, pc *procCluster, name string) int {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "cairn_http_requests_total{") && strings.Contains(line, `method="put"`) &&
-			strings.Contains(line, `route="/v1/kv/{key}"`) && strings.Contains(line, `code="200"`) {
+		if strings.HasPrefix(line, "cairn_http_requests_total{") && strings.Contains(line, `method="`+method+`"`) &&
+			strings.Contains(line, `route="`+route+`"`) && strings.Contains(line, `code="`+code+`"`) {
 			f := strings.Fields(line)
 			v, err := strconv.ParseFloat(f[len(f)-1], 64)
 			if err != nil {
