@@ -60,6 +60,12 @@ func (w *sendWatch) sent(id string) {
 		}
 	}
 	w.sends[id] = recent
+	for other, times := range w.sends { // forget snapshots not sent lately
+		if other != id && now.Sub(times[len(times)-1]) > resendWindow {
+			delete(w.sends, other)
+			delete(w.fired, other)
+		}
+	}
 	fire := len(recent) >= resendLimit && !w.fired[id]
 	if fire {
 		w.fired[id] = true
