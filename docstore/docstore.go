@@ -727,13 +727,8 @@ func (c *Collection) visitSorted(ctx context.Context, a access, visit func(fsm.I
 		}
 		var ids []string
 		for _, it := range entries {
-			id, err := entryID(it.Key)
-			if err != nil {
+			if ids, err = appendNewID(ids, seen, it.Key); err != nil {
 				return err
-			}
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
 			}
 		}
 		if err := c.visitIDs(ctx, ids, visit); err != nil {

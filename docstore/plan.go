@@ -246,15 +246,9 @@ func (c *Collection) candidateIDs(ctx context.Context, a access) ([]string, erro
 	var ids []string
 	for _, r := range a.ranges {
 		err := c.db.scanRange(ctx, r[0], r[1], func(it fsm.Item) error {
-			id, err := entryID(it.Key)
-			if err != nil {
-				return err
-			}
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
-			return nil
+			var err error
+			ids, err = appendNewID(ids, seen, it.Key)
+			return err
 		})
 		if err != nil {
 			return nil, err
@@ -263,14 +257,19 @@ func (c *Collection) candidateIDs(ctx context.Context, a access) ([]string, erro
 	return ids, nil
 }
 
-// entryID returns the _id an index entry's key ends with (its routing tag).
-func entryID(key []byte) (string, error) {
+// appendNewID appends the _id an index entry's key ends with (its routing
+// tag) to ids, unless seen already has it.
+func appendNewID(ids []string, seen map[string]bool, key []byte) ([]string, error) {
 	v, _, err := keyenc.Decode(ring.RouteKey(key))
 	id, ok := v.(string)
 	if err != nil || !ok {
-		return "", fmt.Errorf("docstore: index entry %q without an _id", key)
+		return ids, fmt.Errorf("docstore: index entry %q without an _id", key)
 	}
-	return id, nil
+	if !seen[id] {
+		seen[id] = true
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 func (a access) String() string {
