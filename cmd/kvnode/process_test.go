@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +21,6 @@ import (
 
 	"github.com/cairndb/cairn/client"
 	"github.com/cairndb/cairn/fsm"
-	"github.com/cairndb/cairn/internal/gossip"
 	"github.com/cairndb/cairn/node"
 	"github.com/cairndb/cairn/ring"
 )
@@ -55,15 +55,37 @@ func kvnodeBinary(t *testing.T) string {
 	return binPath
 }
 
-// freeAddr returns a loopback address whose port is free for TCP and UDP.
+// freeAddr returns a loopback address whose port is free for TCP and UDP,
+// below the ephemeral range (32768 and up on Linux): a port the kernel
+// handed out could be taken by an outgoing connection before the node
+// binds it, which once kept a CI run's cluster from forming.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	addr, err := gossip.FreeAddr("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
+	for range 500 {
+		port := 20000 + rand.IntN(12000)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		pc, err := net.ListenPacket("udp", addr)
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		pc.Close()
+		return addr
 	}
-	return addr
+	t.Fatal("no port free for TCP and UDP below the ephemeral range")
+	return ""
 }
+
+// handedOut holds the ports freeAddr returned in this process, so that no
+// two nodes get the same one.
+var handedOut sync.Map
 
 // proc is one kvnode process.
 type proc struct {
