@@ -1,7 +1,7 @@
 #!/bin/bash
-# Transactions against single puts on a 3-node loopback cluster, with
-# `kvnode bench`: puts, one-shard and cross-shard two-key transactions at
-# each client count, RUNS rounds on fresh clusters, then medians.
+# `kvnode bench` modes side by side on a 3-node loopback cluster (by
+# default puts, one-shard and cross-shard two-key transactions) at each
+# client count, RUNS rounds on fresh clusters, then medians.
 #
 #   bash bench/txn.sh                      # kvnode built from this tree
 #   bash bench/txn.sh /tmp/old /tmp/new    # several binaries, interleaved round by round
