@@ -74,13 +74,17 @@ func decodeItem(key []byte, item *badger.Item) (Item, error) {
 
 // ScanOptions select a range of keys in order. With Prefix set, Start and End
 // further narrow it. End is exclusive; an empty End means no upper bound.
-// After continues a previous scan: only keys greater than it are returned.
+// After continues a previous scan: only keys greater than it are returned
+// (less than it, with Reverse).
 type ScanOptions struct {
 	Prefix []byte
 	Start  []byte
 	End    []byte
 	After  []byte
 	Limit  int // 0: no limit
+	// Reverse returns the range's keys in descending order, from its
+	// end backwards.
+	Reverse bool
 }
 
 // ScanResult holds the items found and, when Limit stopped the scan early,
@@ -96,6 +100,9 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 	var res ScanResult
 	if o.Limit < 0 {
 		return res, fmt.Errorf("%w: negative limit", ErrInvalid)
+	}
+	if o.Reverse {
+		return f.scanReverse(o)
 	}
 	err := f.view(func(txn *badger.Txn, ks keyspace) error {
 		base := ks.dataPrefix()
@@ -136,6 +143,82 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 		return f.lockedInRange(txn, ks, o.Prefix, seek, o.End, last)
 	})
 	return res, err
+}
+
+// scanReverse is Scan with o.Reverse: the range's keys from its exclusive
+// upper bound (End, After, or the end of Prefix, whichever is lowest)
+// down to its lower bound (Prefix or Start, whichever is higher).
+func (f *FSM) scanReverse(o ScanOptions) (ScanResult, error) {
+	var res ScanResult
+	lower := o.Prefix
+	if bytes.Compare(o.Start, lower) > 0 {
+		lower = o.Start
+	}
+	var upper []byte // exclusive; nil: none
+	for _, b := range [][]byte{bytesEnd(o.Prefix), o.End, o.After} {
+		if len(b) > 0 && (upper == nil || bytes.Compare(b, upper) < 0) {
+			upper = b
+		}
+	}
+	err := f.view(func(txn *badger.Txn, ks keyspace) error {
+		base := ks.dataPrefix()
+		opts := badger.DefaultIteratorOptions
+		opts.Reverse = true
+		if o.Limit > 0 && o.Limit < opts.PrefetchSize {
+			opts.PrefetchSize = o.Limit
+		}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		// A reverse seek lands on the greatest key at or below the one
+		// given, which may lie past the range: such keys are skipped.
+		seek := ks.data(upper)
+		if upper == nil {
+			seek = bytesEnd(base)
+		}
+		for it.Seek(seek); it.Valid(); it.Next() {
+			stored := it.Item().Key()
+			if bytes.Compare(stored, seek) >= 0 {
+				continue
+			}
+			if !bytes.HasPrefix(stored, base) {
+				break
+			}
+			key := ks.userKey(stored)
+			if bytes.Compare(key, lower) < 0 || !bytes.HasPrefix(key, o.Prefix) {
+				break
+			}
+			if o.Limit > 0 && len(res.Items) == o.Limit {
+				res.More = true
+				res.Next = res.Items[len(res.Items)-1].Key
+				break
+			}
+			item, err := decodeItem(key, it.Item())
+			if err != nil {
+				return err
+			}
+			res.Items = append(res.Items, item)
+		}
+		from := lower // the scan covered keys from here (inclusive) up
+		if res.More {
+			from = res.Next
+		}
+		return f.lockedInRange(txn, ks, o.Prefix, from, upper, nil)
+	})
+	return res, err
+}
+
+// bytesEnd returns the least key greater than every key starting with p
+// (nil when there is none, or p is empty).
+func bytesEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for len(end) > 0 && end[len(end)-1] == 0xFF {
+		end = end[:len(end)-1]
+	}
+	if len(end) == 0 {
+		return nil
+	}
+	end[len(end)-1]++
+	return end
 }
 
 // lockedInRange reports the first write intent on a key under prefix in

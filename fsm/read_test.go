@@ -86,6 +86,55 @@ func TestScanRanges(t *testing.T) {
 		})
 	}
 
+	// Every range again, backwards: the model is the range's keys in
+	// descending order, After excluding it and everything above it.
+	for _, tt := range tests {
+		t.Run("reverse/"+tt.name, func(t *testing.T) {
+			var want []string
+			for _, k := range slices.Backward(keys) {
+				kb := []byte(k)
+				if bytes.HasPrefix(kb, tt.o.Prefix) && bytes.Compare(kb, tt.o.Start) >= 0 && (len(tt.o.End) == 0 || bytes.Compare(kb, tt.o.End) < 0) &&
+					(tt.o.After == nil || bytes.Compare(kb, tt.o.After) < 0) {
+					want = append(want, k)
+				}
+			}
+			more := tt.o.Limit > 0 && len(want) > tt.o.Limit
+			if more {
+				want = want[:tt.o.Limit]
+			}
+			o := tt.o
+			o.Reverse = true
+			res, err := f1.Scan(o)
+			if err != nil {
+				t.Fatalf("scan: %v", err)
+			}
+			if got := keysOf(res.Items); !slices.Equal(got, want) {
+				t.Fatalf("keys %q, want %q", got, want)
+			}
+			if res.More != more || more && string(res.Next) != want[len(want)-1] {
+				t.Fatalf("More = %t, Next %q; want %t", res.More, res.Next, more)
+			}
+			for _, it := range res.Items {
+				if string(it.Value) != "1:"+string(it.Key) {
+					t.Fatalf("item %q = %q: not shard 1's write", it.Key, it.Value)
+				}
+			}
+		})
+	}
+	// A prefix whose end is a key of the shard, and one of 0xFF bytes.
+	for _, c := range []struct {
+		prefix string
+		want   []string
+	}{{"a", []string{"a\xff", "ab", "a/3", "a/2", "a/1", "a\x00", "a"}}, {"a\xff", []string{"a\xff"}}, {"\xff", nil}} {
+		res, err := f1.Scan(fsm.ScanOptions{Prefix: []byte(c.prefix), Reverse: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keysOf(res.Items); !slices.Equal(got, c.want) {
+			t.Fatalf("reverse prefix %q: keys %q, want %q", c.prefix, got, c.want)
+		}
+	}
+
 	if _, err := f1.Scan(fsm.ScanOptions{Limit: -1}); !errors.Is(err, fsm.ErrInvalid) {
 		t.Fatalf("negative limit: %v, want ErrInvalid", err)
 	}
@@ -144,44 +193,49 @@ func TestScanPages(t *testing.T) {
 		{Prefix: []byte("c/"), Start: []byte("c/0100"), End: []byte("c/0500")},
 	}
 	for _, r := range ranges {
-		want := inRange(r)
-		for _, limit := range []int{1, 3, 7, 64, len(want) - 1, len(want), len(want) + 1} {
-			t.Run(fmt.Sprintf("%q-%q-%q/limit=%d", r.Prefix, r.Start, r.End, limit), func(t *testing.T) {
-				var got []string
-				o := r
-				o.Limit = limit
-				for pages := 0; ; pages++ {
-					if pages > len(want)+1 {
-						t.Fatalf("no end after %d pages", pages)
-					}
-					res, err := f.Scan(o)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if len(res.Items) > limit {
-						t.Fatalf("page of %d items, limit %d", len(res.Items), limit)
-					}
-					for _, it := range res.Items {
-						if string(it.Value) != string(it.Key) {
-							t.Fatalf("item %q has value %q", it.Key, it.Value)
+		for _, reverse := range []bool{false, true} {
+			want := inRange(r)
+			if reverse {
+				slices.Reverse(want)
+			}
+			for _, limit := range []int{1, 3, 7, 64, len(want) - 1, len(want), len(want) + 1} {
+				t.Run(fmt.Sprintf("%q-%q-%q/reverse=%t/limit=%d", r.Prefix, r.Start, r.End, reverse, limit), func(t *testing.T) {
+					var got []string
+					o := r
+					o.Limit, o.Reverse = limit, reverse
+					for pages := 0; ; pages++ {
+						if pages > len(want)+1 {
+							t.Fatalf("no end after %d pages", pages)
 						}
-					}
-					got = append(got, keysOf(res.Items)...)
-					if !res.More {
-						if res.Next != nil {
-							t.Fatalf("Next %q on the last page", res.Next)
+						res, err := f.Scan(o)
+						if err != nil {
+							t.Fatal(err)
 						}
-						break
+						if len(res.Items) > limit {
+							t.Fatalf("page of %d items, limit %d", len(res.Items), limit)
+						}
+						for _, it := range res.Items {
+							if string(it.Value) != string(it.Key) {
+								t.Fatalf("item %q has value %q", it.Key, it.Value)
+							}
+						}
+						got = append(got, keysOf(res.Items)...)
+						if !res.More {
+							if res.Next != nil {
+								t.Fatalf("Next %q on the last page", res.Next)
+							}
+							break
+						}
+						if len(res.Items) != limit || !bytes.Equal(res.Next, res.Items[len(res.Items)-1].Key) {
+							t.Fatalf("More with %d items and Next %q", len(res.Items), res.Next)
+						}
+						o.After = res.Next
 					}
-					if len(res.Items) != limit || !bytes.Equal(res.Next, res.Items[len(res.Items)-1].Key) {
-						t.Fatalf("More with %d items and Next %q", len(res.Items), res.Next)
+					if !slices.Equal(got, want) {
+						t.Fatalf("pages cover %d keys, want %d (first diff near %q)", len(got), len(want), firstDiff(got, want))
 					}
-					o.After = res.Next
-				}
-				if !slices.Equal(got, want) {
-					t.Fatalf("pages cover %d keys, want %d (first diff near %q)", len(got), len(want), firstDiff(got, want))
-				}
-			})
+				})
+			}
 		}
 	}
 }

@@ -173,6 +173,17 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 	}
 	_, err = f.Scan(fsm.ScanOptions{Limit: 1})
 	wantLocked(t, err, "a", "t1")
+	// Backwards alike: what a reverse page covered is from its last key up.
+	if res, err := f.Scan(fsm.ScanOptions{Reverse: true, Limit: 1}); err != nil || len(res.Items) != 1 || string(res.Items[0].Key) != "seen" || !res.More {
+		t.Fatalf("reverse page [seen] after the locked new: %+v %v", res, err)
+	}
+	_, err = f.Scan(fsm.ScanOptions{Reverse: true, Limit: 2})
+	wantLocked(t, err, "gone", "t1")
+	_, err = f.Scan(fsm.ScanOptions{Start: []byte("h"), Reverse: true})
+	wantLocked(t, err, "new", "t1")
+	if res, err := f.Scan(fsm.ScanOptions{Start: []byte("b"), End: []byte("gone"), Reverse: true}); err != nil || len(res.Items) != 1 {
+		t.Fatalf("reverse scan of [b, gone): %+v %v", res, err)
+	}
 
 	// Commit: values land with this entry's versions, by position in Keys.
 	index := f.Applied() + 1
