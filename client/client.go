@@ -201,6 +201,7 @@ type ScanRequest struct {
 	Prefix, Start, End string
 	Limit              int
 	Cursor             string
+	Reverse            bool // descending key order
 }
 
 // ScanPage is one page of a scan; Cursor is empty on the last page.
@@ -209,7 +210,7 @@ type ScanPage struct {
 	Cursor string `json:"cursor"`
 }
 
-// Scan returns one page of keys in order.
+// Scan returns one page of keys in order (descending with Reverse).
 func (c *Client) Scan(ctx context.Context, sr ScanRequest, opts ...ReadOption) (ScanPage, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"prefix": sr.Prefix, "start": sr.Start, "end": sr.End, "cursor": sr.Cursor} {
@@ -219,6 +220,9 @@ func (c *Client) Scan(ctx context.Context, sr ScanRequest, opts ...ReadOption) (
 	}
 	if sr.Limit > 0 {
 		q.Set("limit", strconv.Itoa(sr.Limit))
+	}
+	if sr.Reverse {
+		q.Set("reverse", "true")
 	}
 	for _, f := range opts {
 		f(q)

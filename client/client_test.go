@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -89,6 +90,24 @@ func TestClientAgainstNode(t *testing.T) {
 	}
 	if len(keys) != 12 || keys[0] != "s/a" || keys[11] != "s/l" {
 		t.Fatalf("scan: %v", keys)
+	}
+	var back []string
+	req = client.ScanRequest{Prefix: "s/", Limit: 5, Reverse: true}
+	for pages := 0; pages < 5; pages++ {
+		page, err := c.Scan(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range page.Items {
+			back = append(back, it.Key)
+		}
+		if page.Cursor == "" {
+			break
+		}
+		req.Cursor = page.Cursor
+	}
+	if slices.Reverse(back); !slices.Equal(back, keys) {
+		t.Fatalf("reverse scan, reversed: %v; forward: %v", back, keys)
 	}
 	raw, err := c.Cluster(ctx)
 	var cl struct{ Node string }

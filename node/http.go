@@ -293,6 +293,12 @@ func (n *Node) handleScan(w http.ResponseWriter, r *http.Request) {
 		}
 		so.Limit = l
 	}
+	if s := q.Get("reverse"); s != "" {
+		if so.Reverse, err = strconv.ParseBool(s); err != nil {
+			badRequest(w, "reverse must be true or false")
+			return
+		}
+	}
 	if c := q.Get("cursor"); c != "" {
 		if so.Cursor, err = base64.RawURLEncoding.DecodeString(c); err != nil || len(so.Cursor) == 0 {
 			badRequest(w, "cursor is not one this API returned")

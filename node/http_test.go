@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -194,6 +195,33 @@ func TestHTTPScanClusterHealthMetrics(t *testing.T) {
 	}
 	if st, _, b := do(t, "GET", srv.URL+"/v1/kv?cursor=!!", nil, nil); st != 400 {
 		t.Fatalf("bad cursor: %d %s", st, b)
+	}
+	// reverse=true: the same keys backwards, a page of 7 continuing below
+	// its cursor.
+	var back []string
+	cursor = ""
+	for pages := 0; pages < 10; pages++ {
+		st, _, b := do(t, "GET", srv.URL+"/v1/kv?prefix=s/&limit=7&reverse=true&cursor="+cursor, nil, nil)
+		var page struct {
+			Items  []struct{ Key string }
+			Cursor string
+		}
+		if st != 200 || json.Unmarshal(b, &page) != nil {
+			t.Fatalf("reverse scan: %d %s", st, b)
+		}
+		for _, it := range page.Items {
+			back = append(back, it.Key)
+		}
+		if page.Cursor == "" {
+			break
+		}
+		cursor = page.Cursor
+	}
+	if slices.Reverse(back); !slices.Equal(back, keys) {
+		t.Fatalf("reverse scan, reversed: %v", back)
+	}
+	if st, _, b := do(t, "GET", srv.URL+"/v1/kv?reverse=backwards", nil, nil); st != 400 || !strings.Contains(string(b), "reverse") {
+		t.Fatalf("bad reverse: %d %s", st, b)
 	}
 
 	st, _, b := do(t, "GET", srv.URL+"/v1/cluster", nil, nil)

@@ -90,17 +90,20 @@ func (n *Node) Get(ctx context.Context, key []byte, o shard.ReadOptions) (fsm.It
 }
 
 // ScanOptions select keys in order across all shards. Cursor continues a
-// previous scan (it is the last key that scan returned).
+// previous scan (it is the last key that scan returned). Reverse returns
+// the range in descending key order.
 type ScanOptions struct {
 	Prefix, Start, End []byte
 	Limit              int // default and maximum 1000
 	Cursor             []byte
+	Reverse            bool
 }
 
 // MaxScanLimit bounds one page of a scan.
 const MaxScanLimit = 1000
 
-// Scan returns up to Limit keys of the range in key order, merged from every
+// Scan returns up to Limit keys of the range in key order (descending with
+// Reverse, the cursor then continuing below its key), merged from every
 // shard (read in parallel, each on its replica here or on its leader), and a
 // cursor when more may follow. Each shard is read at its own consistent
 // point (linearizable by default); the page as a whole is not one snapshot
@@ -138,7 +141,7 @@ func (n *Node) Scan(ctx context.Context, so ScanOptions, o shard.ReadOptions) ([
 				}
 				return target{id: id, epoch: cur.ring.Epoch()}, nil
 			}
-			r := readRequest{opts: o, scan: &fsm.ScanOptions{Prefix: so.Prefix, Start: so.Start, End: so.End, After: so.Cursor, Limit: limit}}
+			r := readRequest{opts: o, scan: &fsm.ScanOptions{Prefix: so.Prefix, Start: so.Start, End: so.End, After: so.Cursor, Limit: limit, Reverse: so.Reverse}}
 			p := &pages[i]
 			p.items, p.more, p.err = n.read(ctx, locate, r)
 		}()
@@ -153,7 +156,12 @@ func (n *Node) Scan(ctx context.Context, so ScanOptions, o shard.ReadOptions) ([
 		items = append(items, p.items...)
 		more = more || p.more
 	}
-	slices.SortFunc(items, func(a, b fsm.Item) int { return bytes.Compare(a.Key, b.Key) })
+	slices.SortFunc(items, func(a, b fsm.Item) int {
+		if so.Reverse {
+			return bytes.Compare(b.Key, a.Key)
+		}
+		return bytes.Compare(a.Key, b.Key)
+	})
 	// Each shard returned its first limit keys, so the first limit keys of
 	// the merge are the first limit keys of the range.
 	if len(items) > limit || (len(items) == limit && more) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,31 @@ func TestSingleNodeKVAndRestart(t *testing.T) {
 		if seen[i-1] >= seen[i] {
 			t.Fatalf("scan out of order: %s then %s", seen[i-1], seen[i])
 		}
+	}
+	// Backwards, the same keys in the opposite order, over pages that cut
+	// across shards differently (limit 13), the last page bounded by End.
+	var back []string
+	cursor = nil
+	for pages := 0; ; pages++ {
+		if pages > 20 {
+			t.Fatal("reverse scan does not end")
+		}
+		items, next, err := n.Scan(ctx, ScanOptions{Prefix: []byte("key-"), End: []byte("key-198"), Limit: 13, Cursor: cursor, Reverse: true}, shard.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range items {
+			back = append(back, string(it.Key))
+		}
+		if next == nil {
+			break
+		}
+		cursor = next
+	}
+	want := slices.Clone(seen[:len(seen)-1]) // key-198 is the end (excluded); key-199 was deleted
+	slices.Reverse(want)
+	if !slices.Equal(back, want) {
+		t.Fatalf("reverse scan returned %d keys (%v...), want %d (%v...)", len(back), back[:min(3, len(back))], len(want), want[:3])
 	}
 
 	// Restart: same ring, data intact, nothing re-bootstrapped.

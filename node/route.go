@@ -438,6 +438,7 @@ func (n *Node) readOnce(ctx context.Context, t target, r readRequest, avoid map[
 	}
 	if r.scan != nil {
 		a.Scan, a.Prefix, a.Start, a.End, a.After, a.Limit = true, r.scan.Prefix, r.scan.Start, r.scan.End, r.scan.After, r.scan.Limit
+		a.Reverse = r.scan.Reverse
 	}
 	var rep peer.ReadReply
 	if err := n.peers.Call(ctx, addr, "Read", a, &rep); err != nil {

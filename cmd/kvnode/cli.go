@@ -35,7 +35,7 @@ const cliUsage = `usage: kvnode [flags]                      run a node (kvnode 
        kvnode get [--addr A] [--stale D] KEY
        kvnode put [--addr A] [--if-version N] KEY VALUE   (VALUE "-" reads stdin)
        kvnode delete [--addr A] [--if-version N] KEY
-       kvnode scan [--addr A] [--prefix P] [--start S] [--end E] [--limit N]
+       kvnode scan [--addr A] [--prefix P] [--start S] [--end E] [--limit N] [--reverse]
        kvnode status [--addr A]
        kvnode txn [--addr A] JSON                 (a POST /v1/txn body; "-" reads stdin)
        kvnode txn list [--addr A]                 (locks of in-flight or in-doubt transactions, on every node)
@@ -53,6 +53,7 @@ type cliOpts struct {
 	stale              time.Duration
 	prefix, start, end string
 	limit              int
+	reverse            bool
 	to                 string
 }
 
@@ -69,6 +70,7 @@ func runCLI(name string, args []string, out io.Writer) error {
 	fs.StringVar(&o.start, "start", "", "scan: first key")
 	fs.StringVar(&o.end, "end", "", "scan: end key (exclusive)")
 	fs.IntVar(&o.limit, "limit", 0, "scan: keys per page (all pages are fetched)")
+	fs.BoolVar(&o.reverse, "reverse", false, "scan: descending key order")
 	fs.StringVar(&o.to, "to", "", "transfer-leader: the node to lead the shard (default: any other replica)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -144,7 +146,7 @@ func cmdScan(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 	if err := wantArgs(args, 0, "no arguments"); err != nil {
 		return err
 	}
-	req := client.ScanRequest{Prefix: o.prefix, Start: o.start, End: o.end, Limit: o.limit}
+	req := client.ScanRequest{Prefix: o.prefix, Start: o.start, End: o.end, Limit: o.limit, Reverse: o.reverse}
 	for {
 		page, err := c.Scan(o.ctx, req)
 		if err != nil {

@@ -39,6 +39,10 @@ func TestSubcommands(t *testing.T) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "k1\t") || !strings.HasSuffix(lines[1], `"tab\there"`) {
 		t.Fatalf("scan over pages of 1: %q", out)
 	}
+	out, err = run("scan", "--limit", "1", "--reverse")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "k2\t") || !strings.HasPrefix(lines[1], "k1\t") {
+		t.Fatalf("reverse scan over pages of 1: %q %v", out, err)
+	}
 	if out, err := run("delete", "k1"); err != nil || out != "deleted\n" {
 		t.Fatalf("delete: %q %v", out, err)
 	}

@@ -51,6 +51,7 @@ type ReadArgs struct {
 	Start, End   []byte
 	After        []byte
 	Limit        int
+	Reverse      bool
 	Stale        bool
 	MaxStaleness time.Duration
 	Timeout      time.Duration
