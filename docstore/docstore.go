@@ -41,8 +41,9 @@ type KV interface {
 	Get(ctx context.Context, key []byte) (fsm.Item, bool, error)
 	// Scan returns up to limit keys of [start, end) after the key after
 	// (nil: from start), in key order across shards, and whether more
-	// may follow.
-	Scan(ctx context.Context, start, end, after []byte, limit int) ([]fsm.Item, bool, error)
+	// may follow. With reverse, the keys come in descending order, from
+	// end down, and after continues below the key it names.
+	Scan(ctx context.Context, start, end, after []byte, limit int, reverse bool) ([]fsm.Item, bool, error)
 	// Transact applies then atomically if every comparison holds; it
 	// reports whether they did.
 	Transact(ctx context.Context, ifs []fsm.Compare, then []fsm.Op) (succeeded bool, results []fsm.OpResult, err error)
@@ -110,7 +111,7 @@ func (db *DB) Collections(ctx context.Context) ([]string, error) {
 func (db *DB) scanRange(ctx context.Context, start, end []byte, fn func(fsm.Item) error) error {
 	var after []byte
 	for {
-		items, more, err := db.kv.Scan(ctx, start, end, after, 1000)
+		items, more, err := db.kv.Scan(ctx, start, end, after, 1000, false)
 		if err != nil {
 			return err
 		}
@@ -586,13 +587,21 @@ func (c *Collection) find(ctx context.Context, q Query, ex *Explanation) ([]Doc,
 		// Enough once the page and one more document are in hand and the
 		// index has moved past the first sort value of that one: every
 		// document not yet seen has all its entries further on, and its
-		// sort value (its smallest element, or itself) is among them.
+		// sort value (its smallest element ascending, its largest
+		// descending, or the value itself) is among them.
 		enough := func(last []byte) bool {
 			if len(hits) <= limit {
 				return false
 			}
 			slices.SortFunc(hits, byPos)
-			return bytes.Compare(firstValue(last), firstValue(hits[limit].pos)) > 0
+			past := bytes.Compare(firstValue(last), leadingValue(hits[limit].pos, a.reverse))
+			return past > 0 && !a.reverse || past < 0 && a.reverse
+		}
+		// After a cursor, the index is read from the cursor's sort value
+		// on: a document that sorts after the cursor has its sort value,
+		// one of its entries, there or further on.
+		if after != nil {
+			a.ranges = [][2][]byte{sortFrom(indexPrefix(c.name, a.index.Name), a.reverse, leadingValue(after, a.reverse))}
 		}
 		if err := c.visitSorted(ctx, a, visit, enough); err != nil {
 			return nil, "", err
@@ -711,17 +720,18 @@ func (c *Collection) visitIDs(ctx context.Context, ids []string, visit func(fsm.
 	return nil
 }
 
-// visitSorted reads a's index in key order, a page at a time, and calls
-// visit for each document the first time one of its entries comes up
-// (documents read in parallel, visited in index order). After each page it
-// asks enough, with the last entry's values, whether to stop.
+// visitSorted reads a's index range in key order (backwards with
+// a.reverse), a page at a time, and calls visit for each document the first
+// time one of its entries comes up (documents read in parallel, visited in
+// index order). After each page it asks enough, with the last entry's
+// values, whether to stop.
 func (c *Collection) visitSorted(ctx context.Context, a access, visit func(fsm.Item) error, enough func(last []byte) bool) error {
 	prefix := indexPrefix(c.name, a.index.Name)
 	page := min(1000, max(16, 2*(a.limit+1)))
 	seen := map[string]bool{}
 	var after []byte
 	for {
-		entries, more, err := c.db.kv.Scan(ctx, a.ranges[0][0], a.ranges[0][1], after, page)
+		entries, more, err := c.db.kv.Scan(ctx, a.ranges[0][0], a.ranges[0][1], after, page, a.reverse)
 		if err != nil {
 			return err
 		}
@@ -742,6 +752,26 @@ func (c *Collection) visitSorted(ctx context.Context, a access, visit func(fsm.I
 			return nil
 		}
 	}
+}
+
+// sortFrom narrows a sort access's range to the entries a page after a
+// cursor whose first sort value is v (encoded) may need: from v up, or,
+// reading backwards, from v down.
+func sortFrom(prefix []byte, reverse bool, v []byte) [2][]byte {
+	at := append(bytes.Clone(prefix), v...)
+	if reverse {
+		return [2][]byte{prefix, prefixEnd(at)}
+	}
+	return [2][]byte{at, prefixEnd(prefix)}
+}
+
+// leadingValue is the encoding of the first sort value of a sort position
+// (see sortPosition) whose first key is descending when desc.
+func leadingValue(pos []byte, desc bool) []byte {
+	if desc {
+		return firstValue(descending(pos))
+	}
+	return firstValue(pos)
 }
 
 // firstValue is the first of the keyenc-encoded values b starts with.

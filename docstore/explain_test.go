@@ -62,6 +62,8 @@ func TestExplainGolden(t *testing.T) {
 		{"the youngest five", `{}`, "by_age", []string{"age"}, 5},
 		{"the youngest five closed", `{"status":"closed"}`, "by_age", []string{"age"}, 5},
 		{"the youngest five of a rare email", `{"email":"u123@x"}`, "by_email", []string{"age"}, 5},
+		{"the oldest five", `{}`, "by_age", []string{"-age"}, 5},
+		{"the oldest five closed", `{"status":"closed"}`, "by_age", []string{"-age", "email"}, 5},
 	}
 	// Without statistics the fixed rule picks any serving index.
 	ex, err := c.Explain(ctx, docstore.Query{Filter: filter(t, `{"status":"active"}`)})
@@ -107,6 +109,25 @@ func TestExplainGolden(t *testing.T) {
 		}
 		b, _ := json.MarshalIndent(shown, "", "  ")
 		golden.Write(append(b, '\n'))
+	}
+	// A page after a cursor reads the index from the cursor's sort value:
+	// the tenth page costs what the first does, in either direction.
+	for _, sort := range []string{"age", "-age"} {
+		q := docstore.Query{Sort: []string{sort}, Limit: 5}
+		var rows []int64
+		for page := 0; page < 10; page++ {
+			ex, err := c.Explain(ctx, q)
+			if err != nil || ex.Chosen.Access != "sort_index" || ex.Chosen.Reverse != (sort == "-age") || ex.Returned != 5 {
+				t.Fatalf("sort %s, page %d: %+v %v", sort, page, ex, err)
+			}
+			rows = append(rows, ex.ActualRows)
+			if _, q.Cursor, err = c.Find(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if rows[9] > rows[0] {
+			t.Errorf("sort %s: documents read per page %v: the tenth page read more than the first", sort, rows)
+		}
 	}
 	path := filepath.Join("testdata", "explain.golden")
 	if *update {

@@ -496,7 +496,7 @@ func (c *Collection) backfill(ctx context.Context, idx IndexSpec) error {
 func (c *Collection) deleteRange(ctx context.Context, prefix []byte) error {
 	end := prefixEnd(prefix)
 	for {
-		items, _, err := c.db.kv.Scan(ctx, prefix, end, nil, 500)
+		items, _, err := c.db.kv.Scan(ctx, prefix, end, nil, 500, false)
 		if err != nil || len(items) == 0 {
 			return err
 		}

@@ -265,10 +265,16 @@ func TestEveryPlanMatchesFullScan(t *testing.T) {
 			}
 		}
 		// Sorted pages: reading an index in order for the sort (stopping
-		// early) pages exactly as the scan does, cursors included.
+		// early; backwards for a descending sort; each page after a cursor
+		// from the cursor's sort value) pages exactly as the scan does,
+		// cursors included.
 		if i%3 == 0 {
 			idx := indexes[r.IntN(len(indexes))]
 			sort := []string{idx.Fields[0]}
+			if i%2 == 0 {
+				sort[0] = "-" + sort[0]
+				served["sorted descending"]++
+			}
 			if r.IntN(2) == 0 {
 				sort = append(sort, "-"+[]string{"a", "b.c", "tags"}[r.IntN(3)])
 			}
@@ -305,6 +311,9 @@ func TestEveryPlanMatchesFullScan(t *testing.T) {
 	}
 	if intersections < 50 {
 		t.Fatalf("intersections served only %d filters: %v", intersections, served)
+	}
+	if served["sorted descending"] < 90 {
+		t.Fatalf("only %d sorted queries were descending: %v", served["sorted descending"], served)
 	}
 	t.Logf("filters served: %v", served)
 }

@@ -90,7 +90,7 @@ func (m *memKV) Get(_ context.Context, key []byte) (fsm.Item, bool, error) {
 	return it, ok, nil
 }
 
-func (m *memKV) Scan(_ context.Context, start, end, after []byte, limit int) ([]fsm.Item, bool, error) {
+func (m *memKV) Scan(_ context.Context, start, end, after []byte, limit int, reverse bool) ([]fsm.Item, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.failScans > 0 {
@@ -100,11 +100,15 @@ func (m *memKV) Scan(_ context.Context, start, end, after []byte, limit int) ([]
 	var keys []string
 	for k := range m.items {
 		kb := []byte(k)
-		if bytes.Compare(kb, start) >= 0 && (len(end) == 0 || bytes.Compare(kb, end) < 0) && (after == nil || bytes.Compare(kb, after) > 0) {
+		if bytes.Compare(kb, start) >= 0 && (len(end) == 0 || bytes.Compare(kb, end) < 0) &&
+			(after == nil || !reverse && bytes.Compare(kb, after) > 0 || reverse && bytes.Compare(kb, after) < 0) {
 			keys = append(keys, k)
 		}
 	}
 	slices.Sort(keys)
+	if reverse {
+		slices.Reverse(keys)
+	}
 	more := len(keys) > limit
 	if more {
 		keys = keys[:limit]

@@ -33,8 +33,10 @@ type access struct {
 	// the intersection still names every match.
 	and []access
 	// limit is, for a "sort" access (the whole index read in order for the
-	// query's first sort key), the documents a page needs.
-	limit int
+	// query's first sort key), the documents a page needs; reverse reads
+	// it backwards, for a descending sort.
+	limit   int
+	reverse bool
 }
 
 // indexed reports whether a reads documents by index entries.
@@ -50,21 +52,23 @@ var condRank = map[string]int{"eq": 0, "in": 1, "prefix": 2, "range": 3}
 // Intersections of two indexes on different fields are offered too; a hint
 // naming several indexes, comma-separated, keeps only their intersection.
 //
-// A query with a limit (below MaxLimit) sorted first by an indexed field,
-// ascending, may also read that whole index in order and stop once no
-// document left can sort into the page (a "sort" access).
+// A query with a limit (below MaxLimit) sorted first by an indexed field
+// may also read that whole index in order (backwards for a descending
+// sort) and stop once no document left can sort into the page (a "sort"
+// access).
 func accesses(coll string, f *Filter, indexes []IndexSpec, hint string, specs []sortSpec, limit int) ([]access, error) {
 	full := access{kind: "full_scan"}
 	if hint == HintScan {
 		return []access{full}, nil
 	}
 	var sorted []access
-	if len(specs) > 0 && !specs[0].desc {
+	if len(specs) > 0 {
 		for i := range indexes {
 			idx := &indexes[i]
 			if idx.State == StateReady && idx.Fields[0] == strings.Join(specs[0].path, ".") {
 				prefix := indexPrefix(coll, idx.Name)
-				sorted = append(sorted, access{index: idx, kind: "sort", ranges: [][2][]byte{{prefix, prefixEnd(prefix)}}, limit: max(limit, 1)})
+				sorted = append(sorted, access{index: idx, kind: "sort", ranges: [][2][]byte{{prefix, prefixEnd(prefix)}}, limit: max(limit, 1),
+					reverse: specs[0].desc})
 			}
 		}
 	}
@@ -74,7 +78,7 @@ func accesses(coll string, f *Filter, indexes []IndexSpec, hint string, specs []
 				return []access{a}, nil
 			}
 		}
-		return nil, fmt.Errorf("%w: index %q is not ready or does not lead with the first sort key (ascending)", fsm.ErrInvalid, name)
+		return nil, fmt.Errorf("%w: index %q is not ready or does not lead with the first sort key", fsm.ErrInvalid, name)
 	}
 	if limit >= MaxLimit {
 		sorted = nil // every document is read anyway: a scan does it cheaper
@@ -282,6 +286,9 @@ func (a access) String() string {
 	}
 	if a.index == nil {
 		return "full_scan"
+	}
+	if a.kind == "sort" && a.reverse {
+		return fmt.Sprintf("index %s read in reverse order (sort on -%s)", a.index.Name, a.index.Fields[0])
 	}
 	if a.kind == "sort" {
 		return fmt.Sprintf("index %s read in order (sort on %s)", a.index.Name, a.index.Fields[0])

@@ -197,6 +197,7 @@ type Plan struct {
 	Index         string  `json:"index,omitempty"`     // an intersection's indexes, comma-separated
 	Condition     string  `json:"condition,omitempty"` // eq, in, prefix, range (one per index of an intersection)
 	Ranges        int     `json:"ranges,omitempty"`
+	Reverse       bool    `json:"reverse,omitempty"` // a sort_index read backwards (a descending sort)
 	EstimatedRows float64 `json:"estimated_rows"`
 	Cost          float64 `json:"cost"`
 }
@@ -212,7 +213,7 @@ func planOf(a access, rows, c float64) Plan {
 		p.Access, p.Index, p.Condition = "intersection", strings.Join(names, ","), strings.Join(conds, ",")
 	}
 	if a.kind == "sort" {
-		p.Access, p.Index = "sort_index", a.index.Name
+		p.Access, p.Index, p.Reverse = "sort_index", a.index.Name, a.reverse
 	} else if a.index != nil {
 		p.Access, p.Index, p.Condition, p.Ranges = "index", a.index.Name, a.kind, len(a.ranges)
 	}

@@ -66,8 +66,8 @@ func (d docsKV) Get(ctx context.Context, key []byte) (fsm.Item, bool, error) {
 	return it, err == nil, err
 }
 
-func (d docsKV) Scan(ctx context.Context, start, end, after []byte, limit int) ([]fsm.Item, bool, error) {
-	items, cursor, err := d.n.Scan(ctx, ScanOptions{Start: start, End: end, Cursor: after, Limit: limit}, shard.ReadOptions{})
+func (d docsKV) Scan(ctx context.Context, start, end, after []byte, limit int, reverse bool) ([]fsm.Item, bool, error) {
+	items, cursor, err := d.n.Scan(ctx, ScanOptions{Start: start, End: end, Cursor: after, Limit: limit, Reverse: reverse}, shard.ReadOptions{})
 	return items, cursor != nil, err
 }
 
