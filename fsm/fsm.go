@@ -51,8 +51,12 @@ type FSM struct {
 	// a reader can see in Badger (apply adds before writing one and
 	// subtracts after committing its removal), so at zero nobody needs to
 	// look for intents.
-	intents  atomic.Int64
-	meta     appliedMeta // owned by the apply goroutine
+	intents atomic.Int64
+	// rangeLocks counts the range locks among them, kept the same way:
+	// at zero, apply need not look for range locks (every write would
+	// otherwise open an iterator over them while any intent exists).
+	rangeLocks atomic.Int64
+	meta       appliedMeta // owned by the apply goroutine
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced whenever applied grows
 
@@ -178,11 +182,12 @@ func (f *FSM) recover() error {
 		return err
 	}
 	f.gen = gen
-	n, err := f.countIntents(gen)
+	n, locks, err := f.countIntents(gen)
 	if err != nil {
 		return err
 	}
 	f.intents.Store(n)
+	f.rangeLocks.Store(locks)
 	var m appliedMeta
 	if err := f.db.View(func(txn *badger.Txn) error {
 		var err error
@@ -300,9 +305,10 @@ type applier struct {
 	bytes  int64
 	count  int64
 	pruned bool
-	// released counts intents removed in this transaction; subtracted from
-	// FSM.intents once it has committed.
-	released int64
+	// released counts intents removed in this transaction (and
+	// releasedLocks the range locks among them); subtracted from
+	// FSM.intents (FSM.rangeLocks) once it has committed.
+	released, releasedLocks int64
 }
 
 func (f *FSM) newApplier() *applier {
@@ -334,7 +340,8 @@ func (a *applier) commit() {
 	a.must(a.txn.Set(a.ks.applied(), a.meta.encode()))
 	a.must(a.txn.Commit())
 	a.f.intents.Add(-a.released)
-	a.released = 0
+	a.f.rangeLocks.Add(-a.releasedLocks)
+	a.released, a.releasedLocks = 0, 0
 	a.f.setApplied(a.meta)
 	a.bytes, a.count = 0, 0
 }

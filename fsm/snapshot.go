@@ -133,7 +133,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore %v: %w", f.id, err)
 	}
 	old := f.gen
-	staged, err := f.countIntents(stage)
+	staged, stagedLocks, err := f.countIntents(stage)
 	if err != nil {
 		_ = f.db.Update(func(txn *badger.Txn) error { return txn.Delete(marker) })
 		return fmt.Errorf("fsm: restore %v: %w", f.id, err)
@@ -142,6 +142,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	// Readers of the new generation must see a count that covers its
 	// intents; the old generation's readers are gone once mu is held.
 	f.intents.Store(max(f.intents.Load(), staged))
+	f.rangeLocks.Store(max(f.rangeLocks.Load(), stagedLocks))
 	err = f.db.Update(func(txn *badger.Txn) error {
 		if err := txn.Set(pointerKey(f.id, spaceCurrentGen), binary.BigEndian.AppendUint32(nil, stage)); err != nil {
 			return err
@@ -151,6 +152,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err == nil {
 		f.gen = stage
 		f.intents.Store(staged)
+		f.rangeLocks.Store(stagedLocks)
 	}
 	f.mu.Unlock()
 	if err == nil {

@@ -294,6 +294,9 @@ func (a *applier) conflict(self string, keys, writes [][]byte) (Result, bool) {
 	}
 	var res Result
 	found := false
+	if a.f.rangeLocks.Load() == 0 {
+		return res, false
+	}
 	a.eachRangeLock(func(rl rangeLock) bool {
 		if rl.txnID == self {
 			return true
@@ -515,6 +518,7 @@ func (a *applier) prepare(p *Phase) Result {
 		key := a.ks.rangeLock(p.TxnID, i)
 		if _, err := a.txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
 			a.f.intents.Add(1)
+			a.f.rangeLocks.Add(1)
 		} else {
 			a.must(err)
 		}
@@ -552,7 +556,7 @@ func (a *applier) lock(key []byte, in intent) {
 
 func (a *applier) resolve(index, base uint64, p *Phase) Result {
 	res := Result{Ops: make([]OpResult, len(p.Keys))}
-	if a.f.intents.Load() > 0 {
+	if a.f.rangeLocks.Load() > 0 {
 		var locks [][]byte
 		it := a.txn.NewIterator(badger.IteratorOptions{Prefix: a.ks.rangeLocks(p.TxnID)})
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -562,6 +566,7 @@ func (a *applier) resolve(index, base uint64, p *Phase) Result {
 		for _, k := range locks {
 			a.must(a.txn.Delete(k))
 			a.released++
+			a.releasedLocks++
 		}
 	}
 	for i, k := range p.Keys {
@@ -615,20 +620,23 @@ func (f *FSM) lockedError(txn *badger.Txn, ks keyspace, key []byte) error {
 	return &LockedError{Key: bytes.Clone(key), TxnID: in.txnID, RecordShard: in.recordShard}
 }
 
-// countIntents counts the intents and range locks of generation gen.
-func (f *FSM) countIntents(gen uint32) (int64, error) {
-	var n int64
-	err := f.db.View(func(txn *badger.Txn) error {
+// countIntents counts the intents and range locks of generation gen (n
+// counts both), and the range locks alone.
+func (f *FSM) countIntents(gen uint32) (n, locks int64, err error) {
+	err = f.db.View(func(txn *badger.Txn) error {
 		for _, space := range []byte{spaceIntent, spaceRangeLock} {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: newKeyspace(f.id, gen).key(space)})
 			for it.Rewind(); it.Valid(); it.Next() {
 				n++
+				if space == spaceRangeLock {
+					locks++
+				}
 			}
 			it.Close()
 		}
 		return nil
 	})
-	return n, err
+	return n, locks, err
 }
 
 // IntentInfo describes one intent or range lock (Intents).

@@ -476,3 +476,33 @@ func TestPrepareBeginsRecordAndDecideResolves(t *testing.T) {
 		t.Fatalf("intents after the abort: %+v", infos)
 	}
 }
+
+// A range lock still stops writers after the store is reopened, and in a
+// replica restored from a snapshot: both count the locks they hold again
+// (apply looks for range locks only while it counts some).
+func TestRangeLockSurvivesReopenAndRestore(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	f := openShard(t, s, 1)
+	apply1(t, f, kv("a1", "1"))
+	if r := apply(t, f, scanPrepare("t1", scanOf("a", "b", kver("a1", ver(1, 1)))))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare: %s", fmtResult(r))
+	}
+	snap := snapshotBytes(t, f)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened := openShard(t, openStore(t, dir), 1)
+	wantConflict(t, apply1(t, reopened, kv("a5", "phantom")), "a5", "t1")
+
+	restored := memShard(t)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	wantConflict(t, apply1(t, restored, kv("a5", "phantom")), "a5", "t1")
+	// Released there, writers pass.
+	apply(t, restored, resolve("t1", false))
+	if r := apply1(t, restored, kv("a5", "now")); r.Code != fsm.OK {
+		t.Fatalf("write after release: %s", fmtResult(r))
+	}
+}
