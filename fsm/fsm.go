@@ -56,7 +56,9 @@ type FSM struct {
 	// at zero, apply need not look for range locks (every write would
 	// otherwise open an iterator over them while any intent exists).
 	rangeLocks atomic.Int64
-	meta       appliedMeta // owned by the apply goroutine
+	// dedupes spares apply the Badger read for request IDs never seen.
+	dedupes  atomic.Pointer[dedupeFilter]
+	meta     appliedMeta // owned by the apply goroutine
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced whenever applied grows
 
@@ -196,6 +198,11 @@ func (f *FSM) recover() error {
 	}); err != nil {
 		return err
 	}
+	d, err := f.loadDedupeFilter(gen, m.Index)
+	if err != nil {
+		return err
+	}
+	f.dedupes.Store(d)
 	f.setApplied(m)
 	return nil
 }
@@ -363,7 +370,7 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 		// again changes nothing, and a duplicate could not repeat what it
 		// read (a retry of a read-only transaction must read afresh).
 		dedupe := cmd.RequestID != "" && cmd.writes()
-		if dedupe {
+		if dedupe && a.f.dedupes.Load().mayHave(index, cmd.RequestID) {
 			if r, ok := a.dedupe(index, cmd.RequestID); ok {
 				r.Duplicate = true
 				results[i] = r
@@ -383,6 +390,7 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 		if dedupe && results[i].Code != Conflict {
 			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode(cmd)...)))
 			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), nil))
+			a.f.dedupes.Load().add(index, cmd.RequestID)
 		}
 	}
 	return results

@@ -1,7 +1,9 @@
 package fsm_test
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 
@@ -264,6 +266,44 @@ func TestDedupeWindow(t *testing.T) {
 		raw := rawKeys(t, r.f)[r.f.Generation()]
 		if raw[fsm.SpaceDedupe] != live || raw[fsm.SpaceDedupeIdx] != live {
 			t.Fatalf("%s: %d dedupe records and %d index entries, want the %d live ones", r.name, raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx], live)
+		}
+	}
+}
+
+// A retry is a duplicate after the store is reopened and in a replica
+// restored from a snapshot: both learn again which request IDs they hold
+// (apply asks Badger only about IDs it may have seen).
+func TestDedupeAcrossReopenAndRestore(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	f := openShard(t, s, 1)
+	put := func(f *fsm.FSM, id, v string) fsm.Result {
+		t.Helper()
+		return apply(t, f, fsm.Command{RequestID: id, Ops: []fsm.Op{kv("k-"+id, v)}})[0]
+	}
+	var first []fsm.Result
+	for i := range 50 {
+		first = append(first, put(f, fmt.Sprintf("req-%d", i), "first"))
+	}
+	snap := snapshotBytes(t, f)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	restored := memShard(t)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]*fsm.FSM{"reopened": openShard(t, openStore(t, dir), 1), "restored": restored} {
+		for i := range 50 {
+			id := fmt.Sprintf("req-%d", i)
+			r := put(g, id, "retry")
+			if !r.Duplicate || r.Ops[0].Version != first[i].Ops[0].Version {
+				t.Fatalf("%s: retry of %s: %s, want the first outcome %s as a duplicate", name, id, fmtResult(r), fmtResult(first[i]))
+			}
+			wantValue(t, g, "k-"+id, "first", first[i].Ops[0].Version)
+		}
+		if r := put(g, "new", "x"); r.Duplicate {
+			t.Fatalf("%s: a new request ID is answered as a duplicate", name)
 		}
 	}
 }

@@ -134,6 +134,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	old := f.gen
 	staged, stagedLocks, err := f.countIntents(stage)
+	var dedupes *dedupeFilter
+	if err == nil {
+		dedupes, err = f.loadDedupeFilter(stage, meta.Index)
+	}
 	if err != nil {
 		_ = f.db.Update(func(txn *badger.Txn) error { return txn.Delete(marker) })
 		return fmt.Errorf("fsm: restore %v: %w", f.id, err)
@@ -153,6 +157,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.gen = stage
 		f.intents.Store(staged)
 		f.rangeLocks.Store(stagedLocks)
+		f.dedupes.Store(dedupes)
 	}
 	f.mu.Unlock()
 	if err == nil {

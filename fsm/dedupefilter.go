@@ -1,0 +1,102 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// dedupeFilter tells apply, without reading Badger, that a request ID has
+// no live dedupe record, which is the answer for nearly every write: a miss
+// costs Badger a search of every memtable and level. It is a Bloom filter
+// per half window of entry indexes (the generation of a record is its
+// index / dedupeGen), three generations kept: a record live at entry e
+// (index ≥ e − DedupeWindow) lies in e's generation or one of the two
+// before it, and a slot is reused, three generations on, only once every
+// record in it has expired. A "maybe" is answered by Badger as before, so
+// the filter changes no result, only how many reads find nothing.
+type dedupeFilter struct {
+	mu    sync.Mutex
+	slots [3]*z.Bloom
+	gens  [3]uint64 // the generation each slot holds
+	used  [3]bool
+	// newest is the newest generation given a slot: an older one than
+	// newest−2 is never given one (its records have all expired).
+	newest uint64
+}
+
+const (
+	dedupeGen = DedupeWindow / 2
+	// dedupeFilterEntries sizes each generation's filter (1% false
+	// positives at this many IDs, about 300 KiB); more IDs only raise the
+	// false-positive rate, each false positive costing one Badger read.
+	dedupeFilterEntries = 1 << 18
+)
+
+func dedupeHash(id string) uint64 { return xxhash.Sum64String(id) }
+
+// add records that id has a dedupe record written at index.
+func (d *dedupeFilter) add(index uint64, id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	gen := index / dedupeGen
+	if gen+2 < d.newest {
+		return // expired for every entry still to come
+	}
+	i := gen % 3
+	if !d.used[i] || d.gens[i] != gen {
+		if d.slots[i] == nil {
+			d.slots[i] = z.NewBloomFilter(float64(dedupeFilterEntries), 0.01)
+		} else {
+			d.slots[i].Clear()
+		}
+		d.gens[i], d.used[i] = gen, true
+	}
+	d.newest = max(d.newest, gen)
+	d.slots[i].Add(dedupeHash(id))
+}
+
+// mayHave reports whether id may have a live dedupe record at entry index.
+func (d *dedupeFilter) mayHave(index uint64, id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h := dedupeHash(id)
+	cur := index / dedupeGen
+	for i := range d.slots {
+		if d.used[i] && d.gens[i] <= cur && d.gens[i]+2 >= cur && d.slots[i].Has(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// loadDedupeFilter fills a filter with the records of generation gen that
+// are live for the entry after applied.
+func (f *FSM) loadDedupeFilter(gen uint32, applied uint64) (*dedupeFilter, error) {
+	d := &dedupeFilter{newest: (applied + 1) / dedupeGen}
+	ks := newKeyspace(f.id, gen)
+	prefix := ks.key(spaceDedupe)
+	err := f.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			id := string(it.Item().Key()[len(prefix):])
+			err := it.Item().Value(func(b []byte) error {
+				if len(b) >= 8 {
+					if index := binary.BigEndian.Uint64(b); !dedupeExpired(index, applied+1) {
+						d.add(index, id)
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return d, err
+}
