@@ -219,6 +219,9 @@ func (c Command) writes() bool {
 // depend on the outcome of comparisons.
 func (c Command) positions() uint64 {
 	if c.Phase != nil {
+		if c.Phase.Kind == PhaseCommit {
+			return uint64(len(c.Phase.Writes))
+		}
 		return uint64(len(c.Phase.Keys)) // a Resolve's writes
 	}
 	return uint64(len(c.Ops) + len(c.Else))
@@ -435,7 +438,7 @@ func (d *decoder) compares() []Compare {
 func (d *decoder) phase() *Phase {
 	p := &Phase{Kind: PhaseKind(d.byte()), TxnID: string(d.bytes()), RecordShard: ShardID(d.uvarint()),
 		Deadline: d.uvarint(), Now: d.uvarint()}
-	if p.Kind < PhaseBegin || p.Kind > PhaseForget {
+	if p.Kind < PhaseBegin || p.Kind > PhaseCommit {
 		d.fail("unknown phase")
 	}
 	switch d.byte() {

@@ -170,7 +170,7 @@ func (s *Store) checkPhase(cmd Command) error {
 	switch {
 	case cmd.Txn || len(cmd.Ops)+len(cmd.If)+len(cmd.Else) > 0:
 		return fmt.Errorf("%w: a phase with ops or comparisons of its own", ErrInvalid)
-	case p.Kind < PhaseBegin || p.Kind > PhaseForget:
+	case p.Kind < PhaseBegin || p.Kind > PhaseCommit:
 		return fmt.Errorf("%w: unknown phase %d", ErrInvalid, p.Kind)
 	case p.TxnID == "":
 		return fmt.Errorf("%w: %s without a transaction ID", ErrInvalid, p.Kind)
@@ -184,10 +184,11 @@ func (s *Store) checkPhase(cmd Command) error {
 		return fmt.Errorf("%w: %d participants, limit %d", ErrTooLarge, len(p.Participants), l.MaxOps)
 	}
 	// A Resolve may name no keys: it then releases range locks only.
-	if p.Kind == PhasePrepare && len(p.Reads)+len(p.Writes)+len(p.Scans) == 0 {
+	prepares := p.Kind == PhasePrepare || p.Kind == PhaseCommit
+	if prepares && len(p.Reads)+len(p.Writes)+len(p.Scans) == 0 {
 		return fmt.Errorf("%w: %s without reads, scans or writes", ErrInvalid, p.Kind)
 	}
-	if p.Kind != PhasePrepare && len(p.Reads)+len(p.Writes)+len(p.Scans) > 0 || p.Kind != PhaseResolve && p.Kind != PhaseDecide && len(p.Keys) > 0 {
+	if !prepares && len(p.Reads)+len(p.Writes)+len(p.Scans) > 0 || p.Kind != PhaseResolve && p.Kind != PhaseDecide && len(p.Keys) > 0 {
 		return fmt.Errorf("%w: %s with fields of another phase", ErrInvalid, p.Kind)
 	}
 	if (p.Kind == PhaseBegin || p.Kind == PhaseHeartbeat) && p.Deadline == 0 {

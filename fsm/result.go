@@ -53,9 +53,12 @@ type Result struct {
 	// Succeeded: for a transaction, whether its comparisons held (Ops ran)
 	// or not (Else ran).
 	Succeeded bool
-	// On Conflict: the transaction holding Key and the shard of its record.
+	// On Conflict: the transaction holding Key, the shard of its record,
+	// and when its lock was taken (the proposer's unix milliseconds; 0:
+	// not known). Not kept in dedupe records (conflicts are not).
 	Holder      string
 	HolderShard ShardID
+	HolderSince uint64
 	// Status: for a Begin, Decide, Heartbeat or Forget phase, the
 	// transaction record's status afterwards.
 	Status TxnStatus

@@ -48,7 +48,10 @@ const (
 	PhasePrepare PhaseKind = 2
 	// PhaseDecide turns a pending record committed (Commit) or aborted. An
 	// abort with Now set applies only when the record's deadline is before
-	// Now. A missing record is recorded as aborted. The result's Status is
+	// Now. A missing record is recorded as aborted, unless Now and Deadline
+	// are both set and Now is before Deadline: then it may be a record
+	// whose Commit has not come yet (its other participants prepare first),
+	// and it is left missing, reported pending. The result's Status is
 	// the record's status afterwards: a coordinator whose commit found the
 	// record aborted has lost. With Keys, a decided record's intents on
 	// those keys (and the transaction's range locks) are resolved in the
@@ -64,6 +67,15 @@ const (
 	// PhaseForget deletes a decided record once every participant has
 	// resolved its intents.
 	PhaseForget PhaseKind = 6
+	// PhaseCommit is the record shard's whole part in one step, once every
+	// other participant prepared: it checks what Prepare checks (Reads,
+	// Scans, no other transaction's locks on the keys) and, if all holds,
+	// writes Writes at once and records the transaction committed (with
+	// Participants); if not, it records it aborted and reports why, as
+	// Prepare would. On a record already there it changes nothing and
+	// reports its status. The result's Ops carry the writes' versions, by
+	// position in Writes.
+	PhaseCommit PhaseKind = 7
 )
 
 func (k PhaseKind) String() string {
@@ -80,6 +92,8 @@ func (k PhaseKind) String() string {
 		return "heartbeat"
 	case PhaseForget:
 		return "forget"
+	case PhaseCommit:
+		return "commit"
 	}
 	return fmt.Sprintf("phase(%d)", uint8(k))
 }
@@ -174,6 +188,7 @@ type LockedError struct {
 	Key         []byte
 	TxnID       string
 	RecordShard ShardID
+	Since       uint64 // when the intent was written (proposer's unix ms; 0: not known)
 	Committed   Item
 	Found       bool
 }
@@ -289,7 +304,7 @@ func (a *applier) conflict(self string, keys, writes [][]byte) (Result, bool) {
 	}
 	for _, k := range keys {
 		if in, ok := a.intentOf(k); ok && in.txnID != self {
-			return Result{Code: Conflict, Key: k, Holder: in.txnID, HolderShard: in.recordShard}, true
+			return Result{Code: Conflict, Key: k, Holder: in.txnID, HolderShard: in.recordShard, HolderSince: in.since}, true
 		}
 	}
 	var res Result
@@ -303,7 +318,7 @@ func (a *applier) conflict(self string, keys, writes [][]byte) (Result, bool) {
 		}
 		for _, k := range writes {
 			if inRange(k, rl.start, rl.end) {
-				res, found = Result{Code: Conflict, Key: k, Holder: rl.txnID, HolderShard: rl.recordShard}, true
+				res, found = Result{Code: Conflict, Key: k, Holder: rl.txnID, HolderShard: rl.recordShard, HolderSince: rl.since}, true
 				return false
 			}
 		}
@@ -335,7 +350,7 @@ func (a *applier) scanConflict(self string, scans []ScanRead) (Result, bool) {
 			}))
 			if in.txnID != self && in.op != intentRead {
 				it.Close()
-				return Result{Code: Conflict, Key: bytes.Clone(key), Holder: in.txnID, HolderShard: in.recordShard}, true
+				return Result{Code: Conflict, Key: bytes.Clone(key), Holder: in.txnID, HolderShard: in.recordShard, HolderSince: in.since}, true
 			}
 		}
 		it.Close()
@@ -451,6 +466,10 @@ func (a *applier) applyPhase(index, base uint64, cmd Command) (res Result) {
 			}
 		}()
 		switch {
+		case !ok && p.Now > 0 && p.Deadline > 0 && p.Now < p.Deadline:
+			// Perhaps not begun yet: its Commit may still come.
+			r.status = TxnPending // and no intents resolved (see above)
+			return Result{Status: TxnPending}
 		case !ok:
 			// Never begun, or forgotten after every participant resolved:
 			// either way nothing may commit under this ID any more.
@@ -476,6 +495,8 @@ func (a *applier) applyPhase(index, base uint64, cmd Command) (res Result) {
 		return Result{Status: r.status}
 	case PhasePrepare:
 		return a.prepare(p)
+	case PhaseCommit:
+		return a.commitInOne(index, base, p)
 	case PhaseResolve:
 		return a.resolve(index, base, p)
 	}
@@ -491,28 +512,8 @@ func (a *applier) prepare(p *Phase) Result {
 			return Result{Status: r.status}
 		}
 	}
-	keys := make([][]byte, 0, len(p.Reads)+len(p.Writes))
-	for _, r := range p.Reads {
-		keys = append(keys, r.Key)
-	}
-	for _, w := range p.Writes {
-		keys = append(keys, w.Key)
-	}
-	if res, ok := a.conflict(p.TxnID, keys, keys[len(p.Reads):]); ok {
+	if res, failed := a.check(p); failed {
 		return res
-	}
-	if res, ok := a.scanConflict(p.TxnID, p.Scans); ok {
-		return res
-	}
-	for i, r := range p.Reads {
-		if cur := a.version(r.Key); cur != r.Version && !bugSkipReadValidation {
-			return Result{Code: VersionMismatch, FailedOp: i, Key: r.Key, Current: cur}
-		}
-	}
-	for i, sc := range p.Scans {
-		if !a.scanHolds(sc) && !bugSkipReadValidation {
-			return Result{Code: VersionMismatch, FailedOp: len(p.Reads) + i, Key: sc.Start}
-		}
 	}
 	for i, sc := range p.Scans {
 		key := a.ks.rangeLock(p.TxnID, i)
@@ -544,6 +545,65 @@ func (a *applier) prepare(p *Phase) Result {
 		return Result{Status: TxnPending}
 	}
 	return Result{}
+}
+
+// check is what Prepare and Commit verify before they change anything: no
+// other transaction holds the keys (or a write intent in a scanned range),
+// and every read and scanned range still holds.
+func (a *applier) check(p *Phase) (Result, bool) {
+	keys := make([][]byte, 0, len(p.Reads)+len(p.Writes))
+	for _, r := range p.Reads {
+		keys = append(keys, r.Key)
+	}
+	for _, w := range p.Writes {
+		keys = append(keys, w.Key)
+	}
+	if res, ok := a.conflict(p.TxnID, keys, keys[len(p.Reads):]); ok {
+		return res, true
+	}
+	if res, ok := a.scanConflict(p.TxnID, p.Scans); ok {
+		return res, true
+	}
+	for i, r := range p.Reads {
+		if cur := a.version(r.Key); cur != r.Version && !bugSkipReadValidation {
+			return Result{Code: VersionMismatch, FailedOp: i, Key: r.Key, Current: cur}, true
+		}
+	}
+	for i, sc := range p.Scans {
+		if !a.scanHolds(sc) && !bugSkipReadValidation {
+			return Result{Code: VersionMismatch, FailedOp: len(p.Reads) + i, Key: sc.Start}, true
+		}
+	}
+	return Result{}, false
+}
+
+// commitInOne applies a PhaseCommit: the record shard's checks, writes and
+// decision in one step.
+func (a *applier) commitInOne(index, base uint64, p *Phase) Result {
+	if r, ok := a.record(p.TxnID); ok {
+		return Result{Status: r.status}
+	}
+	if res, failed := a.check(p); failed {
+		a.putRecord(p.TxnID, txnRecord{status: TxnAborted})
+		res.Status = TxnAborted
+		return res
+	}
+	res := Result{Ops: make([]OpResult, len(p.Writes)), Status: TxnCommitted}
+	for i, w := range p.Writes {
+		switch w.Type {
+		case OpPut:
+			v := index<<20 | (base + uint64(i) + 1)
+			a.must(a.txn.Set(a.ks.data(w.Key), append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(w.Value)), v), w.Value...)))
+			res.Ops[i].Version = v
+		case OpDelete:
+			if a.version(w.Key) != 0 {
+				a.must(a.txn.Delete(a.ks.data(w.Key)))
+				res.Ops[i].Existed = true
+			}
+		}
+	}
+	a.putRecord(p.TxnID, txnRecord{status: TxnCommitted, participants: p.Participants})
+	return res
 }
 
 // lock writes an intent, counting it if the key held none.
@@ -617,7 +677,7 @@ func (f *FSM) lockedError(txn *badger.Txn, ks keyspace, key []byte) error {
 	if in.op == intentRead {
 		return nil
 	}
-	return &LockedError{Key: bytes.Clone(key), TxnID: in.txnID, RecordShard: in.recordShard}
+	return &LockedError{Key: bytes.Clone(key), TxnID: in.txnID, RecordShard: in.recordShard, Since: in.since}
 }
 
 // countIntents counts the intents and range locks of generation gen (n

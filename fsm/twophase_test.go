@@ -506,3 +506,80 @@ func TestRangeLockSurvivesReopenAndRestore(t *testing.T) {
 		t.Fatalf("write after release: %s", fmtResult(r))
 	}
 }
+
+// Commit is the record shard's whole part in one step: it checks like a
+// prepare, then writes and records the decision; a failed check records an
+// abort; a record already decided wins. A decision asked for a record not
+// written yet leaves it alone until the deadline the asker names.
+func TestCommitInOneStep(t *testing.T) {
+	f := memShard(t)
+	apply1(t, f, kv("a", "1"), kv("b", "2")) // 1.1, 1.2
+	commit := func(txn string, reads []fsm.Compare, writes ...fsm.Op) fsm.Command {
+		return fsm.Command{RequestID: txn + "/commit", Phase: &fsm.Phase{Kind: fsm.PhaseCommit, TxnID: txn, RecordShard: 1, Now: 10,
+			Participants: []fsm.ShardID{1, 2}, Reads: reads, Writes: writes}}
+	}
+	readA := []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("a"), Version: ver(1, 1)}}
+
+	// Not written yet: an asker before the deadline it names leaves the
+	// record missing; without a deadline, or past it, the record is
+	// aborted.
+	if got := status(t, f, fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t1", Now: 50, Deadline: 100}); got != fsm.TxnPending {
+		t.Fatalf("decide before the deadline on a missing record: %v", got)
+	}
+	if _, _, found, _ := f.Record("t1"); found {
+		t.Fatal("a pending answer wrote a record")
+	}
+	index := f.Applied() + 1
+	r := apply(t, f, commit("t1", readA, kv("a", "10"), kv("new", "n"), del("b")))[0]
+	if r.Code != fsm.OK || r.Status != fsm.TxnCommitted || len(r.Ops) != 3 || r.Ops[0].Version != ver(index, 1) || r.Ops[1].Version != ver(index, 2) || !r.Ops[2].Existed {
+		t.Fatalf("commit: %s", fmtResult(r))
+	}
+	wantValue(t, f, "a", "10", ver(index, 1))
+	wantValue(t, f, "new", "n", ver(index, 2))
+	wantAbsent(t, f, "b")
+	if st, _, found, _ := f.Record("t1"); !found || st != fsm.TxnCommitted {
+		t.Fatalf("t1's record: %v %t", st, found)
+	}
+	if infos, _ := f.Intents(10); len(infos) != 0 {
+		t.Fatalf("a commit in one step left locks: %+v", infos)
+	}
+	// A retry is a duplicate; an abort afterwards loses.
+	if r := apply(t, f, commit("t1", readA, kv("a", "99")))[0]; !r.Duplicate || r.Status != fsm.TxnCommitted {
+		t.Fatalf("retried commit: %s", fmtResult(r))
+	}
+	if got := status(t, f, fsm.Phase{Kind: fsm.PhaseDecide, TxnID: "t1", Now: 1 << 40}); got != fsm.TxnCommitted {
+		t.Fatalf("abort after the commit: %v", got)
+	}
+
+	// A stale read: nothing written, the record aborted.
+	r = apply(t, f, commit("t2", readA, kv("a", "20")))[0]
+	if r.Code != fsm.VersionMismatch || r.Status != fsm.TxnAborted || r.Current != ver(index, 1) {
+		t.Fatalf("commit with a stale read: %s", fmtResult(r))
+	}
+	wantValue(t, f, "a", "10", ver(index, 1))
+	if st, _, found, _ := f.Record("t2"); !found || st != fsm.TxnAborted {
+		t.Fatalf("t2's record: %v %t", st, found)
+	}
+
+	// Another transaction's lock: a conflict naming it and its time.
+	if r := apply(t, f, phase(fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "other", RecordShard: 7, Now: 1234, Writes: []fsm.Op{kv("new", "x")}}))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare: %s", fmtResult(r))
+	}
+	r = apply(t, f, commit("t3", nil, kv("new", "mine")))[0]
+	if r.Code != fsm.Conflict || r.Holder != "other" || r.HolderShard != 7 || r.HolderSince != 1234 || r.Status != fsm.TxnAborted {
+		t.Fatalf("commit over another's lock: %s", fmtResult(r))
+	}
+	apply(t, f, resolve("other", false, "new"))
+	wantValue(t, f, "new", "n", ver(index, 2))
+
+	// Given up on first (past the deadline, or with none): the commit loses.
+	for _, p := range []fsm.Phase{{Kind: fsm.PhaseDecide, TxnID: "t4", Now: 100, Deadline: 100}, {Kind: fsm.PhaseDecide, TxnID: "t5", Now: 100}} {
+		if got := status(t, f, p); got != fsm.TxnAborted {
+			t.Fatalf("%s given up on: %v", p.TxnID, got)
+		}
+		if r := apply(t, f, commit(p.TxnID, nil, kv("late", "x")))[0]; r.Code != fsm.OK || r.Status != fsm.TxnAborted {
+			t.Fatalf("commit of %s after it was given up on: %s", p.TxnID, fmtResult(r))
+		}
+	}
+	wantAbsent(t, f, "late")
+}

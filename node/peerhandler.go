@@ -124,6 +124,7 @@ func toPeerError(err error) *peer.Error {
 		e.Code = peer.CodeTooStale
 	case errors.As(err, &locked):
 		e.Code, e.Key, e.TxnID, e.RecordShard = peer.CodeLocked, locked.Key, locked.TxnID, uint64(locked.RecordShard)
+		e.LockSince = locked.Since
 		e.Found, e.Value, e.Version = locked.Found, locked.Committed.Value, locked.Committed.Version
 	default:
 		// Unavailable, closed, or the request's deadline before anything

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -337,7 +338,7 @@ func (n *Node) peerError(id fsm.ShardID, addr string, e *peer.Error, requestID s
 	case peer.CodeWrongShard:
 		return &wrongShardError{shard: id, epoch: e.Epoch}
 	case peer.CodeLocked:
-		return &fsm.LockedError{Key: e.Key, TxnID: e.TxnID, RecordShard: fsm.ShardID(e.RecordShard),
+		return &fsm.LockedError{Key: e.Key, TxnID: e.TxnID, RecordShard: fsm.ShardID(e.RecordShard), Since: e.LockSince,
 			Found: e.Found, Committed: fsm.Item{Key: e.Key, Value: e.Value, Version: e.Version}}
 	}
 	return fmt.Errorf("%w: peer answered %s: %s", shard.ErrUnavailable, e.Code, e.Message)
@@ -359,6 +360,7 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 	defer cancel()
 	avoid := map[string]bool{}
 	var lastErr error
+	pending := "" // a transaction found undecided by the last settle
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, false, unavailable(err, ctx)
@@ -377,18 +379,31 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 		switch {
 		case errors.As(err, &ws):
 			n.awaitEpoch(ctx, ws.epoch)
+		case errors.As(err, &locked) && r.scan == nil && locked.TxnID == pending:
+			// A get met the intent of a transaction that, when the
+			// settle looked after the first meeting, had not committed
+			// (no record yet: records are written only by the commit,
+			// and forgotten only once no intent is left). The intent is
+			// still here, so that was no record forgotten: the
+			// transaction had not taken effect then, and the key (locked
+			// by it all along) held its committed state.
+			if !locked.Found {
+				return nil, false, fmt.Errorf("%w: key %q", fsm.ErrNotFound, locked.Key)
+			}
+			return []fsm.Item{locked.Committed}, false, nil
 		case errors.As(err, &locked):
 			// An undecided write of a cross-shard transaction: learn its
-			// fate (aborting it if its deadline passed). Decided, it is
-			// resolved and the key read again. Still pending, it cannot
-			// have taken effect before the read, so a get returns what
-			// was committed (a scan waits and reads again).
-			err := n.coord.Settle(ctx, locked.TxnID, locked.RecordShard, t.id, locked.Key)
+			// fate (aborting it if it was abandoned). Decided, it is
+			// resolved and the key read again. Still pending, a get reads
+			// again to make sure (above); a scan waits and reads again.
+			if hook := testHookLockedRead.Load(); hook != nil {
+				(*hook)()
+			}
+			err := n.coord.Settle(ctx, locked.TxnID, locked.RecordShard, t.id, locked.Since, locked.Key)
 			switch {
-			case errors.Is(err, txn.ErrPending) && r.scan == nil && !locked.Found:
-				return nil, false, fmt.Errorf("%w: key %q", fsm.ErrNotFound, locked.Key)
 			case errors.Is(err, txn.ErrPending) && r.scan == nil:
-				return []fsm.Item{locked.Committed}, false, nil
+				pending = locked.TxnID
+				continue
 			case err != nil && !errors.Is(err, txn.ErrPending):
 				lastErr = err
 			}
@@ -403,6 +418,10 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 		}
 	}
 }
+
+// testHookLockedRead, set by tests, runs when a read has met an intent,
+// before it settles it.
+var testHookLockedRead atomic.Pointer[func()]
 
 func (n *Node) readOnce(ctx context.Context, t target, r readRequest, avoid map[string]bool) ([]fsm.Item, bool, error) {
 	if s := n.localShard(t.id); s != nil && bugLocalReads {

@@ -212,7 +212,7 @@ func (n *Node) proposeSettling(ctx context.Context, locate func(context.Context)
 		if err != nil {
 			return res, err
 		}
-		if err := n.coord.Settle(ctx, res.Holder, res.HolderShard, t.id, res.Key); err != nil && !errors.Is(err, txn.ErrPending) {
+		if err := n.coord.Settle(ctx, res.Holder, res.HolderShard, t.id, res.HolderSince, res.Key); err != nil && !errors.Is(err, txn.ErrPending) {
 			return res, err
 		}
 		if !n.pause(ctx, attempt) {
@@ -313,7 +313,7 @@ func (n *Node) resolveLoop() {
 			}
 			for _, in := range order {
 				ctx, cancel := context.WithTimeout(n.ctx, n.cfg.RequestTimeout)
-				err := n.coord.Settle(ctx, in.TxnID, in.RecordShard, s.ID(), keys[in.TxnID]...)
+				err := n.coord.Settle(ctx, in.TxnID, in.RecordShard, s.ID(), in.Since, keys[in.TxnID]...)
 				cancel()
 				if err != nil && !errors.Is(err, txn.ErrPending) {
 					n.logger.Debug("settling intents", "shard", uint64(s.ID()), "txn", in.TxnID, "error", err)
@@ -612,7 +612,7 @@ func (n *Node) ForceResolve(ctx context.Context, id string, recordShard fsm.Shar
 			if !in.Range { // a resolve releases range locks by themselves
 				keys = append(keys, []byte(in.Key))
 			}
-			err = errors.Join(err, n.coord.Settle(ctx, id, recordShard, fsm.ShardID(in.Shard), keys...))
+			err = errors.Join(err, n.coord.Settle(ctx, id, recordShard, fsm.ShardID(in.Shard), 0, keys...))
 		}
 	}
 	return res.Status, err

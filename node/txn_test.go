@@ -9,7 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
@@ -250,5 +252,56 @@ func TestTxnContextEndedIsUnavailable(t *testing.T) {
 		if _, err := n.Get(t.Context(), []byte(k), shard.ReadOptions{}); !errors.Is(err, fsm.ErrNotFound) {
 			t.Errorf("%s after a cancelled transaction: %v, want not found", k, err)
 		}
+	}
+}
+
+// A get met an intent of a transaction that then committed, resolved its
+// intents and forgot its record before the get asked for its fate. A
+// missing record means either "not written yet" (the commit comes last)
+// or "forgotten" (only once no intent is left): the get must not answer
+// with the value from before the transaction, as it would if it took the
+// missing record for one still to come.
+func TestGetAfterRecordForgottenIsNotStale(t *testing.T) {
+	n := startReady(t, testNodeConfig(t.TempDir()))
+	defer n.Close()
+	ctx := t.Context()
+	ka := []byte("fk-0")
+	var kb []byte
+	for i := 1; kb == nil; i++ {
+		if k := []byte(fmt.Sprintf("fk-%d", i)); n.Ring().Locate(k) != n.Ring().Locate(ka) {
+			kb = k
+		}
+	}
+	a, b := n.Ring().Locate(ka), n.Ring().Locate(kb)
+	if _, err := n.Put(ctx, kb, []byte("old"), WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := txnCluster{n}
+	propose := func(id fsm.ShardID, p fsm.Phase) {
+		t.Helper()
+		if r, err := c.Propose(ctx, id, fsm.Command{Phase: &p}); err != nil || r.Code != fsm.OK {
+			t.Fatalf("%s on %v: %+v %v", p.Kind, id, r, err)
+		}
+	}
+	propose(b, fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "tx", RecordShard: a, Now: uint64(time.Now().UnixMilli()),
+		Writes: []fsm.Op{fsm.Put(kb, []byte("new"))}})
+	var met atomic.Bool
+	hook := func() {
+		if met.Swap(true) {
+			return
+		}
+		propose(a, fsm.Phase{Kind: fsm.PhaseCommit, TxnID: "tx", RecordShard: a, Participants: []fsm.ShardID{a, b},
+			Writes: []fsm.Op{fsm.Put(ka, []byte("x"))}})
+		propose(b, fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "tx", Commit: true, Keys: [][]byte{kb}})
+		propose(a, fsm.Phase{Kind: fsm.PhaseForget, TxnID: "tx"})
+	}
+	testHookLockedRead.Store(&hook)
+	defer testHookLockedRead.Store(nil)
+	it, err := n.Get(ctx, kb, shard.ReadOptions{})
+	if !met.Load() {
+		t.Fatal("the get never met the intent")
+	}
+	if err != nil || string(it.Value) != "new" {
+		t.Fatalf("get after the transaction committed: %q, %v; want new", it.Value, err)
 	}
 }

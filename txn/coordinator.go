@@ -54,13 +54,14 @@ type Cluster interface {
 type Failpoint string
 
 const (
-	// AfterPrepareOne: the record's shard prepared (and the record begun),
-	// the others not yet asked.
+	// AfterPrepareOne: one participant other than the record's shard
+	// prepared, the rest not yet asked; no record.
 	AfterPrepareOne Failpoint = "after-prepare-one"
-	// BeforeDecide: every participant prepared, nothing decided.
+	// BeforeDecide: every participant but the record's shard prepared;
+	// the record's shard not asked, no record.
 	BeforeDecide Failpoint = "before-decide"
-	// AfterDecide: the record is committed, and with it the record shard's
-	// intents resolved; no other participant resolved.
+	// AfterDecide: the record's shard committed (its writes applied, the
+	// record committed); no other participant resolved.
 	AfterDecide Failpoint = "after-decide"
 	// AfterResolveOne: one participant besides the record's shard
 	// resolved, any others not.
@@ -69,9 +70,11 @@ const (
 
 // Config configures a Coordinator.
 type Config struct {
-	// TTL is how far ahead of now a record's deadline lies; a heartbeat
-	// moves it every TTL/3. A crashed coordinator's locks are released
-	// about TTL after its last heartbeat. Default 3s.
+	// TTL bounds how long a transaction may take from its first prepare
+	// to its commit: an intent older than that whose record was never
+	// written is aborted by whoever meets it (or by the resolver), so a
+	// crashed coordinator's locks go about TTL after it prepared. Every
+	// node of a cluster should use the same TTL. Default 3s.
 	TTL time.Duration
 	// Attempts bounds how often a transaction that lost a race is run
 	// again before ErrConflict. Default 8.
@@ -384,90 +387,90 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	for i, pt := range parts {
 		shards[i] = pt.id
 	}
+	now := uint64(co.cfg.Now().UnixMilli())
 
-	// Prepare the record's shard first: its prepare also begins the record,
-	// so that every intent anyone meets has a record to consult. Then the
-	// others, all at once.
-	outcomes := make([]outcome, len(parts))
+	// Every participant but the record's shard prepares first, all at
+	// once: their intents name the record's shard and carry the time, so
+	// that whoever meets one before the record exists treats it as
+	// pending, and as abandoned once it is older than the TTL. Then the
+	// record's shard checks, writes and decides in one step (Commit):
+	// that step is the commit point.
+	others := parts[1:]
+	outcomes := make([]outcome, len(others))
 	prepare := func(i int) {
-		pt := parts[i]
-		ph := &fsm.Phase{Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Now: uint64(co.cfg.Now().UnixMilli()),
+		pt := others[i]
+		ph := &fsm.Phase{Kind: fsm.PhasePrepare, TxnID: id, RecordShard: recordShard, Now: now,
 			Reads: pt.reads, Writes: pt.writes, Scans: pt.scans}
-		if i == 0 {
-			ph.Deadline, ph.Participants = co.deadline(), shards
-		}
 		r, err := co.c.Propose(ctx, pt.id, fsm.Command{RequestID: fmt.Sprintf("%s/prepare/%d", id, pt.id), Phase: ph})
 		outcomes[i] = outcome{r, err}
 	}
 	// Cleaning up must not stop because the caller's context did: locks
-	// left behind would wait for the deadline.
+	// left behind would wait for the TTL.
 	cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), co.cfg.TTL)
 	defer cancel()
 	prepStart := time.Now()
-	prepare(0)
-	if o := outcomes[0]; o.err == nil && o.res.Code == fsm.OK && o.res.Status != fsm.TxnPending {
-		// The record was decided before it began (someone settling an
-		// intent of a lost earlier try of this prepare): nothing of ours
-		// is locked.
-		return Response{}, errRetry
-	}
-	if o := outcomes[0]; o.err != nil || o.res.Code != fsm.OK {
-		// Only an unknown outcome may have locked anything.
-		return Response{}, co.prepareFailed(cleanup, o.err != nil, id, recordShard, parts[:1], outcomes[:1], byKey)
-	}
-	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	defer stopHeartbeat()
-	go co.heartbeat(hbCtx, id, recordShard)
-	if len(parts) > 1 {
-		if fp := co.failpoint(AfterPrepareOne); fp != nil {
-			return Response{}, fp
+	first := 0
+	if len(others) > 0 && co.cfg.Failpoint != nil {
+		prepare(0)
+		if o := outcomes[0]; o.err == nil && o.res.Code == fsm.OK {
+			if fp := co.failpoint(AfterPrepareOne); fp != nil {
+				return Response{}, fp
+			}
 		}
+		first = 1
 	}
 	var wg sync.WaitGroup
-	for i := 1; i < len(parts); i++ {
+	for i := first; i < len(others); i++ {
 		wg.Go(func() { prepare(i) })
 	}
 	wg.Wait()
-	co.cfg.Metrics.observe("prepare", prepStart)
+	if len(others) > 0 {
+		co.cfg.Metrics.observe("prepare", prepStart)
+	}
 	for _, o := range outcomes {
 		if o.err != nil || o.res.Code != fsm.OK {
-			return Response{}, co.prepareFailed(cleanup, true, id, recordShard, parts, outcomes, byKey)
+			return Response{}, co.prepareFailed(cleanup, true, id, recordShard, others, outcomes, byKey)
 		}
 	}
 
 	if fp := co.failpoint(BeforeDecide); fp != nil {
 		return Response{}, fp
 	}
-	// The decision resolves the record shard's own intents in the same
-	// entry; the other participants are resolved after it.
 	decStart := time.Now()
-	res, err := co.decide(ctx, id, recordShard, true, parts[0].keys)
+	p0 := parts[0]
+	res, err := co.proposeRetrying(ctx, recordShard, fsm.Command{RequestID: id + "/commit", Phase: &fsm.Phase{
+		Kind: fsm.PhaseCommit, TxnID: id, RecordShard: recordShard, Now: now, Participants: shards,
+		Reads: p0.reads, Writes: p0.writes, Scans: p0.scans}})
 	co.cfg.Metrics.observe("decide", decStart)
 	if err != nil {
 		return Response{}, &OutcomeUnknownError{TxnID: id, Err: err}
 	}
 	if res.Status != fsm.TxnCommitted {
-		// Given up on by someone else while we were slow: nothing applied.
-		co.abort(cleanup, id, recordShard, parts)
-		return Response{}, errRetry
+		// Its checks failed, or someone who met an intent of ours gave it
+		// up first: nothing applied; the others' intents are dropped.
+		co.abort(cleanup, id, recordShard, others)
+		if res.Code == fsm.OK {
+			return Response{}, errRetry
+		}
+		return Response{}, co.prepareFailed(cleanup, false, id, recordShard, parts[:1], []outcome{{res, nil}}, byKey)
 	}
-	stopHeartbeat()
 	versions := map[string]uint64{}
-	rest := parts[1:]
-	if len(parts[0].keys) == 0 {
-		rest = parts // a record shard with range locks only
-	} else {
-		collectVersions(versions, parts[0].keys, res)
+	for i, w := range p0.writes {
+		if i < len(res.Ops) && res.Ops[i].Version != 0 {
+			versions[string(w.Key)] = res.Ops[i].Version
+		}
 	}
 	if fp := co.failpoint(AfterDecide); fp != nil {
 		return Response{}, fp
 	}
 	resStart := time.Now()
-	all, err := co.resolveAll(cleanup, id, rest, true, versions)
+	all, err := co.resolveAll(cleanup, id, others, true, versions)
 	if err != nil {
 		return Response{}, err // a failpoint
 	}
-	co.cfg.Metrics.observe("resolve", resStart)
+	if len(others) > 0 {
+		co.cfg.Metrics.observe("resolve", resStart)
+	}
 	if all {
 		// Forgetting the record is housekeeping: the answer need not
 		// wait for it.
@@ -530,7 +533,7 @@ func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id strin
 				continue
 			}
 		}
-		_ = co.Settle(ctx, h.Holder, h.HolderShard, shard, h.Key)
+		_ = co.Settle(ctx, h.Holder, h.HolderShard, shard, h.HolderSince, h.Key)
 	}
 	if scanChanged && errors.Is(prepErr, errRetry) {
 		return ErrChanged
@@ -619,23 +622,6 @@ func (co *Coordinator) split(ctx context.Context, p *plan, scans []fsm.ScanRead)
 	return parts, byKey, nil
 }
 
-func (co *Coordinator) deadline() uint64 {
-	return uint64(co.cfg.Now().Add(co.cfg.TTL).UnixMilli())
-}
-
-func (co *Coordinator) heartbeat(ctx context.Context, id string, recordShard fsm.ShardID) {
-	t := time.NewTicker(co.cfg.TTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_, _ = co.c.Propose(ctx, recordShard, fsm.Command{Phase: &fsm.Phase{Kind: fsm.PhaseHeartbeat, TxnID: id, Deadline: co.deadline()}})
-		}
-	}
-}
-
 // decide proposes the decision until its result is known or ctx ends;
 // keys, of the record's shard, are resolved in the same step.
 func (co *Coordinator) decide(ctx context.Context, id string, recordShard fsm.ShardID, commit bool, keys [][]byte) (fsm.Result, error) {
@@ -720,13 +706,21 @@ func (co *Coordinator) failpoint(f Failpoint) error {
 	return co.cfg.Failpoint(f)
 }
 
-// Settle settles the intents of transaction holder on keys (on shard):
-// if its record (on recordShard) is decided, or past its deadline (then
-// it is aborted now), the intents are resolved accordingly. ErrPending: the
-// holder is alive and has not decided; wait and retry.
-func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, shard fsm.ShardID, keys ...[]byte) error {
-	res, err := co.c.Propose(ctx, recordShard, fsm.Command{Phase: &fsm.Phase{
-		Kind: fsm.PhaseDecide, TxnID: holder, Now: uint64(co.cfg.Now().UnixMilli())}})
+// Settle settles the intents of transaction holder on keys (on shard),
+// locked at since (unix milliseconds, from the intent; 0: not known): if
+// its record (on recordShard) is decided, the intents are resolved
+// accordingly. A record not written yet belongs to a transaction still
+// preparing, until since plus the TTL: then it is aborted now (as it is at
+// once when since is 0). ErrPending: the holder may still commit; wait and
+// retry, or, for a read, read again and, if the same intent is still
+// there, return what was committed (the holder had not committed when
+// Settle looked).
+func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, shard fsm.ShardID, since uint64, keys ...[]byte) error {
+	ph := &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: holder, Now: uint64(co.cfg.Now().UnixMilli())}
+	if since > 0 {
+		ph.Deadline = since + uint64(co.cfg.TTL.Milliseconds())
+	}
+	res, err := co.c.Propose(ctx, recordShard, fsm.Command{Phase: ph})
 	if err != nil {
 		return err
 	}

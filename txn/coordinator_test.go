@@ -60,10 +60,12 @@ func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command)
 	return f.ApplyBatch([]*raft.Log{l})[0].([]fsm.Result)[0], nil
 }
 
-// Read settles intents the way a node does: a pending transaction's key
-// reads as committed, a decided one is resolved first.
+// Read settles intents the way a node does: a decided transaction's
+// intent is resolved first; a pending one's key, if the same intent is
+// still there when read again, reads as committed.
 func (c *memCluster) Read(ctx context.Context, key []byte) (fsm.Item, bool, error) {
 	id, _ := c.Locate(ctx, key)
+	pending := ""
 	for {
 		it, err := c.shards[id].Get(key)
 		var le *fsm.LockedError
@@ -74,10 +76,13 @@ func (c *memCluster) Read(ctx context.Context, key []byte) (fsm.Item, bool, erro
 			return fsm.Item{}, false, nil
 		case !errors.As(err, &le):
 			return fsm.Item{}, false, err
-		}
-		err = coordOf(c).Settle(ctx, le.TxnID, le.RecordShard, id, le.Key)
-		if errors.Is(err, txn.ErrPending) {
+		case le.TxnID == pending:
 			return le.Committed, le.Found, nil
+		}
+		err = coordOf(c).Settle(ctx, le.TxnID, le.RecordShard, id, le.Since, le.Key)
+		if errors.Is(err, txn.ErrPending) {
+			pending = le.TxnID
+			continue
 		}
 		if err != nil {
 			return fsm.Item{}, false, err

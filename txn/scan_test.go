@@ -181,8 +181,10 @@ func TestTxScanSeesOwnWrites(t *testing.T) {
 }
 
 // Between prepare and resolve the range is locked: a writer of any key in
-// it, on any shard, gets Conflict; writes outside go through. When the
-// coordinator is gone, settling its record releases the range.
+// it, on any shard but the record's (which checks the range when it
+// commits, in one step), gets Conflict; writes outside go through. When
+// the coordinator is gone, settling its intents past the TTL aborts the
+// transaction and releases the range.
 func TestTxScanLocksRangeUntilResolved(t *testing.T) {
 	crash := errors.New("crash")
 	co, c := newCoordinator(t, txn.Config{TTL: 20 * time.Millisecond, Failpoint: func(f txn.Failpoint) error {
@@ -201,36 +203,26 @@ func TestTxScanLocksRangeUntilResolved(t *testing.T) {
 	if err := commit(t, co, tx); !errors.Is(err, crash) {
 		t.Fatalf("commit: %v", err)
 	}
-	var holder string
-	var recordShard fsm.ShardID
-	for _, k := range []string{"b", "q9"} { // shard 1, shard 2
-		id, _ := c.Locate(ctx, []byte(k))
-		r, _ := c.Propose(ctx, id, fsm.Command{Ops: []fsm.Op{fsm.Put([]byte(k), []byte("x"))}})
-		if r.Code != fsm.Conflict || r.Holder == "" {
-			t.Fatalf("write of %s inside the locked range: %+v", k, r)
-		}
-		holder, recordShard = r.Holder, r.HolderShard
+	id, _ := c.Locate(ctx, []byte("b")) // shard 1; the record's is 2, where total is
+	r, _ := c.Propose(ctx, id, fsm.Command{Ops: []fsm.Op{fsm.Put([]byte("b"), []byte("x"))}})
+	if r.Code != fsm.Conflict || r.Holder == "" || r.HolderShard != 2 || r.HolderSince == 0 {
+		t.Fatalf("write of b inside the locked range: %+v", r)
 	}
+	holder, recordShard, since := r.Holder, r.HolderShard, r.HolderSince
 	if r, _ := c.Propose(ctx, 2, fsm.Command{Ops: []fsm.Op{fsm.Put([]byte("zz"), []byte("x"))}}); r.Code != fsm.OK {
 		t.Fatalf("write outside the range: %+v", r)
 	}
-	// Past the deadline, settling aborts the record and frees the range.
+	// Past the TTL, settling aborts the transaction and frees the range.
 	deadline := time.Now().Add(5 * time.Second)
-	for _, id := range []fsm.ShardID{1, 2} {
-		var keys [][]byte
-		if id == 2 {
-			keys = append(keys, []byte("total")) // its write intent
+	for {
+		err := co.Settle(ctx, holder, recordShard, 1, since)
+		if err == nil {
+			break
 		}
-		for {
-			err := co.Settle(ctx, holder, recordShard, id, keys...)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, txn.ErrPending) || time.Now().After(deadline) {
-				t.Fatalf("settle: %v", err)
-			}
-			time.Sleep(5 * time.Millisecond) // the record's deadline is a wall-clock time
+		if !errors.Is(err, txn.ErrPending) || time.Now().After(deadline) {
+			t.Fatalf("settle: %v", err)
 		}
+		time.Sleep(5 * time.Millisecond) // the TTL is a wall-clock time
 	}
 	if n := intents(t, c); n != 0 {
 		t.Fatalf("%d locks left after settling", n)

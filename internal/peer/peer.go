@@ -105,6 +105,7 @@ type Error struct {
 	Key         []byte
 	TxnID       string
 	RecordShard uint64
+	LockSince   uint64 // when the intent was written (unix ms)
 	// locked, from a get: the key's committed state.
 	Found   bool
 	Value   []byte
