@@ -188,7 +188,7 @@ func (s *Store) checkPhase(cmd Command) error {
 	if prepares && len(p.Reads)+len(p.Writes)+len(p.Scans) == 0 {
 		return fmt.Errorf("%w: %s without reads, scans or writes", ErrInvalid, p.Kind)
 	}
-	if !prepares && len(p.Reads)+len(p.Writes)+len(p.Scans) > 0 || p.Kind != PhaseResolve && p.Kind != PhaseDecide && len(p.Keys) > 0 {
+	if !prepares && len(p.Reads)+len(p.Writes)+len(p.Scans) > 0 || p.Kind != PhaseResolve && p.Kind != PhaseDecide && p.Kind != PhaseForget && len(p.Keys) > 0 {
 		return fmt.Errorf("%w: %s with fields of another phase", ErrInvalid, p.Kind)
 	}
 	if (p.Kind == PhaseBegin || p.Kind == PhaseHeartbeat) && p.Deadline == 0 {

@@ -65,7 +65,9 @@ const (
 	// earlier).
 	PhaseHeartbeat PhaseKind = 5
 	// PhaseForget deletes a decided record once every participant has
-	// resolved its intents.
+	// resolved its intents: TxnID's, and those of the transaction IDs in
+	// Keys (a coordinator forgets many at once). The result's Status is
+	// TxnID's.
 	PhaseForget PhaseKind = 6
 	// PhaseCommit is the record shard's whole part in one step, once every
 	// other participant prepared: it checks what Prepare checks (Reads,
@@ -121,6 +123,7 @@ type Phase struct {
 	Writes []Op
 	// Keys (Resolve, Decide): the keys whose intents to resolve. A Resolve
 	// also releases every range lock the transaction holds on the shard.
+	// Keys (Forget): more transaction IDs whose records to delete.
 	Keys [][]byte
 	// Scans (Prepare): ranges the transaction scanned, each with what this
 	// shard held in it. Prepare checks each range still holds exactly
@@ -485,14 +488,10 @@ func (a *applier) applyPhase(index, base uint64, cmd Command) (res Result) {
 		}
 		return Result{Status: r.status}
 	case PhaseForget:
-		r, ok := a.record(p.TxnID)
-		if !ok {
-			return Result{Status: TxnAborted}
+		for _, id := range p.Keys {
+			a.forget(string(id))
 		}
-		if r.status != TxnPending {
-			a.must(a.txn.Delete(a.ks.txnRecord(p.TxnID)))
-		}
-		return Result{Status: r.status}
+		return Result{Status: a.forget(p.TxnID)}
 	case PhasePrepare:
 		return a.prepare(p)
 	case PhaseCommit:
@@ -545,6 +544,19 @@ func (a *applier) prepare(p *Phase) Result {
 		return Result{Status: TxnPending}
 	}
 	return Result{}
+}
+
+// forget deletes transaction id's record if it is decided and returns its
+// status (aborted when there is none).
+func (a *applier) forget(id string) TxnStatus {
+	r, ok := a.record(id)
+	if !ok {
+		return TxnAborted
+	}
+	if r.status != TxnPending {
+		a.must(a.txn.Delete(a.ks.txnRecord(id)))
+	}
+	return r.status
 }
 
 // check is what Prepare and Commit verify before they change anything: no

@@ -582,4 +582,18 @@ func TestCommitInOneStep(t *testing.T) {
 		}
 	}
 	wantAbsent(t, f, "late")
+
+	// One Forget deletes many decided records; a pending one stays.
+	status(t, f, fsm.Phase{Kind: fsm.PhaseBegin, TxnID: "p", Deadline: 1})
+	if got := status(t, f, fsm.Phase{Kind: fsm.PhaseForget, TxnID: "t1", Keys: [][]byte{[]byte("t2"), []byte("p"), []byte("t4")}}); got != fsm.TxnCommitted {
+		t.Fatalf("forget: %v, want t1's status", got)
+	}
+	for _, id := range []string{"t1", "t2", "t4"} {
+		if _, _, found, _ := f.Record(id); found {
+			t.Fatalf("%s not forgotten", id)
+		}
+	}
+	if st, _, found, _ := f.Record("p"); !found || st != fsm.TxnPending {
+		t.Fatalf("pending p after forget: %v %t", st, found)
+	}
 }

@@ -98,6 +98,10 @@ type Coordinator struct {
 	bg       context.Context
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
+	// forgets holds the records to delete, by shard (forgetLater).
+	fmu     sync.Mutex
+	forgets map[fsm.ShardID][]string
+	fwake   chan struct{}
 }
 
 // Close stops the background housekeeping and waits for it: records not
@@ -121,8 +125,9 @@ func New(c Cluster, cfg Config) *Coordinator {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	co := &Coordinator{c: c, cfg: cfg}
+	co := &Coordinator{c: c, cfg: cfg, forgets: map[fsm.ShardID][]string{}, fwake: make(chan struct{}, 1)}
 	co.bg, co.bgCancel = context.WithCancel(context.Background())
+	co.bgWG.Go(co.forgetLoop)
 	return co
 }
 
@@ -474,11 +479,7 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	if all {
 		// Forgetting the record is housekeeping: the answer need not
 		// wait for it.
-		co.bgWG.Go(func() {
-			fctx, cancel := context.WithTimeout(co.bg, co.cfg.TTL)
-			defer cancel()
-			co.forget(fctx, id, recordShard)
-		})
+		co.forgetLater(id, recordShard)
 	}
 	for i, op := range p.ops {
 		if op.Type == fsm.OpPut {
@@ -651,7 +652,7 @@ func (co *Coordinator) abort(ctx context.Context, id string, recordShard fsm.Sha
 		return
 	}
 	if all, err := co.resolveAll(ctx, id, parts, res.Status == fsm.TxnCommitted, map[string]uint64{}); err == nil && all {
-		co.forget(ctx, id, recordShard)
+		co.forgetLater(id, recordShard)
 	}
 }
 
@@ -695,8 +696,57 @@ func (co *Coordinator) resolve(ctx context.Context, id string, shard fsm.ShardID
 		Kind: fsm.PhaseResolve, TxnID: id, Commit: commit, Keys: keys}})
 }
 
-func (co *Coordinator) forget(ctx context.Context, id string, recordShard fsm.ShardID) {
-	_, _ = co.c.Propose(ctx, recordShard, fsm.Command{Phase: &fsm.Phase{Kind: fsm.PhaseForget, TxnID: id}})
+// forgetBatch bounds the records one Forget deletes.
+const forgetBatch = 256
+
+// forgetLater queues transaction id's record (on recordShard) to be
+// deleted. The background loop deletes what is queued with one command per
+// shard; while one is in flight the next batch gathers, so under load a
+// transaction's Forget costs a small part of a command.
+func (co *Coordinator) forgetLater(id string, recordShard fsm.ShardID) {
+	co.fmu.Lock()
+	co.forgets[recordShard] = append(co.forgets[recordShard], id)
+	co.fmu.Unlock()
+	select {
+	case co.fwake <- struct{}{}:
+	default:
+	}
+}
+
+func (co *Coordinator) forgetLoop() {
+	for {
+		select {
+		case <-co.bg.Done():
+			return // records not forgotten yet stay, decided and harmless
+		case <-co.fwake:
+		}
+		co.fmu.Lock()
+		queued := co.forgets
+		co.forgets = map[fsm.ShardID][]string{}
+		co.fmu.Unlock()
+		var wg sync.WaitGroup
+		for shard, ids := range queued {
+			for len(ids) > 0 {
+				chunk := ids[:min(len(ids), forgetBatch)]
+				ids = ids[len(chunk):]
+				wg.Go(func() {
+					ctx, cancel := context.WithTimeout(co.bg, co.cfg.TTL)
+					defer cancel()
+					co.forget(ctx, shard, chunk)
+				})
+			}
+		}
+		wg.Wait()
+	}
+}
+
+// forget deletes the decided records of ids, all on shard, in one command.
+func (co *Coordinator) forget(ctx context.Context, shard fsm.ShardID, ids []string) {
+	ph := &fsm.Phase{Kind: fsm.PhaseForget, TxnID: ids[0]}
+	for _, id := range ids[1:] {
+		ph.Keys = append(ph.Keys, []byte(id))
+	}
+	_, _ = co.c.Propose(ctx, shard, fsm.Command{Phase: ph})
 }
 
 func (co *Coordinator) failpoint(f Failpoint) error {

@@ -3,7 +3,9 @@ package txn_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,8 @@ type memCluster struct {
 	t      *testing.T
 	mu     sync.Mutex
 	shards map[fsm.ShardID]*fsm.FSM
+	// forgets counts the Forget commands proposed.
+	forgets atomic.Int64
 }
 
 func newMemCluster(t *testing.T) *memCluster {
@@ -55,6 +59,9 @@ func (c *memCluster) Shards(context.Context) ([]fsm.ShardID, error) {
 func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command) (fsm.Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if cmd.Phase != nil && cmd.Phase.Kind == fsm.PhaseForget {
+		c.forgets.Add(1)
+	}
 	f := c.shards[id]
 	l := &raft.Log{Index: f.Applied() + 1, Term: 1, Type: raft.LogCommand, Data: fsm.EncodeGroup([]fsm.Command{cmd})}
 	return f.ApplyBatch([]*raft.Log{l})[0].([]fsm.Result)[0], nil
@@ -212,5 +219,46 @@ func TestCrashAfterDecideThenRead(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Finished transactions' records are deleted in batches: 300 queued while
+// the shard is busy go in a few Forget commands, and none is left.
+func TestForgetsAreBatched(t *testing.T) {
+	co, c := newCoordinator(t, txn.Config{})
+	ctx := t.Context()
+	var ids []string
+	for i := range 300 {
+		id := fmt.Sprintf("done-%03d", i)
+		if r, _ := c.Propose(ctx, 1, fsm.Command{Phase: &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: id}}); r.Status != fsm.TxnAborted {
+			t.Fatalf("decide %s: %+v", id, r)
+		}
+		ids = append(ids, id)
+	}
+	c.mu.Lock() // the shard is busy: the forgets queue up
+	for _, id := range ids {
+		co.ForgetLater(id, 1)
+	}
+	c.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range ids {
+		for {
+			c.mu.Lock()
+			_, _, found, err := c.shards[1].Record(id)
+			c.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !found {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("record %s never forgotten", id)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if n := c.forgets.Load(); n > 4 {
+		t.Fatalf("%d Forget commands for 300 records", n)
 	}
 }
