@@ -167,7 +167,7 @@ func (s *Shard) open() error {
 	rc.NoLegacyTelemetry = true
 	s.log = cache
 	watched := newSendWatch(snaps, s.resnapshot)
-	s.raft, err = raft.NewRaft(rc, (*fsmAdapter)(s), cache, s.logs, watched, s.trans)
+	s.raft, err = raft.NewRaft(rc, (*fsmAdapter)(s), cache, s.logs, watched, serialTransport{s.trans})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
