@@ -26,6 +26,7 @@ import (
 
 	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/keys"
 	"github.com/cairndb/cairn/ring"
 )
 
@@ -760,9 +761,9 @@ func (c *Collection) visitSorted(ctx context.Context, a access, visit func(fsm.I
 func sortFrom(prefix []byte, reverse bool, v []byte) [2][]byte {
 	at := append(bytes.Clone(prefix), v...)
 	if reverse {
-		return [2][]byte{prefix, prefixEnd(at)}
+		return [2][]byte{prefix, keys.PrefixEnd(at)}
 	}
-	return [2][]byte{at, prefixEnd(prefix)}
+	return [2][]byte{at, keys.PrefixEnd(prefix)}
 }
 
 // leadingValue is the encoding of the first sort value of a sort position

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/keys"
 	"github.com/cairndb/cairn/ring"
 )
 
@@ -494,7 +495,7 @@ func (c *Collection) backfill(ctx context.Context, idx IndexSpec) error {
 
 // deleteRange deletes every key that starts with prefix.
 func (c *Collection) deleteRange(ctx context.Context, prefix []byte) error {
-	end := prefixEnd(prefix)
+	end := keys.PrefixEnd(prefix)
 	for {
 		items, _, err := c.db.kv.Scan(ctx, prefix, end, nil, 500, false)
 		if err != nil || len(items) == 0 {

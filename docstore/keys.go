@@ -2,6 +2,7 @@ package docstore
 
 import (
 	"github.com/cairndb/cairn/docstore/keyenc"
+	"github.com/cairndb/cairn/internal/keys"
 	"github.com/cairndb/cairn/ring"
 )
 
@@ -45,5 +46,5 @@ func docKey(coll, id string) []byte {
 // docRange is every document of coll.
 func docRange(coll string) (start, end []byte) {
 	start = docPrefix(coll)
-	return start, prefixEnd(start)
+	return start, keys.PrefixEnd(start)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/keys"
 	"github.com/cairndb/cairn/ring"
 )
 
@@ -67,7 +68,7 @@ func accesses(coll string, f *Filter, indexes []IndexSpec, hint string, specs []
 			idx := &indexes[i]
 			if idx.State == StateReady && idx.Fields[0] == strings.Join(specs[0].path, ".") {
 				prefix := indexPrefix(coll, idx.Name)
-				sorted = append(sorted, access{index: idx, kind: "sort", ranges: [][2][]byte{{prefix, prefixEnd(prefix)}}, limit: max(limit, 1),
+				sorted = append(sorted, access{index: idx, kind: "sort", ranges: [][2][]byte{{prefix, keys.PrefixEnd(prefix)}}, limit: max(limit, 1),
 					reverse: specs[0].desc})
 			}
 		}
@@ -163,7 +164,7 @@ func indexAccess(coll string, f *Filter, idx *IndexSpec) (access, bool) {
 			}
 		case "$prefix":
 			start := keyenc.AppendStringPrefix(bytes.Clone(prefix), c.arg.(string))
-			offer(access{index: idx, kind: "prefix", ranges: [][2][]byte{{start, prefixEnd(start)}}})
+			offer(access{index: idx, kind: "prefix", ranges: [][2][]byte{{start, keys.PrefixEnd(start)}}})
 		case "$gt", "$gte":
 			if lo == nil {
 				lo = c
@@ -190,13 +191,13 @@ func indexAccess(coll string, f *Filter, idx *IndexSpec) (access, bool) {
 		if err == nil {
 			switch c.op {
 			case "$gt":
-				start = prefixEnd(e)
+				start = keys.PrefixEnd(e)
 			case "$gte":
 				start = e
 			case "$lt":
 				end = e
 			case "$lte":
-				end = prefixEnd(e)
+				end = keys.PrefixEnd(e)
 			}
 			offer(access{index: idx, kind: "range", ranges: [][2][]byte{{start, end}}})
 		}
@@ -210,20 +211,7 @@ func valueRange(prefix []byte, v any) [2][]byte {
 	if err != nil {
 		return [2][]byte{prefix, prefix} // an unencodable value matches nothing
 	}
-	return [2][]byte{start, prefixEnd(start)}
-}
-
-// prefixEnd is the first key after every key that starts with p.
-func prefixEnd(p []byte) []byte {
-	end := bytes.Clone(p)
-	for len(end) > 0 && end[len(end)-1] == 0xFF {
-		end = end[:len(end)-1]
-	}
-	if len(end) == 0 {
-		return nil
-	}
-	end[len(end)-1]++
-	return end
+	return [2][]byte{start, keys.PrefixEnd(start)}
 }
 
 // candidateIDs scans a's ranges and returns the _ids found, each once, in

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/keys"
 	"github.com/cairndb/cairn/ring"
 )
 
@@ -80,7 +81,7 @@ func (c *Collection) Analyze(ctx context.Context) (Stats, error) {
 		}
 		prefix := indexPrefix(c.name, idx.Name)
 		var firsts [][]byte // the first field's encoding of every entry, in key order
-		err := c.db.scanRange(ctx, prefix, prefixEnd(prefix), func(it fsm.Item) error {
+		err := c.db.scanRange(ctx, prefix, keys.PrefixEnd(prefix), func(it fsm.Item) error {
 			rest := it.Key[len(prefix):]
 			_, tail, err := keyenc.Decode(rest)
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cairndb/cairn/internal/keys"
 	"github.com/dgraph-io/badger/v4"
 )
 
@@ -125,16 +126,13 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 			if len(o.End) > 0 && bytes.Compare(key, o.End) >= 0 {
 				break
 			}
-			if o.Limit > 0 && len(res.Items) == o.Limit {
-				res.More = true
-				res.Next = res.Items[len(res.Items)-1].Key
-				break
-			}
-			item, err := decodeItem(key, it.Item())
+			more, err := res.take(o.Limit, key, it.Item())
 			if err != nil {
 				return err
 			}
-			res.Items = append(res.Items, item)
+			if !more {
+				break
+			}
 		}
 		var last []byte // the scan covered keys up to here (inclusive)
 		if res.More {
@@ -143,6 +141,22 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 		return f.lockedInRange(txn, ks, o.Prefix, seek, o.End, last)
 	})
 	return res, err
+}
+
+// take adds the item at key to the page, or, when the page already holds
+// limit items (0: no limit), marks it as having more and reports false.
+func (res *ScanResult) take(limit int, key []byte, it *badger.Item) (bool, error) {
+	if limit > 0 && len(res.Items) == limit {
+		res.More = true
+		res.Next = res.Items[len(res.Items)-1].Key
+		return false, nil
+	}
+	item, err := decodeItem(key, it)
+	if err != nil {
+		return false, err
+	}
+	res.Items = append(res.Items, item)
+	return true, nil
 }
 
 // scanReverse is Scan with o.Reverse: the range's keys from its exclusive
@@ -155,7 +169,7 @@ func (f *FSM) scanReverse(o ScanOptions) (ScanResult, error) {
 		lower = o.Start
 	}
 	var upper []byte // exclusive; nil: none
-	for _, b := range [][]byte{bytesEnd(o.Prefix), o.End, o.After} {
+	for _, b := range [][]byte{keys.PrefixEnd(o.Prefix), o.End, o.After} {
 		if len(b) > 0 && (upper == nil || bytes.Compare(b, upper) < 0) {
 			upper = b
 		}
@@ -173,7 +187,7 @@ func (f *FSM) scanReverse(o ScanOptions) (ScanResult, error) {
 		// given, which may lie past the range: such keys are skipped.
 		seek := ks.data(upper)
 		if upper == nil {
-			seek = bytesEnd(base)
+			seek = keys.PrefixEnd(base)
 		}
 		for it.Seek(seek); it.Valid(); it.Next() {
 			stored := it.Item().Key()
@@ -187,16 +201,13 @@ func (f *FSM) scanReverse(o ScanOptions) (ScanResult, error) {
 			if bytes.Compare(key, lower) < 0 || !bytes.HasPrefix(key, o.Prefix) {
 				break
 			}
-			if o.Limit > 0 && len(res.Items) == o.Limit {
-				res.More = true
-				res.Next = res.Items[len(res.Items)-1].Key
-				break
-			}
-			item, err := decodeItem(key, it.Item())
+			more, err := res.take(o.Limit, key, it.Item())
 			if err != nil {
 				return err
 			}
-			res.Items = append(res.Items, item)
+			if !more {
+				break
+			}
 		}
 		from := lower // the scan covered keys from here (inclusive) up
 		if res.More {
@@ -205,20 +216,6 @@ func (f *FSM) scanReverse(o ScanOptions) (ScanResult, error) {
 		return f.lockedInRange(txn, ks, o.Prefix, from, upper, nil)
 	})
 	return res, err
-}
-
-// bytesEnd returns the least key greater than every key starting with p
-// (nil when there is none, or p is empty).
-func bytesEnd(p []byte) []byte {
-	end := bytes.Clone(p)
-	for len(end) > 0 && end[len(end)-1] == 0xFF {
-		end = end[:len(end)-1]
-	}
-	if len(end) == 0 {
-		return nil
-	}
-	end[len(end)-1]++
-	return end
 }
 
 // lockedInRange reports the first write intent on a key under prefix in
