@@ -269,8 +269,8 @@ func (n *Node) ledShards() []*shard.Shard {
 }
 
 // resolveLoop settles, on the shards this node leads, intents whose
-// transactions are decided or past their deadline (their coordinator died
-// or gave up resolving them).
+// transactions are decided or abandoned (their coordinator died, or gave up
+// resolving them).
 func (n *Node) resolveLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.ResolveInterval)
@@ -295,8 +295,8 @@ func (n *Node) resolveLoop() {
 			n.txnMetrics.Intents(strconv.FormatUint(uint64(s.ID()), 10), len(intents), oldest)
 			// One settle per transaction, for intents at least a TTL old:
 			// younger ones belong to transactions that are running (or
-			// whose coordinator has not been gone long enough to have
-			// passed its deadline); whoever meets them settles them sooner.
+			// whose coordinator has not been gone a TTL yet); whoever
+			// meets them settles them sooner.
 			keys := map[string][][]byte{}
 			var order []fsm.IntentInfo
 			for _, in := range intents {
@@ -592,8 +592,9 @@ func (n *Node) Intents(limit int) []IntentStatus {
 	return out
 }
 
-// ForceResolve decides transaction id now: a pending record (on
-// recordShard) is aborted even before its deadline; a decided one keeps
+// ForceResolve decides transaction id now: one not committed yet (its
+// record, on recordShard, missing or pending) is aborted even before its
+// TTL; a decided one keeps
 // its decision. The intents on the replicas this node leads are settled at
 // once; every other node's resolver settles its own within its interval.
 // It returns the decision.

@@ -79,7 +79,8 @@ type Config struct {
 	// Attempts bounds how often a transaction that lost a race is run
 	// again before ErrConflict. Default 8.
 	Attempts int
-	// Now is the clock stamped into deadlines (default time.Now).
+	// Now is the clock stamped into intents and compared with their age
+	// (default time.Now).
 	Now func() time.Time
 	// Metrics: where outcomes and step times go (nil: nowhere).
 	Metrics *Metrics
@@ -524,8 +525,9 @@ func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id strin
 		co.abort(ctx, id, recordShard, parts)
 	}
 	for _, h := range holders {
-		// Someone holds our keys: if they are past their deadline,
-		// release them now rather than on our next attempt.
+		// Someone holds our keys: if they were abandoned (older than the
+		// TTL, with no record), release them now rather than on our next
+		// attempt.
 		shard, ok := byKey[string(h.Key)]
 		if !ok {
 			// A key of the holder in one of our scanned ranges.
