@@ -14,8 +14,11 @@ type Config struct {
 	// ID is the shard; NodeID this replica's raft server ID (the node's name).
 	ID     fsm.ShardID
 	NodeID string
-	// Dir holds the raft log (raft.db) and snapshots, e.g. <data-dir>/raft/<shard>.
+	// Dir holds the raft log and snapshots, e.g. <data-dir>/raft/<shard>.
 	Dir string
+	// LogStore is the raft log format of a replica created now (default
+	// LogStoreWAL). A replica whose Dir already holds a log keeps its format.
+	LogStore LogStore
 	// Store is the node's state store; Mux its shared raft port.
 	Store *Store
 	Mux   *Mux
@@ -85,6 +88,7 @@ func DefaultConfig() Config {
 		MaxQueue:           8192,
 		ReadTimeout:        5 * time.Second,
 		LogCacheEntries:    256,
+		LogStore:           LogStoreWAL,
 	}
 }
 
@@ -123,6 +127,9 @@ func (c Config) Validate() error {
 	}
 	if c.LogCacheEntries < 1 {
 		errs = append(errs, errors.New("shard: LogCacheEntries must be at least 1"))
+	}
+	if _, err := ParseLogStore(string(c.LogStore)); err != nil {
+		errs = append(errs, fmt.Errorf("shard: %w", err))
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, errors.New("shard: ReadTimeout must be positive"))

@@ -22,8 +22,6 @@ import (
 	"github.com/cairndb/cairn/fsm"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 )
 
 // TestCrashDurability: a replica running in a child process is SIGKILLed in
@@ -70,8 +68,15 @@ func TestCrashDurability(t *testing.T) {
 		seed = v
 	}
 	t.Logf("seed %d (replay the kill schedule with %s=%d)", seed, crashSeedEnv, seed)
-	rng := rand.New(rand.NewPCG(seed, 0x6372617368))
+	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt} {
+		t.Run(string(format), func(t *testing.T) { crashDurability(t, format, seed) })
+	}
+}
 
+// crashDurability runs the rounds on a replica whose raft log has the given
+// format, then checks what survived.
+func crashDurability(t *testing.T, format LogStore, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x6372617368))
 	dir := t.TempDir()
 	h := &crashHistory{acked: map[string]uint64{}, acks: map[crashWriter]int{}}
 	start := time.Now()
@@ -80,7 +85,7 @@ func TestCrashDurability(t *testing.T) {
 		if round == crashKillAtBootRound {
 			killAfter = 0
 		}
-		runCrashRound(t, dir, round, killAfter, h)
+		runCrashRound(t, dir, format, round, killAfter, h)
 	}
 	t.Logf("%d rounds, %d acknowledged writes, children ran %v", crashRounds, len(h.acked), time.Since(start).Round(time.Millisecond))
 
@@ -184,6 +189,9 @@ const (
 	crashDirEnv   = "CAIRN_CRASH_DIR"
 	crashRoundEnv = "CAIRN_CRASH_ROUND"
 	crashSeedEnv  = "CAIRN_CRASH_SEED"
+	// crashLogStoreEnv: the raft log format the child creates its replica
+	// with (an existing replica keeps its own).
+	crashLogStoreEnv = "CAIRN_CRASH_LOG_STORE"
 
 	crashRounds  = 5
 	crashWriters = 8
@@ -307,6 +315,7 @@ func openCrashNode(dir string, logger *slog.Logger) (*crashNode, error) {
 		return nil, err
 	}
 	cfg := crashConfig()
+	cfg.LogStore = LogStore(os.Getenv(crashLogStoreEnv))
 	cfg.ID = 1
 	cfg.NodeID = "n1"
 	cfg.Dir = filepath.Join(dir, "raft", "1")
@@ -402,7 +411,7 @@ func runCrashChild() {
 // runCrashRound runs one child until it has acknowledged killAfter writes
 // (0: until it is ready), SIGKILLs it and records every ACK it printed before
 // dying.
-func runCrashRound(t *testing.T, dir string, round, killAfter int, h *crashHistory) {
+func runCrashRound(t *testing.T, dir string, format LogStore, round, killAfter int, h *crashHistory) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -411,6 +420,7 @@ func runCrashRound(t *testing.T, dir string, round, killAfter int, h *crashHisto
 		crashChildEnv+"=1",
 		crashDirEnv+"="+dir,
 		crashRoundEnv+"="+strconv.Itoa(round),
+		crashLogStoreEnv+"="+string(format),
 	)
 	var stderr crashTail
 	cmd.Stderr = &stderr
@@ -619,14 +629,7 @@ func crashLogState(t *testing.T, dir string) (snapIndex, first, last uint64) {
 	if tmp, _ := filepath.Glob(filepath.Join(raftDir, "snapshots", "*.tmp")); len(tmp) > 0 {
 		t.Logf("%d interrupted snapshot(s) left behind: %v", len(tmp), tmp)
 	}
-	logs, err := raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(raftDir, "raft.db"),
-		BoltOptions: &bbolt.Options{
-			Timeout:        time.Second,
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-		},
-	})
+	logs, _, err := openLogStore(raftDir, "", hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Package shard runs one node's replica of a shard: a hashicorp/raft group
-// whose log lives in raft-boltdb (behind a log cache), whose snapshots live in
-// a file snapshot store beside it, and whose state machine is an fsm.FSM in
-// the node's shared Badger store.
+// whose log lives in raft-wal or, for replicas created with it, raft-boltdb
+// (behind a log cache; see LogStore), whose snapshots live in a file
+// snapshot store beside it, and whose state machine is an fsm.FSM in the
+// node's shared Badger store.
 //
 // # One port for every group
 //

@@ -203,6 +203,8 @@ type Status struct {
 	// BootRestored: at open, the state was behind the latest snapshot and was
 	// restored from it (normally a restart replays only the log tail).
 	BootRestored bool `json:"boot_restored"`
+	// LogStore is the format of this replica's raft log (wal or bolt).
+	LogStore LogStore `json:"log_store"`
 }
 
 // Status reports the replica's role, leader, indexes and membership.
@@ -220,6 +222,7 @@ func (s *Shard) Status() Status {
 		LastIndex:    s.raft.LastIndex(),
 		Snapshots:    s.snapInstalls.Load(),
 		BootRestored: s.bootRestored,
+		LogStore:     s.format,
 	}
 	st.Ready = st.Role == "leader" && s.readyTerm.Load() == st.Term
 	if lc := s.raft.LastContact(); st.Role != "leader" && !lc.IsZero() {

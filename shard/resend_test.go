@@ -7,8 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
+	"github.com/hashicorp/go-hclog"
 )
 
 // A follower whose log holds the entry right after the snapshot it
@@ -19,7 +18,14 @@ import (
 // follower stores the entry and stops before the leader hears of it; the
 // test writes the entry into the stopped follower's log itself.)
 func TestFollowerRefusingAfterSnapshotCatchesUp(t *testing.T) {
+	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt} {
+		t.Run(string(format), func(t *testing.T) { followerRefusingAfterSnapshotCatchesUp(t, format) })
+	}
+}
+
+func followerRefusingAfterSnapshotCatchesUp(t *testing.T, format LogStore) {
 	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.LogStore = format
 		cfg.TrailingLogs = 64
 		cfg.SnapshotThreshold = 1 << 20 // snapshots only when the test (or the watch) asks
 	})
@@ -51,10 +57,7 @@ func TestFollowerRefusingAfterSnapshotCatchesUp(t *testing.T) {
 	if err := l.shard.log.GetLog(idx, &entry); err != nil {
 		t.Fatalf("entry %d on the leader: %v", idx, err)
 	}
-	logs, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(f.dir, "raft", "1", "raft.db"),
-		BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType},
-	})
+	logs, _, err := openLogStore(filepath.Join(f.dir, "raft", "1"), "", hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

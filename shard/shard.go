@@ -14,8 +14,6 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 )
 
 // Shard is this node's replica of one shard: a hashicorp/raft group whose
@@ -25,7 +23,8 @@ type Shard struct {
 	logger *slog.Logger
 	raft   *raft.Raft
 	fsm    *fsm.FSM
-	logs   *raftboltdb.BoltStore
+	logs   logStore      // the raft log and raft's stable store
+	format LogStore      // the format of logs
 	log    raft.LogStore // logs behind a cache
 	trans  *raft.NetworkTransport
 
@@ -103,18 +102,11 @@ func (s *Shard) open() error {
 	if s.fsm, err = cfg.Store.Shard(cfg.ID); err != nil {
 		return err
 	}
-	s.logs, err = raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.Dir, "raft.db"),
-		BoltOptions: &bbolt.Options{
-			Timeout:        time.Second,
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-		},
-	})
+	hlog := newHCLogger(s.logger)
+	s.logs, s.format, err = openLogStore(cfg.Dir, cfg.LogStore, hlog)
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}
-	hlog := newHCLogger(s.logger)
 	if err := s.removePartialSnapshots(); err != nil {
 		return err
 	}

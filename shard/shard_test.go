@@ -258,7 +258,14 @@ func waitAcked(t *testing.T, w *writer, n int) {
 }
 
 func TestFollowerCatchesUpFromLogAndSnapshot(t *testing.T) {
+	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt} {
+		t.Run(string(format), func(t *testing.T) { followerCatchesUpFromLogAndSnapshot(t, format) })
+	}
+}
+
+func followerCatchesUpFromLogAndSnapshot(t *testing.T, format LogStore) {
 	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.LogStore = format
 		cfg.TrailingLogs = 64
 		cfg.SnapshotThreshold = 128
 	})

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/node"
+	"github.com/cairndb/cairn/shard"
 	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -86,6 +87,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to hand leadership away and drain requests")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "how long a request may wait for a shard leader and quorum before it fails (503, or 504 for a write already proposed)")
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
+	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal) or bolt (raft-boltdb); existing replicas keep theirs")
 	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, o, err
@@ -103,6 +105,11 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 		}
 		cfg.GossipKey = k
 	}
+	ls, err := shard.ParseLogStore(*logStore)
+	if err != nil {
+		return cfg, o, fmt.Errorf("--raft-log-store: %w", err)
+	}
+	cfg.Shard.LogStore = ls
 	limit, err := humanize.ParseBytes(*memLimit)
 	if err != nil || limit > math.MaxInt64 {
 		return cfg, o, fmt.Errorf("--memory-limit %q: want a size such as 256MiB, or 0", *memLimit)
