@@ -101,6 +101,10 @@ func txnRun(t *testing.T, bug string) *Report {
 	o.Duration = 20 * time.Second
 	o.Interval = 5 * time.Second
 	o.Seed = 21
+	// Contention: the planted bug shows only when another transaction
+	// commits between a transaction's read and its prepare.
+	o.Clients = 20
+	o.Rate = 500
 	o.Bug = bug
 	o.Dir = t.TempDir()
 	o.Logf = t.Logf
