@@ -219,7 +219,7 @@ func (c Command) writes() bool {
 // depend on the outcome of comparisons.
 func (c Command) positions() uint64 {
 	if c.Phase != nil {
-		if c.Phase.Kind == PhaseCommit {
+		if c.Phase.Kind == PhaseCommit || c.Phase.Kind == PhasePrepare {
 			return uint64(len(c.Phase.Writes))
 		}
 		return uint64(len(c.Phase.Keys)) // a Resolve's writes

@@ -81,3 +81,18 @@ func (f *FSM) WriteRaw(gen uint32, key, value []byte) error {
 		return txn.Set(append(genPrefix(f.id, gen), key...), value)
 	})
 }
+
+// PutOldIntent writes a put intent in the format used before prepares fixed
+// versions (no version in it), as a replica upgraded in place still holds.
+func (f *FSM) PutOldIntent(txnID string, recordShard ShardID, key, value []byte) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ks := newKeyspace(f.id, f.gen)
+	in := intent{txnID: txnID, recordShard: recordShard, op: intentPut, value: value}
+	err := f.db.Update(func(txn *badger.Txn) error { return txn.Set(ks.intent(key), in.encode()) })
+	if err == nil {
+		f.intents.Add(1)
+		f.locked[string(key)] = struct{}{}
+	}
+	return err
+}

@@ -56,6 +56,13 @@ type FSM struct {
 	// at zero, apply need not look for range locks (every write would
 	// otherwise open an iterator over them while any intent exists).
 	rangeLocks atomic.Int64
+	// locked holds every key with an intent in the current generation,
+	// exactly as apply has written them: apply looks an intent up in
+	// Badger only for a key in it. Most lookups are of keys without one,
+	// whose past intents' deletion markers Badger would otherwise seek
+	// through its tables. Owned by the apply goroutine (Open and Restore
+	// set it when apply is not running).
+	locked map[string]struct{}
 	// dedupes spares apply the Badger read for request IDs never seen.
 	dedupes  atomic.Pointer[dedupeFilter]
 	meta     appliedMeta // owned by the apply goroutine
@@ -184,12 +191,13 @@ func (f *FSM) recover() error {
 		return err
 	}
 	f.gen = gen
-	n, locks, err := f.countIntents(gen)
+	n, locks, locked, err := f.countIntents(gen)
 	if err != nil {
 		return err
 	}
 	f.intents.Store(n)
 	f.rangeLocks.Store(locks)
+	f.locked = locked
 	var m appliedMeta
 	if err := f.db.View(func(txn *badger.Txn) error {
 		var err error

@@ -133,7 +133,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore %v: %w", f.id, err)
 	}
 	old := f.gen
-	staged, stagedLocks, err := f.countIntents(stage)
+	staged, stagedLocks, stagedKeys, err := f.countIntents(stage)
 	var dedupes *dedupeFilter
 	if err == nil {
 		dedupes, err = f.loadDedupeFilter(stage, meta.Index)
@@ -157,6 +157,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.gen = stage
 		f.intents.Store(staged)
 		f.rangeLocks.Store(stagedLocks)
+		f.locked = stagedKeys
 		f.dedupes.Store(dedupes)
 	}
 	f.mu.Unlock()

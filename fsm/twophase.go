@@ -45,6 +45,9 @@ const (
 	// Deadline set the shard holds the record: a successful prepare also
 	// begins it (as Begin, with Participants) and reports TxnPending; on a
 	// record already decided it changes nothing and reports that status.
+	// The result's Ops carry, by position in Writes, the version each put
+	// takes if the transaction commits (fixed now, while the key is
+	// locked), so the answer need not wait for Resolve.
 	PhasePrepare PhaseKind = 2
 	// PhaseDecide turns a pending record committed (Commit) or aborted. An
 	// abort with Now set applies only when the record's deadline is before
@@ -59,7 +62,9 @@ const (
 	PhaseDecide PhaseKind = 3
 	// PhaseResolve applies (Commit) or drops the transaction's intents on
 	// Keys of this shard; keys without an intent of this transaction are
-	// skipped, so resolving twice is harmless.
+	// skipped, so resolving twice is harmless. A committed put takes the
+	// version its prepare fixed (intents written before versions were
+	// fixed at prepare take one from the resolve's entry).
 	PhaseResolve PhaseKind = 4
 	// PhaseHeartbeat moves a pending record's deadline to Deadline (never
 	// earlier).
@@ -204,9 +209,10 @@ func (e *LockedError) Unwrap() error { return ErrLocked }
 
 // intent ops: what resolving a committed intent does to its key.
 const (
-	intentPut    byte = 1
+	intentPut    byte = 1 // written before versions were fixed at prepare: the resolve's entry gives the version
 	intentDelete byte = 2
 	intentRead   byte = 3 // a lock only
+	intentPutAt  byte = 4 // a put whose version the prepare fixed (intent.version)
 )
 
 type intent struct {
@@ -214,6 +220,7 @@ type intent struct {
 	recordShard ShardID
 	since       uint64 // unix ms stamped by the proposer of the prepare
 	op          byte
+	version     uint64 // intentPutAt: the version the put takes when it commits
 	value       []byte
 }
 
@@ -222,13 +229,19 @@ func (in intent) encode() []byte {
 	b = binary.AppendUvarint(b, uint64(in.recordShard))
 	b = binary.AppendUvarint(b, in.since)
 	b = append(b, in.op)
+	if in.op == intentPutAt {
+		b = binary.AppendUvarint(b, in.version)
+	}
 	return append(b, in.value...)
 }
 
 func decodeIntent(b []byte) (intent, error) {
 	d := decoder{b: b}
 	in := intent{txnID: string(d.bytes()), recordShard: ShardID(d.uvarint()), since: d.uvarint(), op: d.byte()}
-	if d.err != nil || in.op < intentPut || in.op > intentRead {
+	if in.op == intentPutAt {
+		in.version = d.uvarint()
+	}
+	if d.err != nil || in.op < intentPut || in.op > intentPutAt {
 		return intent{}, fmt.Errorf("fsm: bad intent record")
 	}
 	in.value = bytes.Clone(d.b)
@@ -266,6 +279,9 @@ func decodeTxnRecord(b []byte) (txnRecord, error) {
 
 // intentOf returns the intent on key, if any.
 func (a *applier) intentOf(key []byte) (intent, bool) {
+	if _, ok := a.f.locked[string(key)]; !ok {
+		return intent{}, false
+	}
 	item, err := a.txn.Get(a.ks.intent(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return intent{}, false
@@ -493,7 +509,7 @@ func (a *applier) applyPhase(index, base uint64, cmd Command) (res Result) {
 		}
 		return Result{Status: a.forget(p.TxnID)}
 	case PhasePrepare:
-		return a.prepare(p)
+		return a.prepare(index, base, p)
 	case PhaseCommit:
 		return a.commitInOne(index, base, p)
 	case PhaseResolve:
@@ -503,7 +519,11 @@ func (a *applier) applyPhase(index, base uint64, cmd Command) (res Result) {
 	panic(fmt.Sprintf("fsm: phase kind %d", p.Kind))
 }
 
-func (a *applier) prepare(p *Phase) Result {
+// prepare checks and locks. A put's version is fixed here, from this
+// entry's index and the write's position, so the coordinator can answer
+// once the record commits, before this shard resolves; the key stays
+// locked until then, so no other write to it comes between.
+func (a *applier) prepare(index, base uint64, p *Phase) Result {
 	// With a deadline this is the record's shard: the prepare begins the
 	// record too, unless it is decided already.
 	if p.Deadline > 0 {
@@ -525,11 +545,16 @@ func (a *applier) prepare(p *Phase) Result {
 		rl := rangeLock{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, start: sc.Start, end: sc.End}
 		a.must(a.txn.Set(key, rl.encode()))
 	}
-	for _, w := range p.Writes {
-		in := intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentPut, value: w.Value}
+	ops := make([]OpResult, len(p.Writes))
+	for i, w := range p.Writes {
+		in := intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentPutAt,
+			version: index<<20 | (base + uint64(i) + 1), value: w.Value}
 		if w.Type == OpDelete {
-			in.op, in.value = intentDelete, nil
+			in.op, in.version, in.value = intentDelete, 0, nil
+		} else if cur, held := a.intentOf(w.Key); held && cur.txnID == p.TxnID && cur.op == intentPutAt {
+			in.version = cur.version // prepared before: the version already answered
 		}
+		ops[i].Version = in.version
 		a.lock(w.Key, in)
 	}
 	for _, r := range p.Reads {
@@ -541,9 +566,9 @@ func (a *applier) prepare(p *Phase) Result {
 		if _, ok := a.record(p.TxnID); !ok {
 			a.putRecord(p.TxnID, txnRecord{status: TxnPending, deadline: p.Deadline, participants: p.Participants})
 		}
-		return Result{Status: TxnPending}
+		return Result{Status: TxnPending, Ops: ops}
 	}
-	return Result{}
+	return Result{Ops: ops}
 }
 
 // forget deletes transaction id's record if it is decided and returns its
@@ -622,6 +647,7 @@ func (a *applier) commitInOne(index, base uint64, p *Phase) Result {
 func (a *applier) lock(key []byte, in intent) {
 	if _, held := a.intentOf(key); !held {
 		a.f.intents.Add(1)
+		a.f.locked[string(key)] = struct{}{}
 	}
 	a.must(a.txn.Set(a.ks.intent(key), in.encode()))
 }
@@ -647,13 +673,17 @@ func (a *applier) resolve(index, base uint64, p *Phase) Result {
 			continue
 		}
 		a.must(a.txn.Delete(a.ks.intent(k)))
+		delete(a.f.locked, string(k))
 		a.released++
 		if !p.Commit {
 			continue
 		}
 		switch in.op {
-		case intentPut:
-			v := index<<20 | (base + uint64(i) + 1)
+		case intentPut, intentPutAt:
+			v := in.version
+			if in.op == intentPut {
+				v = index<<20 | (base + uint64(i) + 1)
+			}
 			a.must(a.txn.Set(a.ks.data(k), append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(in.value)), v), in.value...)))
 			res.Ops[i].Version = v
 		case intentDelete:
@@ -694,21 +724,25 @@ func (f *FSM) lockedError(txn *badger.Txn, ks keyspace, key []byte) error {
 
 // countIntents counts the intents and range locks of generation gen (n
 // counts both), and the range locks alone.
-func (f *FSM) countIntents(gen uint32) (n, locks int64, err error) {
+func (f *FSM) countIntents(gen uint32) (n, locks int64, locked map[string]struct{}, err error) {
+	locked = map[string]struct{}{}
 	err = f.db.View(func(txn *badger.Txn) error {
 		for _, space := range []byte{spaceIntent, spaceRangeLock} {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: newKeyspace(f.id, gen).key(space)})
+			prefix := newKeyspace(f.id, gen).key(space)
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 			for it.Rewind(); it.Valid(); it.Next() {
 				n++
 				if space == spaceRangeLock {
 					locks++
+				} else {
+					locked[string(it.Item().Key()[len(prefix):])] = struct{}{}
 				}
 			}
 			it.Close()
 		}
 		return nil
 	})
-	return n, locks, err
+	return n, locks, locked, err
 }
 
 // IntentInfo describes one intent or range lock (Intents).

@@ -98,6 +98,24 @@ func wantConflict(t *testing.T, r fsm.Result, key, holder string) {
 	}
 }
 
+// An intent written before prepares fixed versions (a replica upgraded in
+// place) still commits, with a version from the resolve's entry.
+func TestOldIntentResolvesWithTheResolvesVersion(t *testing.T) {
+	f := memShard(t)
+	apply1(t, f, kv("a", "1")) // 1.1
+	if err := f.PutOldIntent("old", 7, []byte("a"), []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.Get([]byte("a"))
+	wantLocked(t, err, "a", "old")
+	index := f.Applied() + 1
+	r := apply(t, f, resolve("old", true, "a"))[0]
+	if r.Code != fsm.OK || len(r.Ops) != 1 || r.Ops[0].Version != ver(index, 1) {
+		t.Fatalf("resolve of an old intent: %+v", r)
+	}
+	wantValue(t, f, "a", "2", ver(index, 1))
+}
+
 // Prepare validates the reads and locks every key; locked keys refuse other
 // writers and readers until resolve; commit writes the intents' values with
 // fresh versions, abort drops them.
@@ -115,8 +133,12 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 	}
 
 	reads := []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("a"), Version: ver(1, 1)}, {Kind: fsm.CompareVersion, Key: []byte("seen"), Version: ver(1, 4)}}
-	if r := apply(t, f, prepare("t1", reads, kv("a", "60"), kv("new", "n"), del("gone")))[0]; r.Code != fsm.OK {
-		t.Fatalf("prepare: %s", fmtResult(r))
+	// The prepare fixes the puts' versions: this entry's, by position in
+	// the writes.
+	prepIndex := f.Applied() + 1
+	wantPrepared := []fsm.OpResult{{Version: ver(prepIndex, 1)}, {Version: ver(prepIndex, 2)}, {}}
+	if r := apply(t, f, prepare("t1", reads, kv("a", "60"), kv("new", "n"), del("gone")))[0]; r.Code != fsm.OK || !reflect.DeepEqual(r.Ops, wantPrepared) {
+		t.Fatalf("prepare: %s, ops %+v; want %+v", fmtResult(r), r.Ops, wantPrepared)
 	}
 	infos, err := f.Intents(10)
 	if err != nil || len(infos) != 4 {
@@ -137,9 +159,9 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 	wantConflict(t, apply(t, f, txn(nil, []fsm.Op{getOp("new")}, nil))[0], "new", "t1")
 	wantConflict(t, apply(t, f, prepare("t2", nil, kv("gone", "again")))[0], "gone", "t1")
 	wantAbsent(t, f, "free")
-	// Preparing again (a retry) is harmless.
-	if r := apply(t, f, prepare("t1", reads, kv("a", "60"), kv("new", "n"), del("gone")))[0]; r.Code != fsm.OK {
-		t.Fatalf("prepare again: %s", fmtResult(r))
+	// Preparing again (a retry) is harmless and keeps the versions.
+	if r := apply(t, f, prepare("t1", reads, kv("a", "60"), kv("new", "n"), del("gone")))[0]; r.Code != fsm.OK || !reflect.DeepEqual(r.Ops, wantPrepared) {
+		t.Fatalf("prepare again: %s, ops %+v; want %+v", fmtResult(r), r.Ops, wantPrepared)
 	}
 
 	// Readers of a written key must learn the decision first; a read lock
@@ -185,8 +207,8 @@ func TestPrepareLocksAndResolveReleases(t *testing.T) {
 		t.Fatalf("reverse scan of [b, gone): %+v %v", res, err)
 	}
 
-	// Commit: values land with this entry's versions, by position in Keys.
-	index := f.Applied() + 1
+	// Commit: values land with the versions the prepare fixed.
+	index := prepIndex
 	r = apply(t, f, resolve("t1", true, "a", "new", "gone", "seen", "unrelated"))[0]
 	if r.Code != fsm.OK || len(r.Ops) != 5 || r.Ops[0].Version != ver(index, 1) || r.Ops[1].Version != ver(index, 2) ||
 		!r.Ops[2].Existed || !reflect.DeepEqual(r.Ops[3], fsm.OpResult{}) || !reflect.DeepEqual(r.Ops[4], fsm.OpResult{}) {
@@ -488,22 +510,37 @@ func TestRangeLockSurvivesReopenAndRestore(t *testing.T) {
 	if r := apply(t, f, scanPrepare("t1", scanOf("a", "b", kver("a1", ver(1, 1)))))[0]; r.Code != fsm.OK {
 		t.Fatalf("prepare: %s", fmtResult(r))
 	}
+	// A key intent too: apply keeps the locked keys in memory, which a
+	// reopen and a restore must rebuild.
+	if r := apply(t, f, prepare("t2", nil, kv("k", "v")))[0]; r.Code != fsm.OK {
+		t.Fatalf("prepare t2: %s", fmtResult(r))
+	}
 	snap := snapshotBytes(t, f)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	reopened := openShard(t, openStore(t, dir), 1)
 	wantConflict(t, apply1(t, reopened, kv("a5", "phantom")), "a5", "t1")
+	wantConflict(t, apply1(t, reopened, kv("k", "other")), "k", "t2")
 
 	restored := memShard(t)
+	apply1(t, restored, kv("k", "before")) // state the restore replaces
 	if err := restored.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
 		t.Fatal(err)
 	}
 	wantConflict(t, apply1(t, restored, kv("a5", "phantom")), "a5", "t1")
-	// Released there, writers pass.
+	wantConflict(t, apply1(t, restored, kv("k", "other")), "k", "t2")
+	// Released there, writers pass, and the commit lands.
 	apply(t, restored, resolve("t1", false))
 	if r := apply1(t, restored, kv("a5", "now")); r.Code != fsm.OK {
 		t.Fatalf("write after release: %s", fmtResult(r))
+	}
+	apply(t, restored, resolve("t2", true, "k"))
+	if it, err := restored.Get([]byte("k")); err != nil || string(it.Value) != "v" {
+		t.Fatalf("k after t2 committed: %q %v", it.Value, err)
+	}
+	if r := apply1(t, restored, kv("k", "later")); r.Code != fsm.OK {
+		t.Fatalf("write after t2 resolved: %s", fmtResult(r))
 	}
 }
 

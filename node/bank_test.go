@@ -210,27 +210,29 @@ func TestBankAcrossShards(t *testing.T) {
 	})
 }
 
-// The coordinator dies at each step of a transfer between two shards. The
-// background resolver alone (nobody reads) releases every lock within the
-// record's TTL plus a few resolve rounds; afterwards the total is intact,
-// and a transfer that was decided is visible on both shards, one that was
-// not has vanished.
+// The coordinator dies at each step of a transfer between two shards
+// (at the last, after it answered, while it resolves in the background).
+// The background resolver alone (nobody reads) releases every lock within
+// the record's TTL plus a few resolve rounds; afterwards the total is
+// intact, and a transfer that was decided is visible on both shards, one
+// that was not has vanished.
 func TestCoordinatorCrashes(t *testing.T) {
 	for _, tt := range []struct {
 		point     txn.Failpoint
 		committed bool
+		answered  bool // the transfer succeeded before the crash
 	}{
-		{txn.AfterPrepareOne, false},
-		{txn.BeforeDecide, false},
-		{txn.AfterDecide, true},
-		{txn.AfterResolveOne, true},
+		{txn.AfterPrepareOne, false, false},
+		{txn.BeforeDecide, false, false},
+		{txn.AfterDecide, true, false},
+		{txn.AfterResolveOne, true, true},
 	} {
 		t.Run(string(tt.point), func(t *testing.T) {
 			cfg := testNodeConfig(t.TempDir())
 			cfg.Txn.TTL = 400 * time.Millisecond
 			cfg.ResolveInterval = 100 * time.Millisecond
 			arm := crashOnce(&cfg, tt.point)
-			n, b := crashedTransfer(t, cfg, arm)
+			n, b := crashedTransfer(t, cfg, arm, tt.answered)
 			ctx := t.Context()
 			crashed := time.Now()
 			if intentsLeft(n) == 0 && tt.point != txn.AfterResolveOne {
@@ -536,8 +538,9 @@ func crashOnce(cfg *Config, point txn.Failpoint) (arm func()) {
 
 // crashedTransfer starts a node with cfg, opens two accounts of 100 on two
 // shards and runs a transfer of 30 during which the coordinator crashes
-// at the armed failpoint.
-func crashedTransfer(t *testing.T, cfg Config, arm func()) (*Node, bank) {
+// at the armed failpoint: the transfer fails with the crash, or, with
+// answered, succeeds (the crash comes after the answer).
+func crashedTransfer(t *testing.T, cfg Config, arm func(), answered bool) (*Node, bank) {
 	t.Helper()
 	n := startReady(t, cfg)
 	t.Cleanup(func() { n.Close() })
@@ -549,7 +552,11 @@ func crashedTransfer(t *testing.T, cfg Config, arm func()) (*Node, bank) {
 		}
 	}
 	arm()
-	if _, err := b.transfer(ctx, n, 0, 1, 30); !errors.Is(err, errCrash) {
+	ok, err := b.transfer(ctx, n, 0, 1, 30)
+	switch {
+	case answered && (err != nil || !ok):
+		t.Fatalf("transfer: %t, %v; want it done (the crash comes after the answer)", ok, err)
+	case !answered && !errors.Is(err, errCrash):
 		t.Fatalf("transfer: %v, want the failpoint's crash", err)
 	}
 	return n, b

@@ -63,8 +63,9 @@ const (
 	// AfterDecide: the record's shard committed (its writes applied, the
 	// record committed); no other participant resolved.
 	AfterDecide Failpoint = "after-decide"
-	// AfterResolveOne: one participant besides the record's shard
-	// resolved, any others not.
+	// AfterResolveOne: the answer went back (the record committed), and
+	// then, resolving in the background, one participant besides the
+	// record's shard resolved, any others not.
 	AfterResolveOne Failpoint = "after-resolve-one"
 )
 
@@ -94,20 +95,26 @@ type Config struct {
 type Coordinator struct {
 	c   Cluster
 	cfg Config
-	// Housekeeping after answers (forgetting records) runs under bg;
-	// Close ends it.
+	// Work after answers (resolving committed transactions' other
+	// participants, forgetting records) runs under bg; Close ends it.
 	bg       context.Context
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
+	bgMu     sync.Mutex // guards closed against bgWG.Go after Close
+	closed   bool
 	// forgets holds the records to delete, by shard (forgetLater).
 	fmu     sync.Mutex
 	forgets map[fsm.ShardID][]string
 	fwake   chan struct{}
 }
 
-// Close stops the background housekeeping and waits for it: records not
-// forgotten yet stay (decided, harmless).
+// Close stops the background work and waits for it: records not forgotten
+// yet stay (decided, harmless), and so do intents of committed transactions
+// not resolved yet (settled later from their records).
 func (co *Coordinator) Close() {
+	co.bgMu.Lock()
+	co.closed = true
+	co.bgMu.Unlock()
 	co.bgCancel()
 	co.bgWG.Wait()
 }
@@ -438,6 +445,11 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 			return Response{}, co.prepareFailed(cleanup, true, id, recordShard, others, outcomes, byKey)
 		}
 	}
+	// The prepares fixed the versions their puts take on commit.
+	versions := map[string]uint64{}
+	for i, pt := range others {
+		preparedVersions(versions, pt.writes, outcomes[i].res)
+	}
 
 	if fp := co.failpoint(BeforeDecide); fp != nil {
 		return Response{}, fp
@@ -460,7 +472,6 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 		}
 		return Response{}, co.prepareFailed(cleanup, false, id, recordShard, parts[:1], []outcome{{res, nil}}, byKey)
 	}
-	versions := map[string]uint64{}
 	for i, w := range p0.writes {
 		if i < len(res.Ops) && res.Ops[i].Version != 0 {
 			versions[string(w.Key)] = res.Ops[i].Version
@@ -469,18 +480,13 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 	if fp := co.failpoint(AfterDecide); fp != nil {
 		return Response{}, fp
 	}
-	resStart := time.Now()
-	all, err := co.resolveAll(cleanup, id, others, true, versions)
-	if err != nil {
-		return Response{}, err // a failpoint
-	}
-	if len(others) > 0 {
-		co.cfg.Metrics.observe("resolve", resStart)
-	}
-	if all {
-		// Forgetting the record is housekeeping: the answer need not
-		// wait for it.
+	if len(others) == 0 {
 		co.forgetLater(id, recordShard)
+	} else {
+		// Committed, with every version known: the answer goes back now,
+		// and the other shards resolve behind it. Until they have, whoever
+		// meets one of their intents learns the decision from the record.
+		co.resolveLater(id, recordShard, others)
 	}
 	for i, op := range p.ops {
 		if op.Type == fsm.OpPut {
@@ -544,14 +550,38 @@ func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id strin
 	return prepErr
 }
 
-// collectVersions records the versions a resolve gave the committed puts
-// of keys.
-func collectVersions(versions map[string]uint64, keys [][]byte, res fsm.Result) {
-	for i, k := range keys {
-		if i < len(res.Ops) && res.Ops[i].Version != 0 {
-			versions[string(k)] = res.Ops[i].Version
+// preparedVersions records the versions a prepare fixed for its puts.
+func preparedVersions(versions map[string]uint64, writes []fsm.Op, res fsm.Result) {
+	for i, w := range writes {
+		if w.Type == fsm.OpPut && i < len(res.Ops) {
+			versions[string(w.Key)] = res.Ops[i].Version
 		}
 	}
+}
+
+// resolveLater resolves a committed transaction's other participants in
+// the background and then forgets its record. If the coordinator closes
+// first, the intents stay until the resolver or a reader settles them from
+// the record, which is kept.
+func (co *Coordinator) resolveLater(id string, recordShard fsm.ShardID, parts []*participant) {
+	co.bgMu.Lock()
+	defer co.bgMu.Unlock()
+	if co.closed {
+		return
+	}
+	co.bgWG.Go(func() {
+		ctx, cancel := context.WithTimeout(co.bg, co.cfg.TTL)
+		defer cancel()
+		start := time.Now()
+		all, err := co.resolveAll(ctx, id, parts, true)
+		if err != nil {
+			return // a failpoint: the coordinator stops here
+		}
+		co.cfg.Metrics.observe("resolve", start)
+		if all {
+			co.forgetLater(id, recordShard)
+		}
+	})
 }
 
 // cmpErr keeps the first error, preferring a retryable one.
@@ -653,31 +683,26 @@ func (co *Coordinator) abort(ctx context.Context, id string, recordShard fsm.Sha
 	if err != nil || res.Status == fsm.TxnPending {
 		return
 	}
-	if all, err := co.resolveAll(ctx, id, parts, res.Status == fsm.TxnCommitted, map[string]uint64{}); err == nil && all {
+	if all, err := co.resolveAll(ctx, id, parts, res.Status == fsm.TxnCommitted); err == nil && all {
 		co.forgetLater(id, recordShard)
 	}
 }
 
-// resolveAll resolves every participant at once and returns the versions
-// written (committed puts) and whether every participant resolved. A
-// participant that did not keeps its intents until someone who meets them
-// resolves them from the record (so the record must then be kept). The
-// error is a failpoint's.
-func (co *Coordinator) resolveAll(ctx context.Context, id string, parts []*participant, commit bool, versions map[string]uint64) (bool, error) {
+// resolveAll resolves every participant at once and reports whether every
+// one resolved. A participant that did not keeps its intents until someone
+// who meets them resolves them from the record (so the record must then be
+// kept). The error is a failpoint's.
+func (co *Coordinator) resolveAll(ctx context.Context, id string, parts []*participant, commit bool) (bool, error) {
 	var mu sync.Mutex
 	var firstErr error
 	var wg sync.WaitGroup
 	resolve := func(pt *participant) {
-		res, err := co.resolve(ctx, id, pt.id, pt.keys, commit)
+		_, err := co.resolve(ctx, id, pt.id, pt.keys, commit)
 		mu.Lock()
 		defer mu.Unlock()
-		if err != nil {
-			if firstErr == nil {
-				firstErr = err
-			}
-			return
+		if err != nil && firstErr == nil {
+			firstErr = err
 		}
-		collectVersions(versions, pt.keys, res)
 	}
 	for i, pt := range parts {
 		if i == 0 && commit && co.cfg.Failpoint != nil {

@@ -15,19 +15,30 @@
 //     (optimistic validation), that each scanned range still holds exactly
 //     what was read, and that no other transaction holds them, and locks
 //     keys with intents and ranges with range locks. Intents name the
-//     record's shard and carry the coordinator's time.
+//     record's shard and carry the coordinator's time; a put's intent also
+//     carries the version the put takes on commit, fixed now (the
+//     prepare's entry and the put's position), which the prepare reports.
 //  4. Commit on the record's shard, in one entry (PhaseCommit): the same
 //     checks for that shard's keys and ranges; if they hold, its writes
 //     become data and the record is written committed, else it is written
 //     aborted. That entry is the commit point. A record already there
 //     (someone gave up on the transaction first) wins: the coordinator has
 //     lost.
-//  5. Resolve the other participants: committed intents become data (with
-//     the versions of that entry), aborted ones vanish, range locks go.
-//     Then answer, and Forget the record in the background.
+//  5. Answer: every put's version is known (from the prepares and the
+//     commit entry).
+//  6. In the background, resolve the other participants (committed
+//     intents become data with the versions fixed at prepare, range locks
+//     go), then Forget the record.
 //
-// A transaction across two shards thus takes three rounds before its
-// answer (prepare, commit, resolve) and four raft entries.
+// A transaction across two shards thus takes two rounds before its answer
+// (prepare, commit) and four raft entries. An aborted transaction's
+// intents are dropped before the answer (ErrConflict, ErrChanged).
+//
+// Fixing a put's version at prepare keeps versions unique and growing per
+// key: the key stays locked from its prepare until it is resolved, so no
+// other write to it falls in between. Answering before the resolve keeps
+// reads linearizable: an intent stays until it is resolved, and whoever
+// meets one learns the decision from the record (below).
 //
 // Every key read or written on the other shards stays locked from its
 // prepare until it is resolved, and the record's shard checks its keys in
