@@ -21,6 +21,9 @@ const (
 	// applying plain KV traffic.
 	groupVersion1 byte = 1
 	groupVersion2 byte = 2
+	// groupVersion3 adds a phase's More (batched resolves) after its
+	// scans; encoders use it only for a group that has some.
+	groupVersion3 byte = 3
 )
 
 // MaxOpsPerEntry bounds the writes in one log entry, so that a write's position
@@ -168,7 +171,11 @@ func (c Command) Keys() [][]byte {
 		for _, w := range p.Writes {
 			keys = append(keys, w.Key)
 		}
-		return append(keys, p.Keys...)
+		keys = append(keys, p.Keys...)
+		for _, m := range p.More {
+			keys = append(keys, m.Keys...)
+		}
+		return keys
 	}
 	keys := make([][]byte, 0, len(c.If)+len(c.Ops)+len(c.Else))
 	for _, cmp := range c.If {
@@ -222,7 +229,11 @@ func (c Command) positions() uint64 {
 		if c.Phase.Kind == PhaseCommit || c.Phase.Kind == PhasePrepare {
 			return uint64(len(c.Phase.Writes))
 		}
-		return uint64(len(c.Phase.Keys)) // a Resolve's writes
+		n := len(c.Phase.Keys) // a Resolve's writes
+		for _, m := range c.Phase.More {
+			n += len(m.Keys)
+		}
+		return uint64(n)
 	}
 	return uint64(len(c.Ops) + len(c.Else))
 }
@@ -233,8 +244,11 @@ func EncodeGroup(cmds []Command) []byte {
 	version := groupVersion1
 	for _, c := range cmds {
 		n += c.encodedSize()
-		if c.Txn || c.Phase != nil {
+		if (c.Txn || c.Phase != nil) && version < groupVersion2 {
 			version = groupVersion2
+		}
+		if c.Phase != nil && len(c.Phase.More) > 0 {
+			version = groupVersion3
 		}
 	}
 	b := make([]byte, 0, n)
@@ -265,7 +279,13 @@ func (c Command) encodedSize() int {
 		for _, k := range p.Keys {
 			n += binary.MaxVarintLen64 + len(k)
 		}
-		n += binary.MaxVarintLen64
+		n += 2 * binary.MaxVarintLen64
+		for _, m := range p.More {
+			n += 1 + 2*binary.MaxVarintLen64 + len(m.TxnID)
+			for _, k := range m.Keys {
+				n += binary.MaxVarintLen64 + len(k)
+			}
+		}
 		for _, sc := range p.Scans {
 			n += 3*binary.MaxVarintLen64 + len(sc.Start) + len(sc.End)
 			for _, it := range sc.Items {
@@ -287,7 +307,7 @@ func (c Command) append(b []byte, version byte) []byte {
 	switch {
 	case c.Phase != nil:
 		b = append(b, 2)
-		return c.Phase.append(b)
+		return c.Phase.append(b, version)
 	case !c.Txn:
 		b = append(b, 0)
 		return appendOps(b, c.Ops)
@@ -309,7 +329,7 @@ func appendCompares(b []byte, cmps []Compare) []byte {
 	return b
 }
 
-func (p *Phase) append(b []byte) []byte {
+func (p *Phase) append(b []byte, version byte) []byte {
 	b = append(b, byte(p.Kind))
 	b = appendBytes(b, []byte(p.TxnID))
 	b = binary.AppendUvarint(b, uint64(p.RecordShard))
@@ -338,6 +358,22 @@ func (p *Phase) append(b []byte) []byte {
 		for _, it := range sc.Items {
 			b = appendBytes(b, it.Key)
 			b = binary.AppendUvarint(b, it.Version)
+		}
+	}
+	if version < groupVersion3 {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(p.More)))
+	for _, m := range p.More {
+		b = appendBytes(b, []byte(m.TxnID))
+		if m.Commit {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+		b = binary.AppendUvarint(b, uint64(len(m.Keys)))
+		for _, k := range m.Keys {
+			b = appendBytes(b, k)
 		}
 	}
 	return b
@@ -377,7 +413,7 @@ func DecodeGroup(data []byte) ([]Command, error) {
 		return nil, fmt.Errorf("%w: unknown command type %d", ErrCorrupt, data[1])
 	}
 	version := data[2]
-	if version != groupVersion1 && version != groupVersion2 {
+	if version != groupVersion1 && version != groupVersion2 && version != groupVersion3 {
 		return nil, fmt.Errorf("%w: unknown group version %d", ErrCorrupt, version)
 	}
 	d := decoder{b: data[3:]}
@@ -388,7 +424,7 @@ func DecodeGroup(data []byte) ([]Command, error) {
 		var c Command
 		c.RequestID = string(d.bytes())
 		var flags byte
-		if version == groupVersion2 {
+		if version >= groupVersion2 {
 			flags = d.byte()
 		}
 		switch flags {
@@ -400,13 +436,16 @@ func DecodeGroup(data []byte) ([]Command, error) {
 			c.Ops = d.ops(true)
 			c.Else = d.ops(true)
 		case 2:
-			c.Phase = d.phase()
+			c.Phase = d.phase(version)
 		default:
 			d.fail("bad command flags")
 		}
 		ops += len(c.Ops) + len(c.Else)
 		if c.Phase != nil {
 			ops += len(c.Phase.Reads) + len(c.Phase.Writes) + len(c.Phase.Keys) + c.Phase.scanItems()
+			for _, m := range c.Phase.More {
+				ops += len(m.Keys)
+			}
 		}
 		if ops > MaxOpsPerEntry {
 			return nil, fmt.Errorf("%w: more than %d ops in one entry", ErrCorrupt, MaxOpsPerEntry)
@@ -435,7 +474,7 @@ func (d *decoder) compares() []Compare {
 	return cmps
 }
 
-func (d *decoder) phase() *Phase {
+func (d *decoder) phase(version byte) *Phase {
 	p := &Phase{Kind: PhaseKind(d.byte()), TxnID: string(d.bytes()), RecordShard: ShardID(d.uvarint()),
 		Deadline: d.uvarint(), Now: d.uvarint()}
 	if p.Kind < PhaseBegin || p.Kind > PhaseCommit {
@@ -466,6 +505,25 @@ func (d *decoder) phase() *Phase {
 			sc.Items = append(sc.Items, KeyVersion{Key: d.bytes(), Version: d.uvarint()})
 		}
 		p.Scans = append(p.Scans, sc)
+	}
+	if version < groupVersion3 {
+		return p
+	}
+	n = d.count(3)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		m := Resolution{TxnID: string(d.bytes())}
+		switch d.byte() {
+		case 0:
+		case 1:
+			m.Commit = true
+		default:
+			d.fail("bad commit flag")
+		}
+		k := d.count(1)
+		for j := uint64(0); j < k && d.err == nil; j++ {
+			m.Keys = append(m.Keys, d.bytes())
+		}
+		p.More = append(p.More, m)
 	}
 	return p
 }

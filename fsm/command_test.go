@@ -55,7 +55,8 @@ func samePhase(a, b *fsm.Phase) error {
 	}
 	if a.Kind != b.Kind || a.TxnID != b.TxnID || a.RecordShard != b.RecordShard || a.Deadline != b.Deadline ||
 		a.Now != b.Now || a.Commit != b.Commit || fmt.Sprint(a.Participants) != fmt.Sprint(b.Participants) ||
-		fmt.Sprint(a.Reads) != fmt.Sprint(b.Reads) || fmt.Sprintf("%q", a.Keys) != fmt.Sprintf("%q", b.Keys) {
+		fmt.Sprint(a.Reads) != fmt.Sprint(b.Reads) || fmt.Sprintf("%q", a.Keys) != fmt.Sprintf("%q", b.Keys) ||
+		fmt.Sprintf("%+v", a.More) != fmt.Sprintf("%+v", b.More) {
 		return fmt.Errorf("%+v vs %+v", a, b)
 	}
 	return sameOps(a.Writes, b.Writes)
@@ -127,6 +128,15 @@ func randPhase(r *rand.Rand) *fsm.Phase {
 	p.Writes = randOps(r, false)
 	for range r.IntN(3) {
 		p.Keys = append(p.Keys, randBytes(r, 20))
+	}
+	if r.IntN(4) == 0 { // a batched resolve
+		for range 1 + r.IntN(3) {
+			m := fsm.Resolution{TxnID: string(randBytes(r, 20)), Commit: r.IntN(2) == 0}
+			for range r.IntN(3) {
+				m.Keys = append(m.Keys, randBytes(r, 20))
+			}
+			p.More = append(p.More, m)
+		}
 	}
 	return p
 }
@@ -270,6 +280,8 @@ func FuzzDecodeGroup(f *testing.F) {
 	f.Add(fsm.EncodeGroup([]fsm.Command{{RequestID: "p", Phase: &fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "t1", RecordShard: 3,
 		Reads: []fsm.Compare{{Kind: fsm.CompareVersion, Key: []byte("r"), Version: 5}}, Writes: []fsm.Op{kv("w", "v"), del("d")}}}}))
 	f.Add(fsm.EncodeGroup([]fsm.Command{{Phase: &fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "t1", Commit: true, Keys: [][]byte{[]byte("w")}}}}))
+	f.Add(fsm.EncodeGroup([]fsm.Command{{Phase: &fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "t1", Commit: true, Keys: [][]byte{[]byte("w")},
+		More: []fsm.Resolution{{TxnID: "t2", Keys: [][]byte{[]byte("x"), []byte("y")}}, {TxnID: "t3", Commit: true}}}}}))
 	f.Add([]byte{})
 	f.Add([]byte{0xca, 1, 1})
 	f.Add([]byte{0xca, 1, 1, 0xff, 0xff, 0xff, 0xff, 0x0f})
@@ -290,10 +302,13 @@ func FuzzDecodeGroup(f *testing.F) {
 			n += len(c.Ops) + len(c.Else)
 			if p := c.Phase; p != nil {
 				n += len(p.Reads) + len(p.Writes) + len(p.Keys)
+				for _, m := range p.More {
+					n += len(m.Keys)
+				}
 				if c.Txn || c.Ops != nil || c.If != nil || c.Else != nil {
 					t.Fatalf("decoded a phase with ops of its own")
 				}
-				if p.Kind < fsm.PhaseBegin || p.Kind > fsm.PhaseForget {
+				if p.Kind < fsm.PhaseBegin || p.Kind > fsm.PhaseCommit {
 					t.Fatalf("decoded phase kind %v", p.Kind)
 				}
 				for _, w := range p.Writes {

@@ -98,11 +98,19 @@ func phaseFootprint(p *Phase, threshold int64) (bytes, count int64) {
 	for _, sc := range p.Scans {
 		entry(int64(len(sc.Start)+len(sc.End)+len(p.TxnID)+4), 32) // the range lock
 	}
-	for _, k := range p.Keys {
+	resolved := func(k []byte) {
 		// The intent's removal and the data it writes, whose value is the
 		// intent's: at most the threshold inline.
 		entry(int64(len(k)), 0)
 		entry(int64(len(k)), threshold-1)
+	}
+	for _, k := range p.Keys {
+		resolved(k)
+	}
+	for _, m := range p.More {
+		for _, k := range m.Keys {
+			resolved(k)
+		}
 	}
 	return bytes, count
 }
@@ -178,8 +186,10 @@ func (s *Store) checkPhase(cmd Command) error {
 		return fmt.Errorf("%w: transaction ID of %d bytes, limit 256", ErrTooLarge, len(p.TxnID))
 	case len(cmd.RequestID) > 256:
 		return fmt.Errorf("%w: request id of %d bytes, limit 256", ErrTooLarge, len(cmd.RequestID))
-	case len(p.Reads)+len(p.Writes)+len(p.Keys) > l.MaxOps:
-		return fmt.Errorf("%w: %d keys in one %s, limit %d", ErrTooLarge, len(p.Reads)+len(p.Writes)+len(p.Keys), p.Kind, l.MaxOps)
+	case len(p.Reads)+len(p.Writes)+len(p.Keys)+p.moreKeys() > l.MaxOps:
+		return fmt.Errorf("%w: %d keys in one %s, limit %d", ErrTooLarge, len(p.Reads)+len(p.Writes)+len(p.Keys)+p.moreKeys(), p.Kind, l.MaxOps)
+	case len(p.More) > 0 && p.Kind != PhaseResolve:
+		return fmt.Errorf("%w: %s with further transactions (only a resolve takes them)", ErrInvalid, p.Kind)
 	case len(p.Participants) > l.MaxOps:
 		return fmt.Errorf("%w: %d participants, limit %d", ErrTooLarge, len(p.Participants), l.MaxOps)
 	}
@@ -229,6 +239,19 @@ func (s *Store) checkPhase(cmd Command) error {
 	for i, k := range p.Keys {
 		if err := key("key", i, k); err != nil {
 			return err
+		}
+	}
+	for i, m := range p.More {
+		switch {
+		case m.TxnID == "":
+			return fmt.Errorf("%w: resolution %d without a transaction ID", ErrInvalid, i)
+		case len(m.TxnID) > 256:
+			return fmt.Errorf("%w: resolution %d: transaction ID of %d bytes, limit 256", ErrTooLarge, i, len(m.TxnID))
+		}
+		for j, k := range m.Keys {
+			if err := key(fmt.Sprintf("resolution %d key", i), j, k); err != nil {
+				return err
+			}
 		}
 	}
 	for i, sc := range p.Scans {

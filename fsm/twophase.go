@@ -62,7 +62,8 @@ const (
 	PhaseDecide PhaseKind = 3
 	// PhaseResolve applies (Commit) or drops the transaction's intents on
 	// Keys of this shard; keys without an intent of this transaction are
-	// skipped, so resolving twice is harmless. A committed put takes the
+	// skipped, so resolving twice is harmless. More resolves further
+	// transactions in the same step (the result's Ops are TxnID's only). A committed put takes the
 	// version its prepare fixed (intents written before versions were
 	// fixed at prepare take one from the resolve's entry).
 	PhaseResolve PhaseKind = 4
@@ -134,6 +135,26 @@ type Phase struct {
 	// shard held in it. Prepare checks each range still holds exactly
 	// that and locks it against writers until the transaction resolves.
 	Scans []ScanRead
+	// More (Resolve): further transactions resolved in the same step,
+	// after TxnID's, each as its own Resolve would (a coordinator batches
+	// the resolves that follow its answers).
+	More []Resolution
+}
+
+// moreKeys counts the keys of More.
+func (p *Phase) moreKeys() int {
+	n := 0
+	for _, m := range p.More {
+		n += len(m.Keys)
+	}
+	return n
+}
+
+// Resolution is one transaction's part of a batched Resolve.
+type Resolution struct {
+	TxnID  string
+	Commit bool
+	Keys   [][]byte
 }
 
 // ScanRead is a range a transaction scanned: [Start, End), End empty for
@@ -513,7 +534,13 @@ func (a *applier) applyPhase(index, base uint64, cmd Command) (res Result) {
 	case PhaseCommit:
 		return a.commitInOne(index, base, p)
 	case PhaseResolve:
-		return a.resolve(index, base, p)
+		res := a.resolve(index, base, p)
+		base += uint64(len(p.Keys))
+		for _, m := range p.More {
+			a.resolve(index, base, &Phase{Kind: PhaseResolve, TxnID: m.TxnID, Commit: m.Commit, Keys: m.Keys})
+			base += uint64(len(m.Keys))
+		}
+		return res
 	}
 	// The decoder admits no other kind.
 	panic(fmt.Sprintf("fsm: phase kind %d", p.Kind))

@@ -98,6 +98,43 @@ func wantConflict(t *testing.T, r fsm.Result, key, holder string) {
 	}
 }
 
+// One Resolve settles several transactions (More), each as its own
+// Resolve would: commits land with their prepared versions, aborts vanish.
+func TestBatchedResolve(t *testing.T) {
+	s := openStore(t, t.TempDir()) // on disk: values past 1 KiB go to the value log, so a resolve's footprint is small
+	f := openShard(t, s, 1)
+	apply1(t, f, kv("b", "old")) // 1.1
+	p1 := f.Applied() + 1
+	apply(t, f, prepare("t1", nil, kv("a", "1")))
+	apply(t, f, prepare("t2", nil, kv("b", "2"), kv("c", "3")))
+	p3 := f.Applied() + 1
+	apply(t, f, prepare("t3", nil, kv("d", "4")))
+	cmd := resolve("t1", true, "a")
+	cmd.Phase.More = []fsm.Resolution{
+		{TxnID: "t2", Keys: [][]byte{[]byte("b"), []byte("c")}},
+		{TxnID: "t3", Commit: true, Keys: [][]byte{[]byte("d")}},
+	}
+	if err := s.Check(cmd); err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	if r := apply(t, f, cmd)[0]; r.Code != fsm.OK {
+		t.Fatalf("batched resolve: %s", fmtResult(r))
+	}
+	wantValue(t, f, "a", "1", ver(p1, 1))
+	wantValue(t, f, "b", "old", ver(1, 1))
+	wantAbsent(t, f, "c")
+	wantValue(t, f, "d", "4", ver(p3, 1))
+	if infos, _ := f.Intents(10); len(infos) != 0 {
+		t.Fatalf("intents after the batched resolve: %+v", infos)
+	}
+	// More belongs to a resolve only.
+	bad := prepare("t4", nil, kv("e", "5"))
+	bad.Phase.More = cmd.Phase.More
+	if err := s.Check(bad); !errors.Is(err, fsm.ErrInvalid) {
+		t.Fatalf("check of a prepare with More: %v", err)
+	}
+}
+
 // An intent written before prepares fixed versions (a replica upgraded in
 // place) still commits, with a version from the resolve's entry.
 func TestOldIntentResolvesWithTheResolvesVersion(t *testing.T) {

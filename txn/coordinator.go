@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -106,6 +107,22 @@ type Coordinator struct {
 	fmu     sync.Mutex
 	forgets map[fsm.ShardID][]string
 	fwake   chan struct{}
+	// resolves holds committed transactions' participants to resolve, by
+	// shard; resolving marks shards with a batch in flight (resolveLater).
+	rmu       sync.Mutex
+	resolves  map[fsm.ShardID][]queuedResolve
+	resolving map[fsm.ShardID]bool
+	rwake     chan struct{}
+}
+
+// queuedResolve is one committed transaction's part on one shard, waiting
+// to be resolved; left counts its parts not resolved yet (its record is
+// forgotten when none is left).
+type queuedResolve struct {
+	id          string
+	recordShard fsm.ShardID
+	keys        [][]byte
+	left        *atomic.Int32
 }
 
 // Close stops the background work and waits for it: records not forgotten
@@ -133,9 +150,11 @@ func New(c Cluster, cfg Config) *Coordinator {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	co := &Coordinator{c: c, cfg: cfg, forgets: map[fsm.ShardID][]string{}, fwake: make(chan struct{}, 1)}
+	co := &Coordinator{c: c, cfg: cfg, forgets: map[fsm.ShardID][]string{}, fwake: make(chan struct{}, 1),
+		resolves: map[fsm.ShardID][]queuedResolve{}, resolving: map[fsm.ShardID]bool{}, rwake: make(chan struct{}, 1)}
 	co.bg, co.bgCancel = context.WithCancel(context.Background())
 	co.bgWG.Go(co.forgetLoop)
+	co.bgWG.Go(co.resolveLoop)
 	return co
 }
 
@@ -560,10 +579,26 @@ func preparedVersions(versions map[string]uint64, writes []fsm.Op, res fsm.Resul
 }
 
 // resolveLater resolves a committed transaction's other participants in
-// the background and then forgets its record. If the coordinator closes
+// the background and then forgets its record. Resolves queue by shard; a
+// shard gets one Resolve command at a time, carrying every transaction
+// queued for it meanwhile (fsm.Phase.More), so under load a transaction's
+// resolve costs a small part of a command. If the coordinator closes
 // first, the intents stay until the resolver or a reader settles them from
 // the record, which is kept.
 func (co *Coordinator) resolveLater(id string, recordShard fsm.ShardID, parts []*participant) {
+	if co.cfg.Failpoint == nil {
+		left := new(atomic.Int32)
+		left.Store(int32(len(parts)))
+		co.rmu.Lock()
+		for _, pt := range parts {
+			co.resolves[pt.id] = append(co.resolves[pt.id], queuedResolve{id: id, recordShard: recordShard, keys: pt.keys, left: left})
+		}
+		co.rmu.Unlock()
+		co.wakeResolver()
+		return
+	}
+	// With failpoints (tests), each transaction resolves on its own, so
+	// AfterResolveOne stops exactly one transaction half-way.
 	co.bgMu.Lock()
 	defer co.bgMu.Unlock()
 	if co.closed {
@@ -721,6 +756,94 @@ func (co *Coordinator) resolveAll(ctx context.Context, id string, parts []*parti
 func (co *Coordinator) resolve(ctx context.Context, id string, shard fsm.ShardID, keys [][]byte, commit bool) (fsm.Result, error) {
 	return co.proposeRetrying(ctx, shard, fsm.Command{RequestID: fmt.Sprintf("%s/resolve/%d", id, shard), Phase: &fsm.Phase{
 		Kind: fsm.PhaseResolve, TxnID: id, Commit: commit, Keys: keys}})
+}
+
+// Bounds of one batched Resolve: transactions, and keys in all (a single
+// transaction with more keys goes alone).
+const (
+	resolveBatchTxns = 128
+	resolveBatchKeys = 256
+)
+
+func (co *Coordinator) wakeResolver() {
+	select {
+	case co.rwake <- struct{}{}:
+	default:
+	}
+}
+
+// resolveLoop starts a batch for every shard that has resolves queued and
+// none in flight; a finished batch wakes it again.
+func (co *Coordinator) resolveLoop() {
+	for {
+		select {
+		case <-co.bg.Done():
+			return // queued resolves are left to the resolver and readers
+		case <-co.rwake:
+		}
+		co.rmu.Lock()
+		for shard, queued := range co.resolves {
+			if co.resolving[shard] {
+				continue
+			}
+			co.resolving[shard] = true
+			delete(co.resolves, shard)
+			co.bgWG.Go(func() {
+				co.resolveQueued(shard, queued)
+				co.rmu.Lock()
+				co.resolving[shard] = false
+				co.rmu.Unlock()
+				co.wakeResolver()
+			})
+		}
+		co.rmu.Unlock()
+	}
+}
+
+// resolveQueued resolves queued transactions on shard, as few commands as
+// the bounds allow, and forgets the records of transactions with no part
+// left.
+func (co *Coordinator) resolveQueued(shard fsm.ShardID, queued []queuedResolve) {
+	for len(queued) > 0 {
+		n, keys := 0, 0
+		for n < len(queued) && n < resolveBatchTxns && (n == 0 || keys+len(queued[n].keys) <= resolveBatchKeys) {
+			keys += len(queued[n].keys)
+			n++
+		}
+		batch := queued[:n]
+		queued = queued[n:]
+		ctx, cancel := context.WithTimeout(co.bg, co.cfg.TTL)
+		start := time.Now()
+		ph := &fsm.Phase{Kind: fsm.PhaseResolve, TxnID: batch[0].id, Commit: true, Keys: batch[0].keys}
+		for _, q := range batch[1:] {
+			ph.More = append(ph.More, fsm.Resolution{TxnID: q.id, Commit: true, Keys: q.keys})
+		}
+		cmd := fsm.Command{Phase: ph}
+		_, err := co.c.Propose(ctx, shard, cmd)
+		switch {
+		case errors.Is(err, fsm.ErrTooLarge) && len(batch) > 1:
+			// Too much for one command after all: one each.
+			err = nil
+			for _, q := range batch {
+				if _, e := co.resolve(ctx, q.id, shard, q.keys, true); e != nil {
+					err = e
+				}
+			}
+		case err != nil:
+			// Resolving again is harmless, whatever became of this one.
+			_, err = co.proposeRetrying(ctx, shard, cmd)
+		}
+		cancel()
+		if err != nil {
+			continue // the intents wait for the resolver; the records stay
+		}
+		co.cfg.Metrics.observe("resolve", start)
+		for _, q := range batch {
+			if q.left.Add(-1) == 0 {
+				co.forgetLater(q.id, q.recordShard)
+			}
+		}
+	}
 }
 
 // forgetBatch bounds the records one Forget deletes.

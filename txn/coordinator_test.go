@@ -21,8 +21,11 @@ type memCluster struct {
 	t      *testing.T
 	mu     sync.Mutex
 	shards map[fsm.ShardID]*fsm.FSM
-	// forgets counts the Forget commands proposed.
-	forgets atomic.Int64
+	// forgets counts the Forget commands proposed; resolves the Resolve
+	// commands and resolved the transactions they carried.
+	forgets, resolves, resolved atomic.Int64
+	// resolveGate, when set, holds every Resolve until it is closed.
+	resolveGate atomic.Pointer[chan struct{}]
 }
 
 func newMemCluster(t *testing.T) *memCluster {
@@ -57,6 +60,13 @@ func (c *memCluster) Shards(context.Context) ([]fsm.ShardID, error) {
 }
 
 func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command) (fsm.Result, error) {
+	if p := cmd.Phase; p != nil && p.Kind == fsm.PhaseResolve {
+		if gate := c.resolveGate.Load(); gate != nil {
+			<-*gate
+		}
+		c.resolves.Add(1)
+		c.resolved.Add(int64(1 + len(p.More)))
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cmd.Phase != nil && cmd.Phase.Kind == fsm.PhaseForget {
@@ -285,4 +295,41 @@ func TestForgetsAreBatched(t *testing.T) {
 	if n := c.forgets.Load(); n > 4 {
 		t.Fatalf("%d Forget commands for 300 records", n)
 	}
+}
+
+// Committed transactions' resolves queue while one is in flight and then
+// go in one command: 100 transactions answered while the first resolve
+// is held take at most three Resolve commands, and every intent goes.
+func TestResolvesAreBatched(t *testing.T) {
+	co, c := newCoordinator(t, txn.Config{})
+	ctx := t.Context()
+	gate := make(chan struct{})
+	c.resolveGate.Store(&gate)
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			r, err := co.Execute(ctx, txn.Request{Then: []fsm.Op{
+				fsm.Put(fmt.Appendf(nil, "a%03d", i), []byte("1")), fsm.Put(fmt.Appendf(nil, "z%03d", i), []byte("2"))}})
+			if err != nil || !r.Succeeded {
+				t.Errorf("transaction %d: %+v %v", i, r, err)
+			}
+		})
+	}
+	wg.Wait() // every answer came back with the resolves held
+	if t.Failed() {
+		return
+	}
+	if n := intents(t, c); n == 0 {
+		t.Fatal("no intents while the resolves are held: the answers waited for them")
+	}
+	c.resolveGate.Store(nil)
+	close(gate)
+	waitNoIntents(t, c)
+	if got := c.resolved.Load(); got != 100 {
+		t.Fatalf("%d transactions resolved, want 100", got)
+	}
+	if n := c.resolves.Load(); n > 3 {
+		t.Fatalf("%d Resolve commands for 100 transactions", n)
+	}
+	t.Logf("100 transactions resolved in %d commands", c.resolves.Load())
 }

@@ -28,7 +28,9 @@
 //     commit entry).
 //  6. In the background, resolve the other participants (committed
 //     intents become data with the versions fixed at prepare, range locks
-//     go), then Forget the record.
+//     go), then Forget the record. Both are batched: one Resolve per shard
+//     carries every transaction queued for it while the previous one was
+//     in flight (fsm.Phase.More), one Forget every record.
 //
 // A transaction across two shards thus takes two rounds before its answer
 // (prepare, commit) and four raft entries. An aborted transaction's
