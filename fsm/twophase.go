@@ -62,10 +62,11 @@ const (
 	PhaseDecide PhaseKind = 3
 	// PhaseResolve applies (Commit) or drops the transaction's intents on
 	// Keys of this shard; keys without an intent of this transaction are
-	// skipped, so resolving twice is harmless. More resolves further
-	// transactions in the same step (the result's Ops are TxnID's only). A committed put takes the
+	// skipped, so resolving twice is harmless. A committed put takes the
 	// version its prepare fixed (intents written before versions were
-	// fixed at prepare take one from the resolve's entry).
+	// fixed at prepare take one from the resolve's entry). More resolves
+	// further transactions in the same step (the result's Ops are
+	// TxnID's only).
 	PhaseResolve PhaseKind = 4
 	// PhaseHeartbeat moves a pending record's deadline to Deadline (never
 	// earlier).
