@@ -318,6 +318,14 @@ func (c Command) append(b []byte, version byte) []byte {
 	return appendOps(b, c.Else)
 }
 
+// appendBool appends v as one byte, 0 or 1 (decoder.bool reads it).
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
 func appendCompares(b []byte, cmps []Compare) []byte {
 	b = binary.AppendUvarint(b, uint64(len(cmps)))
 	for _, cmp := range cmps {
@@ -335,11 +343,7 @@ func (p *Phase) append(b []byte, version byte) []byte {
 	b = binary.AppendUvarint(b, uint64(p.RecordShard))
 	b = binary.AppendUvarint(b, p.Deadline)
 	b = binary.AppendUvarint(b, p.Now)
-	if p.Commit {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
-	}
+	b = appendBool(b, p.Commit)
 	b = binary.AppendUvarint(b, uint64(len(p.Participants)))
 	for _, s := range p.Participants {
 		b = binary.AppendUvarint(b, uint64(s))
@@ -366,11 +370,7 @@ func (p *Phase) append(b []byte, version byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(p.More)))
 	for _, m := range p.More {
 		b = appendBytes(b, []byte(m.TxnID))
-		if m.Commit {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
-		}
+		b = appendBool(b, m.Commit)
 		b = binary.AppendUvarint(b, uint64(len(m.Keys)))
 		for _, k := range m.Keys {
 			b = appendBytes(b, k)
@@ -480,13 +480,7 @@ func (d *decoder) phase(version byte) *Phase {
 	if p.Kind < PhaseBegin || p.Kind > PhaseCommit {
 		d.fail("unknown phase")
 	}
-	switch d.byte() {
-	case 0:
-	case 1:
-		p.Commit = true
-	default:
-		d.fail("bad commit flag")
-	}
+	p.Commit = d.bool("commit flag")
 	n := d.count(1)
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		p.Participants = append(p.Participants, ShardID(d.uvarint()))
@@ -511,14 +505,7 @@ func (d *decoder) phase(version byte) *Phase {
 	}
 	n = d.count(3)
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		m := Resolution{TxnID: string(d.bytes())}
-		switch d.byte() {
-		case 0:
-		case 1:
-			m.Commit = true
-		default:
-			d.fail("bad commit flag")
-		}
+		m := Resolution{TxnID: string(d.bytes()), Commit: d.bool("commit flag")}
 		k := d.count(1)
 		for j := uint64(0); j < k && d.err == nil; j++ {
 			m.Keys = append(m.Keys, d.bytes())
@@ -566,6 +553,18 @@ func (d *decoder) fail(msg string) {
 		d.err = fmt.Errorf("%w: %s", ErrCorrupt, msg)
 	}
 	d.b = nil
+}
+
+// bool reads a byte that must be 0 or 1.
+func (d *decoder) bool(what string) bool {
+	switch d.byte() {
+	case 0:
+		return false
+	case 1:
+		return true
+	}
+	d.fail("bad " + what)
+	return false
 }
 
 func (d *decoder) byte() byte {

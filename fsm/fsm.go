@@ -500,9 +500,15 @@ func (a *applier) applyCommand(index uint64, pos *uint64, cmd Command) Result {
 			a.must(a.txn.Delete(k))
 			continue
 		}
-		a.must(a.txn.Set(k, append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(p.value)), p.version), p.value...)))
+		a.putData(p.key, p.version, p.value)
 	}
 	return res
+}
+
+// putData stores key's value with its version (the version first, 8 bytes
+// big-endian, as decodeItem reads it).
+func (a *applier) putData(key []byte, version uint64, value []byte) {
+	a.must(a.txn.Set(a.ks.data(key), append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(value)), version), value...)))
 }
 
 // holds evaluates a transaction's comparison against the stored state

@@ -133,11 +133,7 @@ func (r Result) encode(cmd Command) []byte {
 	switch {
 	case cmd.Txn:
 		b[0] = byte(txnOK)
-		if r.Succeeded {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
-		}
+		b = appendBool(b, r.Succeeded)
 	case cmd.Phase != nil:
 		b[0] = byte(phaseOK)
 		b = append(b, byte(r.Status))
@@ -149,11 +145,7 @@ func (r Result) encode(cmd Command) []byte {
 			v = 0
 		}
 		b = binary.AppendUvarint(b, v)
-		if o.Existed {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
-		}
+		b = appendBool(b, o.Existed)
 	}
 	return b
 }

@@ -577,17 +577,18 @@ func (a *applier) prepare(index, base uint64, p *Phase) Result {
 	for i, w := range p.Writes {
 		in := intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentPutAt,
 			version: index<<20 | (base + uint64(i) + 1), value: w.Value}
+		cur, held := a.intentOf(w.Key)
 		if w.Type == OpDelete {
 			in.op, in.version, in.value = intentDelete, 0, nil
-		} else if cur, held := a.intentOf(w.Key); held && cur.txnID == p.TxnID && cur.op == intentPutAt {
+		} else if held && cur.txnID == p.TxnID && cur.op == intentPutAt {
 			in.version = cur.version // prepared before: the version already answered
 		}
 		ops[i].Version = in.version
-		a.lock(w.Key, in)
+		a.lock(w.Key, in, held)
 	}
 	for _, r := range p.Reads {
 		if _, held := a.intentOf(r.Key); !held {
-			a.lock(r.Key, intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentRead})
+			a.lock(r.Key, intent{txnID: p.TxnID, recordShard: p.RecordShard, since: p.Now, op: intentRead}, false)
 		}
 	}
 	if p.Deadline > 0 {
@@ -658,7 +659,7 @@ func (a *applier) commitInOne(index, base uint64, p *Phase) Result {
 		switch w.Type {
 		case OpPut:
 			v := index<<20 | (base + uint64(i) + 1)
-			a.must(a.txn.Set(a.ks.data(w.Key), append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(w.Value)), v), w.Value...)))
+			a.putData(w.Key, v, w.Value)
 			res.Ops[i].Version = v
 		case OpDelete:
 			if a.version(w.Key) != 0 {
@@ -671,9 +672,10 @@ func (a *applier) commitInOne(index, base uint64, p *Phase) Result {
 	return res
 }
 
-// lock writes an intent, counting it if the key held none.
-func (a *applier) lock(key []byte, in intent) {
-	if _, held := a.intentOf(key); !held {
+// lock writes an intent on key, counting it if the key held none (held:
+// what the caller's intentOf found).
+func (a *applier) lock(key []byte, in intent, held bool) {
+	if !held {
 		a.f.intents.Add(1)
 		a.f.locked[string(key)] = struct{}{}
 	}
@@ -712,7 +714,7 @@ func (a *applier) resolve(index, base uint64, p *Phase) Result {
 			if in.op == intentPut {
 				v = index<<20 | (base + uint64(i) + 1)
 			}
-			a.must(a.txn.Set(a.ks.data(k), append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(in.value)), v), in.value...)))
+			a.putData(k, v, in.value)
 			res.Ops[i].Version = v
 		case intentDelete:
 			if a.version(k) != 0 {

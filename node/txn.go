@@ -594,9 +594,9 @@ func (n *Node) Intents(limit int) []IntentStatus {
 
 // ForceResolve decides transaction id now: one not committed yet (its
 // record, on recordShard, missing or pending) is aborted even before its
-// TTL; a decided one keeps
-// its decision. The intents on the replicas this node leads are settled at
-// once; every other node's resolver settles its own within its interval.
+// TTL; a decided one keeps its decision. The intents on the replicas this
+// node leads are settled at once; every other node's resolver settles its
+// own within its interval.
 // It returns the decision.
 func (n *Node) ForceResolve(ctx context.Context, id string, recordShard fsm.ShardID) (fsm.TxnStatus, error) {
 	if id == "" {

@@ -103,16 +103,10 @@ type Coordinator struct {
 	bgWG     sync.WaitGroup
 	bgMu     sync.Mutex // guards closed against bgWG.Go after Close
 	closed   bool
-	// forgets holds the records to delete, by shard (forgetLater).
-	fmu     sync.Mutex
-	forgets map[fsm.ShardID][]string
-	fwake   chan struct{}
-	// resolves holds committed transactions' participants to resolve, by
-	// shard; resolving marks shards with a batch in flight (resolveLater).
-	rmu       sync.Mutex
-	resolves  map[fsm.ShardID][]queuedResolve
-	resolving map[fsm.ShardID]bool
-	rwake     chan struct{}
+	// resolves and forgets batch the work after answers by shard
+	// (resolveLater, forgetLater).
+	resolves *shardBatcher[queuedResolve]
+	forgets  *shardBatcher[string]
 }
 
 // queuedResolve is one committed transaction's part on one shard, waiting
@@ -123,6 +117,18 @@ type queuedResolve struct {
 	recordShard fsm.ShardID
 	keys        [][]byte
 	left        *atomic.Int32
+}
+
+// background runs fn under the coordinator's background work, unless it
+// is closed.
+func (co *Coordinator) background(fn func()) bool {
+	co.bgMu.Lock()
+	defer co.bgMu.Unlock()
+	if co.closed {
+		return false
+	}
+	co.bgWG.Go(fn)
+	return true
 }
 
 // Close stops the background work and waits for it: records not forgotten
@@ -150,11 +156,10 @@ func New(c Cluster, cfg Config) *Coordinator {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	co := &Coordinator{c: c, cfg: cfg, forgets: map[fsm.ShardID][]string{}, fwake: make(chan struct{}, 1),
-		resolves: map[fsm.ShardID][]queuedResolve{}, resolving: map[fsm.ShardID]bool{}, rwake: make(chan struct{}, 1)}
+	co := &Coordinator{c: c, cfg: cfg}
 	co.bg, co.bgCancel = context.WithCancel(context.Background())
-	co.bgWG.Go(co.forgetLoop)
-	co.bgWG.Go(co.resolveLoop)
+	co.resolves = newShardBatcher(co.background, co.resolveQueued)
+	co.forgets = newShardBatcher(co.background, co.forgetQueued)
 	return co
 }
 
@@ -580,31 +585,24 @@ func preparedVersions(versions map[string]uint64, writes []fsm.Op, res fsm.Resul
 
 // resolveLater resolves a committed transaction's other participants in
 // the background and then forgets its record. Resolves queue by shard; a
-// shard gets one Resolve command at a time, carrying every transaction
-// queued for it meanwhile (fsm.Phase.More), so under load a transaction's
-// resolve costs a small part of a command. If the coordinator closes
+// shard gets one Resolve command at a time (at most resolveBatchTxns
+// transactions), carrying every transaction queued for it meanwhile
+// (fsm.Phase.More), so under load a transaction's resolve costs a small
+// part of a command. If the coordinator closes
 // first, the intents stay until the resolver or a reader settles them from
 // the record, which is kept.
 func (co *Coordinator) resolveLater(id string, recordShard fsm.ShardID, parts []*participant) {
 	if co.cfg.Failpoint == nil {
 		left := new(atomic.Int32)
 		left.Store(int32(len(parts)))
-		co.rmu.Lock()
 		for _, pt := range parts {
-			co.resolves[pt.id] = append(co.resolves[pt.id], queuedResolve{id: id, recordShard: recordShard, keys: pt.keys, left: left})
+			co.resolves.add(pt.id, queuedResolve{id: id, recordShard: recordShard, keys: pt.keys, left: left})
 		}
-		co.rmu.Unlock()
-		co.wakeResolver()
 		return
 	}
 	// With failpoints (tests), each transaction resolves on its own, so
 	// AfterResolveOne stops exactly one transaction half-way.
-	co.bgMu.Lock()
-	defer co.bgMu.Unlock()
-	if co.closed {
-		return
-	}
-	co.bgWG.Go(func() {
+	co.background(func() {
 		ctx, cancel := context.WithTimeout(co.bg, co.cfg.TTL)
 		defer cancel()
 		start := time.Now()
@@ -765,41 +763,6 @@ const (
 	resolveBatchKeys = 256
 )
 
-func (co *Coordinator) wakeResolver() {
-	select {
-	case co.rwake <- struct{}{}:
-	default:
-	}
-}
-
-// resolveLoop starts a batch for every shard that has resolves queued and
-// none in flight; a finished batch wakes it again.
-func (co *Coordinator) resolveLoop() {
-	for {
-		select {
-		case <-co.bg.Done():
-			return // queued resolves are left to the resolver and readers
-		case <-co.rwake:
-		}
-		co.rmu.Lock()
-		for shard, queued := range co.resolves {
-			if co.resolving[shard] {
-				continue
-			}
-			co.resolving[shard] = true
-			delete(co.resolves, shard)
-			co.bgWG.Go(func() {
-				co.resolveQueued(shard, queued)
-				co.rmu.Lock()
-				co.resolving[shard] = false
-				co.rmu.Unlock()
-				co.wakeResolver()
-			})
-		}
-		co.rmu.Unlock()
-	}
-}
-
 // resolveQueued resolves queued transactions on shard, as few commands as
 // the bounds allow, and forgets the records of transactions with no part
 // left.
@@ -850,43 +813,21 @@ func (co *Coordinator) resolveQueued(shard fsm.ShardID, queued []queuedResolve) 
 const forgetBatch = 256
 
 // forgetLater queues transaction id's record (on recordShard) to be
-// deleted. The background loop deletes what is queued with one command per
-// shard; while one is in flight the next batch gathers, so under load a
-// transaction's Forget costs a small part of a command.
+// deleted, with one Forget per shard for what queued while the previous
+// one was in flight: under load a transaction's Forget costs a small part
+// of a command. Records not forgotten stay, decided and harmless.
 func (co *Coordinator) forgetLater(id string, recordShard fsm.ShardID) {
-	co.fmu.Lock()
-	co.forgets[recordShard] = append(co.forgets[recordShard], id)
-	co.fmu.Unlock()
-	select {
-	case co.fwake <- struct{}{}:
-	default:
-	}
+	co.forgets.add(recordShard, id)
 }
 
-func (co *Coordinator) forgetLoop() {
-	for {
-		select {
-		case <-co.bg.Done():
-			return // records not forgotten yet stay, decided and harmless
-		case <-co.fwake:
-		}
-		co.fmu.Lock()
-		queued := co.forgets
-		co.forgets = map[fsm.ShardID][]string{}
-		co.fmu.Unlock()
-		var wg sync.WaitGroup
-		for shard, ids := range queued {
-			for len(ids) > 0 {
-				chunk := ids[:min(len(ids), forgetBatch)]
-				ids = ids[len(chunk):]
-				wg.Go(func() {
-					ctx, cancel := context.WithTimeout(co.bg, co.cfg.TTL)
-					defer cancel()
-					co.forget(ctx, shard, chunk)
-				})
-			}
-		}
-		wg.Wait()
+// forgetQueued forgets queued records of shard, forgetBatch a command.
+func (co *Coordinator) forgetQueued(shard fsm.ShardID, ids []string) {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), forgetBatch)]
+		ids = ids[len(chunk):]
+		ctx, cancel := context.WithTimeout(co.bg, co.cfg.TTL)
+		co.forget(ctx, shard, chunk)
+		cancel()
 	}
 }
 

@@ -315,7 +315,15 @@ func TestResolvesAreBatched(t *testing.T) {
 			}
 		})
 	}
-	wg.Wait() // every answer came back with the resolves held
+	answered := make(chan struct{})
+	go func() { wg.Wait(); close(answered) }()
+	select {
+	case <-answered: // every answer came back with the resolves held
+	case <-time.After(10 * time.Second):
+		close(gate) // let the transactions finish before the test ends
+		<-answered
+		t.Fatal("no answers within 10s while the resolves were held: the answers wait for them")
+	}
 	if t.Failed() {
 		return
 	}
