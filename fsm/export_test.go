@@ -96,3 +96,7 @@ func (f *FSM) PutOldIntent(txnID string, recordShard ShardID, key, value []byte)
 	}
 	return err
 }
+
+// OnViewOpened makes every read run fn once its Badger transaction is open
+// (nil: stop).
+func (f *FSM) OnViewOpened(fn func()) { f.viewOpened = fn }

@@ -48,9 +48,11 @@ type FSM struct {
 
 	applied atomic.Uint64 // last index whose effects are in Badger
 	// intents counts this replica's transaction intents; never below what
-	// a reader can see in Badger (apply adds before writing one and
-	// subtracts after committing its removal), so at zero nobody needs to
-	// look for intents.
+	// Badger holds (apply adds before writing one and subtracts after
+	// committing its removal), so at zero nobody needs to look for
+	// intents. A reader must load it before it opens its Badger
+	// transaction (readView): a transaction opened earlier keeps seeing an
+	// intent whose removal has since committed and been subtracted.
 	intents atomic.Int64
 	// rangeLocks counts the range locks among them, kept the same way:
 	// at zero, apply need not look for range locks (every write would
@@ -72,6 +74,9 @@ type FSM struct {
 	// failRestore, set by tests, makes Restore stop as a crash would after
 	// staging that many records.
 	failRestore int
+	// viewOpened, set by tests, runs in readView once its Badger
+	// transaction is open, before the read.
+	viewOpened func()
 }
 
 // appliedMeta is stored at [gen]['a'] with every applied batch.

@@ -26,11 +26,38 @@ func (f *FSM) view(fn func(txn *badger.Txn, ks keyspace) error) error {
 	return f.db.View(func(txn *badger.Txn) error { return fn(txn, ks) })
 }
 
+// readView is view for reads that must notice intents: mayHold is false
+// only if the replica held no intent when the transaction opened, so the
+// read need not look for one. The count is loaded before the transaction
+// opens because apply subtracts a removed intent only after committing the
+// removal: a count loaded after opening could be zero while the
+// transaction still sees the intent, and the read would return the key's
+// committed value as if no transaction held it, though that transaction
+// may have committed (its record on another shard) before the read began.
+// An intent written between the load and the opening is missed, which is
+// harmless: its transaction had not committed when the count was loaded,
+// a moment within the read, and the read returns what the key held then.
+func (f *FSM) readView(fn func(txn *badger.Txn, ks keyspace, mayHold bool) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ks := newKeyspace(f.id, f.gen)
+	mayHold := f.intents.Load() != 0
+	return f.db.View(func(txn *badger.Txn) error {
+		if f.viewOpened != nil {
+			f.viewOpened()
+		}
+		return fn(txn, ks, mayHold)
+	})
+}
+
 // Get returns the key's current value, or an error wrapping ErrNotFound.
 func (f *FSM) Get(key []byte) (Item, error) {
 	var it Item
-	err := f.view(func(txn *badger.Txn, ks keyspace) error {
-		lockErr := f.lockedError(txn, ks, key)
+	err := f.readView(func(txn *badger.Txn, ks keyspace, mayHold bool) error {
+		var lockErr error
+		if mayHold {
+			lockErr = f.lockedError(txn, ks, key)
+		}
 		var locked *LockedError
 		if lockErr != nil && !errors.As(lockErr, &locked) {
 			return lockErr
@@ -105,7 +132,7 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 	if o.Reverse {
 		return f.scanReverse(o)
 	}
-	err := f.view(func(txn *badger.Txn, ks keyspace) error {
+	err := f.readView(func(txn *badger.Txn, ks keyspace, mayHold bool) error {
 		base := ks.dataPrefix()
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = append(base[:len(base):len(base)], o.Prefix...)
@@ -138,7 +165,7 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 		if res.More {
 			last = res.Next
 		}
-		return f.lockedInRange(txn, ks, o.Prefix, seek, o.End, last)
+		return f.lockedInRange(txn, ks, mayHold, o.Prefix, seek, o.End, last)
 	})
 	return res, err
 }
@@ -174,7 +201,7 @@ func (f *FSM) scanReverse(o ScanOptions) (ScanResult, error) {
 			upper = b
 		}
 	}
-	err := f.view(func(txn *badger.Txn, ks keyspace) error {
+	err := f.readView(func(txn *badger.Txn, ks keyspace, mayHold bool) error {
 		base := ks.dataPrefix()
 		opts := badger.DefaultIteratorOptions
 		opts.Reverse = true
@@ -213,16 +240,17 @@ func (f *FSM) scanReverse(o ScanOptions) (ScanResult, error) {
 		if res.More {
 			from = res.Next
 		}
-		return f.lockedInRange(txn, ks, o.Prefix, from, upper, nil)
+		return f.lockedInRange(txn, ks, mayHold, o.Prefix, from, upper, nil)
 	})
 	return res, err
 }
 
 // lockedInRange reports the first write intent on a key under prefix in
 // [from, end) and, with last set, not after last: a scan over that range
-// must not return the state without the undecided write.
-func (f *FSM) lockedInRange(txn *badger.Txn, ks keyspace, prefix, from, end, last []byte) error {
-	if f.intents.Load() == 0 {
+// must not return the state without the undecided write. mayHold: as
+// readView passed it.
+func (f *FSM) lockedInRange(txn *badger.Txn, ks keyspace, mayHold bool, prefix, from, end, last []byte) error {
+	if !mayHold {
 		return nil
 	}
 	base := ks.key(spaceIntent)

@@ -726,12 +726,9 @@ func (a *applier) resolve(index, base uint64, p *Phase) Result {
 	return res
 }
 
-// lockedError reports a write intent on key in txn's view, if the replica
-// holds any intents at all.
+// lockedError reports a write intent on key in txn's view (a readView's,
+// which says whether there can be one).
 func (f *FSM) lockedError(txn *badger.Txn, ks keyspace, key []byte) error {
-	if f.intents.Load() == 0 {
-		return nil
-	}
 	item, err := txn.Get(ks.intent(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil

@@ -3,6 +3,7 @@ package fsm_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"testing"
@@ -669,5 +670,47 @@ func TestCommitInOneStep(t *testing.T) {
 	}
 	if st, _, found, _ := f.Record("p"); !found || st != fsm.TxnPending {
 		t.Fatalf("pending p after forget: %v %t", st, found)
+	}
+}
+
+// A read whose Badger transaction opened while an intent was there reports
+// the intent, even when the intent's resolve commits before the read looks
+// for intents. By then the replica counts no intent, but the read's view
+// still holds it beside the key's old value: returned as the committed
+// value, that would hide a transaction that had committed (its record is
+// on another shard) before the read began.
+func TestReadReportsIntentResolvedUnderIt(t *testing.T) {
+	f := memShard(t)
+	apply1(t, f, kv("a", "old"))
+	reads := []struct {
+		name string
+		read func() error
+	}{
+		{"get", func() error { _, err := f.Get([]byte("a")); return err }},
+		{"scan", func() error { _, err := f.Scan(fsm.ScanOptions{}); return err }},
+		{"reverse scan", func() error { _, err := f.Scan(fsm.ScanOptions{Reverse: true}); return err }},
+	}
+	for i, r := range reads {
+		id := fmt.Sprintf("t%d", i)
+		value := fmt.Sprintf("v%d", i)
+		apply(t, f, prepare(id, nil, kv("a", value)))
+		resolved := false
+		f.OnViewOpened(func() {
+			if !resolved {
+				resolved = true
+				if res := apply(t, f, resolve(id, true, "a"))[0]; res.Code != fsm.OK {
+					t.Fatalf("resolve: %s", fmtResult(res))
+				}
+			}
+		})
+		err := r.read()
+		f.OnViewOpened(nil)
+		if !resolved {
+			t.Fatalf("%s: the read opened no view", r.name)
+		}
+		wantLocked(t, err, "a", id)
+		if got := get(t, f, "a"); string(got.Value) != value {
+			t.Fatalf("%s: after the resolve a = %q, want %q", r.name, got.Value, value)
+		}
 	}
 }
