@@ -5,6 +5,7 @@ package driver_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -74,6 +75,31 @@ func fakeCairn(t *testing.T, l *log) string {
 			}
 			w.Header().Set("Kv-Version", "1")
 			io.WriteString(w, "v")
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/txn":
+			var body struct {
+				If   []json.RawMessage `json:"if"`
+				Then []struct {
+					Put *struct {
+						Key   string `json:"key"`
+						Value []byte `json:"value"`
+					} `json:"put"`
+				} `json:"then"`
+				Else []json.RawMessage `json:"else"`
+			}
+			if err := json.NewDecoder(r.Body).Decode(&body); err != nil || len(body.If) > 0 || len(body.Else) > 0 {
+				http.Error(w, fmt.Sprintf("unexpected transaction (%v)", err), http.StatusTeapot)
+				return
+			}
+			var puts [][2]string
+			for _, op := range body.Then {
+				if op.Put == nil {
+					http.Error(w, "a transaction op that is not a put", http.StatusTeapot)
+					return
+				}
+				puts = append(puts, [2]string{op.Put.Key, string(op.Put.Value)})
+			}
+			l.add(txnSeen(puts))
+			io.WriteString(w, `{"succeeded":true,"results":[{"version":1},{"version":2}]}`)
 		case r.Method == http.MethodGet && r.URL.Path == "/v1/kv":
 			limit, _ := strconv.Atoi(q.Get("limit"))
 			l.add(seen{kind: "scan", key: q.Get("start"), stale: q.Get("consistency") == "stale", limit: limit})
@@ -104,6 +130,42 @@ func (f *fakeEtcd) Range(_ context.Context, r *pb.RangeRequest) (*pb.RangeRespon
 func (f *fakeEtcd) Put(_ context.Context, r *pb.PutRequest) (*pb.PutResponse, error) {
 	f.l.add(seen{kind: "put", key: string(r.Key), value: string(r.Value)})
 	return &pb.PutResponse{Header: &pb.ResponseHeader{Revision: 1}}, nil
+}
+
+func (f *fakeEtcd) Txn(_ context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	var puts [][2]string
+	resp := &pb.TxnResponse{Header: &pb.ResponseHeader{Revision: 1}, Succeeded: len(r.Compare) == 0}
+	for _, op := range r.Success {
+		p := op.GetRequestPut()
+		if p == nil {
+			return nil, fmt.Errorf("a transaction op that is not a put: %v", op)
+		}
+		puts = append(puts, [2]string{string(p.Key), string(p.Value)})
+		resp.Responses = append(resp.Responses, &pb.ResponseOp{Response: &pb.ResponseOp_ResponsePut{ResponsePut: &pb.PutResponse{}}})
+	}
+	if len(r.Compare) > 0 || len(r.Failure) > 0 {
+		puts = append(puts, [2]string{"unexpected comparisons or failure branch", ""})
+	}
+	f.l.add(txnSeen(puts))
+	return resp, nil
+}
+
+// txnSeen records a transaction of puts: kind txn, its keys joined by a
+// comma, and its value when every put has the same one.
+func txnSeen(puts [][2]string) seen {
+	s := seen{kind: "txn"}
+	for i, p := range puts {
+		if i > 0 {
+			s.key += ","
+			if p[1] != s.value {
+				s.value = "different values"
+			}
+		} else {
+			s.value = p[1]
+		}
+		s.key += p[0]
+	}
+	return s
 }
 
 func startFakeEtcd(t *testing.T, l *log) string {
@@ -166,7 +228,11 @@ func TestDriversSendTheSameOperations(t *testing.T) {
 			gen := load.NewGen(w, 3, 0, 1000, 64)
 			for i := range n { // and both are the generator's stream
 				op := gen.Next()
-				if c[i].key != op.Key || c[i].value != string(op.Value) {
+				key := op.Key
+				if op.Kind == load.KindTxn {
+					key += "," + op.Key2
+				}
+				if c[i].kind != op.Kind.String() || c[i].key != key || c[i].value != string(op.Value) {
 					t.Fatalf("operation %d: sent %v, generator says %v %s", i, c[i], op.Kind, op.Key)
 				}
 			}

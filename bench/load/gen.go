@@ -16,10 +16,11 @@ const (
 	StaleGet Workload = "stale-get" // Cairn consistency=stale, etcd serializable
 	Mix      Workload = "mix"       // MixReadRatio gets, the rest puts
 	Scan     Workload = "scan"      // ScanLimit keys from a uniformly chosen start
+	Txn      Workload = "txn"       // one transaction putting two distinct uniformly chosen keys
 )
 
 // Workloads lists every workload in the order reports show them.
-var Workloads = []Workload{Put, Get, StaleGet, Mix, Scan}
+var Workloads = []Workload{Put, Get, StaleGet, Mix, Scan, Txn}
 
 const (
 	// MixReadRatio is the share of gets in the mix workload.
@@ -39,7 +40,7 @@ func ParseWorkload(s string) (Workload, error) {
 			return w, nil
 		}
 	}
-	return "", fmt.Errorf("load: unknown workload %q (want put, get, stale-get, mix or scan)", s)
+	return "", fmt.Errorf("load: unknown workload %q (want put, get, stale-get, mix, scan or txn)", s)
 }
 
 // Kind is what one operation does.
@@ -50,6 +51,7 @@ const (
 	KindPut Kind = iota + 1
 	KindGet
 	KindScan
+	KindTxn
 )
 
 func (k Kind) String() string {
@@ -60,6 +62,8 @@ func (k Kind) String() string {
 		return "get"
 	case KindScan:
 		return "scan"
+	case KindTxn:
+		return "txn"
 	}
 	return fmt.Sprintf("kind(%d)", k)
 }
@@ -68,7 +72,8 @@ func (k Kind) String() string {
 type Op struct {
 	Kind  Kind
 	Key   string // the key, or a scan's first key
-	Value []byte // puts only; owned by the generator (do not keep or change it)
+	Key2  string // transactions: the second key (never Key)
+	Value []byte // puts and transactions (both keys); owned by the generator (do not keep or change it)
 	Stale bool   // gets: Cairn consistency=stale, etcd serializable
 	Limit int    // scans: at most this many keys
 }
@@ -94,7 +99,8 @@ func NewGen(w Workload, seed uint64, client, keys, valueSize int) *Gen {
 // Next returns the client's next operation. Its Value is valid until the
 // following call.
 func (g *Gen) Next() Op {
-	key := Key(g.rng.IntN(g.keys))
+	i := g.rng.IntN(g.keys)
+	key := Key(i)
 	switch g.w {
 	case Put:
 		return g.put(key)
@@ -109,6 +115,14 @@ func (g *Gen) Next() Op {
 		return g.put(key)
 	case Scan:
 		return Op{Kind: KindScan, Key: key, Limit: ScanLimit}
+	case Txn:
+		// The second key is uniform over the others.
+		j := g.rng.IntN(g.keys - 1)
+		if j >= i {
+			j++
+		}
+		fill(g.rng, g.value)
+		return Op{Kind: KindTxn, Key: key, Key2: Key(j), Value: g.value}
 	}
 	panic(fmt.Sprintf("load: generator for unknown workload %q", g.w))
 }

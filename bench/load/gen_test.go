@@ -21,7 +21,7 @@ func ops(g *Gen, n int) []Op {
 
 func equalOps(a, b []Op) bool {
 	return slices.EqualFunc(a, b, func(x, y Op) bool {
-		return x.Kind == y.Kind && x.Key == y.Key && bytes.Equal(x.Value, y.Value) && x.Stale == y.Stale && x.Limit == y.Limit
+		return x.Kind == y.Kind && x.Key == y.Key && x.Key2 == y.Key2 && bytes.Equal(x.Value, y.Value) && x.Stale == y.Stale && x.Limit == y.Limit
 	})
 }
 
@@ -77,13 +77,14 @@ func TestGenWorkloads(t *testing.T) {
 		{StaleGet, map[Kind]float64{KindGet: 1}, true, 0, 0},
 		{Mix, map[Kind]float64{KindGet: 0.9, KindPut: 0.1}, false, 0, 256},
 		{Scan, map[Kind]float64{KindScan: 1}, false, ScanLimit, 0},
+		{Txn, map[Kind]float64{KindTxn: 1}, false, 0, 256},
 	}
 	const n = 100000
 	for _, tt := range tests {
 		t.Run(string(tt.w), func(t *testing.T) {
 			g := NewGen(tt.w, 1, 0, 10, 256)
 			count := map[Kind]int{}
-			keys := map[string]int{}
+			keys, second := map[string]int{}, map[string]int{}
 			for range n {
 				op := g.Next()
 				count[op.Kind]++
@@ -91,8 +92,16 @@ func TestGenWorkloads(t *testing.T) {
 				if op.Stale != tt.stale || op.Limit != tt.limit {
 					t.Fatalf("%v: stale %v limit %d, want %v %d", op.Kind, op.Stale, op.Limit, tt.stale, tt.limit)
 				}
-				if op.Kind == KindPut && len(op.Value) != tt.valueSize {
-					t.Fatalf("put value of %d bytes, want %d", len(op.Value), tt.valueSize)
+				if (op.Kind == KindPut || op.Kind == KindTxn) && len(op.Value) != tt.valueSize {
+					t.Fatalf("%v value of %d bytes, want %d", op.Kind, len(op.Value), tt.valueSize)
+				}
+				if op.Kind == KindTxn {
+					if op.Key2 == op.Key || op.Key2 == "" {
+						t.Fatalf("transaction keys %q and %q, want two distinct keys", op.Key, op.Key2)
+					}
+					second[op.Key2]++
+				} else if op.Key2 != "" {
+					t.Fatalf("%v with a second key %q", op.Kind, op.Key2)
 				}
 			}
 			for k, share := range tt.kinds {
@@ -106,6 +115,16 @@ func TestGenWorkloads(t *testing.T) {
 			for k, c := range keys { // uniform: each of 10 keys about n/10 times
 				if math.Abs(float64(c)-n/10) > 0.05*n/10 {
 					t.Errorf("key %s drawn %d times, want about %d", k, c, n/10)
+				}
+			}
+			if tt.w == Txn { // the second key uniform too
+				if len(second) != 10 {
+					t.Fatalf("%d distinct second keys over 10, want 10", len(second))
+				}
+				for k, c := range second {
+					if math.Abs(float64(c)-n/10) > 0.05*n/10 {
+						t.Errorf("second key %s drawn %d times, want about %d", k, c, n/10)
+					}
 				}
 			}
 		})

@@ -93,7 +93,7 @@ func (r Result) Ops() int {
 // All returns the latencies of every successful operation.
 func (r Result) All() []time.Duration {
 	var all []time.Duration
-	for _, k := range []Kind{KindPut, KindGet, KindScan} {
+	for _, k := range []Kind{KindPut, KindGet, KindScan, KindTxn} {
 		all = append(all, r.Latencies[k]...)
 	}
 	return all

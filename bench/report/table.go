@@ -110,7 +110,7 @@ func Summarize(recs []Record) Summary {
 }
 
 func workloadOrder(w string) int {
-	i := slices.Index([]string{"put", "get", "stale-get", "mix", "scan"}, w)
+	i := slices.Index([]string{"put", "get", "stale-get", "mix", "scan", "txn"}, w)
 	if i < 0 {
 		return 99
 	}

@@ -4,7 +4,8 @@
 //
 // Mapping: a put is PUT /v1/kv/{key}; a get is GET /v1/kv/{key}
 // (linearizable, or consistency=stale); a scan is GET
-// /v1/kv?start={key}&limit={n}, linearizable. The client library does not
+// /v1/kv?start={key}&limit={n}, linearizable; a transaction is POST
+// /v1/txn putting both keys (no comparisons). The client library does not
 // retry (retries would hide errors and stretch latencies); a get of an
 // absent key is a success.
 package cairn
@@ -74,6 +75,12 @@ func (d *Driver) Do(ctx context.Context, worker int, op load.Op) error {
 			opts = append(opts, client.Stale(0))
 		}
 		_, err := c.Scan(ctx, client.ScanRequest{Start: op.Key, Limit: op.Limit}, opts...)
+		return err
+	case load.KindTxn:
+		r, err := c.Txn(ctx, client.Txn{Then: []client.TxnOp{client.TxnPut(op.Key, op.Value), client.TxnPut(op.Key2, op.Value)}})
+		if err == nil && (!r.Succeeded || len(r.Results) != 2) {
+			err = fmt.Errorf("cairn: transaction answered succeeded=%v with %d results, want true and 2", r.Succeeded, len(r.Results))
+		}
 		return err
 	}
 	return fmt.Errorf("cairn: unknown operation kind %v", op.Kind)

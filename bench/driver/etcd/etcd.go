@@ -3,7 +3,8 @@
 //
 // Mapping: a put is Put; a get is a linearizable Range of one key (etcd's
 // default), or a serializable one for a stale get; a scan is a Range from
-// the key to the end of the benchmark's key space with a limit. Gets of
+// the key to the end of the benchmark's key space with a limit; a
+// transaction is a Txn without comparisons putting both keys. Gets of
 // absent keys answer with no kvs, which is a success.
 //
 // Connections: the driver opens Conns gRPC connections; connection j is
@@ -73,6 +74,8 @@ func Op(op load.Op) (clientv3.Op, error) {
 			opts = append(opts, clientv3.WithSerializable())
 		}
 		return clientv3.OpGet(op.Key, opts...), nil
+	case load.KindTxn:
+		return clientv3.OpTxn(nil, []clientv3.Op{clientv3.OpPut(op.Key, string(op.Value)), clientv3.OpPut(op.Key2, string(op.Value))}, nil), nil
 	}
 	return clientv3.Op{}, fmt.Errorf("etcd: unknown operation kind %v", op.Kind)
 }
@@ -83,7 +86,12 @@ func (d *Driver) Do(ctx context.Context, worker int, op load.Op) error {
 	if err != nil {
 		return err
 	}
-	_, err = d.conns[worker%len(d.conns)].Do(ctx, eop)
+	resp, err := d.conns[worker%len(d.conns)].Do(ctx, eop)
+	if err == nil && op.Kind == load.KindTxn {
+		if t := resp.Txn(); t == nil || !t.Succeeded || len(t.Responses) != 2 {
+			return fmt.Errorf("etcd: transaction did not answer success with 2 responses: %v", t)
+		}
+	}
 	return err
 }
 
