@@ -7,7 +7,7 @@ set -euo pipefail
 CLIENTS=${CLIENTS:-"1 16 64 256"}
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
-WORKLOADS=${WORKLOADS:-"put get stale-get mix scan txn"}
+WORKLOADS=${WORKLOADS:-"put get stale-get mix scan txn doc-insert doc-find"}
 SYSTEMS=${SYSTEMS:-"cairn etcd"}
 KEYS=${KEYS:-10000}
 VALUE_SIZE=${VALUE_SIZE:-256}
@@ -181,7 +181,7 @@ bench_cluster() {
 	local common=(--system "$sys" --addrs "$load_addrs" --etcd-conns "$ETCD_CONNS" --workload "$wl"
 		--keys "$KEYS" --value-size "$VALUE_SIZE")
 	if [[ $ROUTING == 1 ]]; then common+=(--cairn-routing); fi
-	if [[ $wl != put && $wl != txn ]]; then
+	if [[ $wl != put && $wl != txn && $wl != doc-insert ]]; then
 		run_load "${common[@]}" --clients "$PRELOAD_CLIENTS" --preload --duration 0 > >(sed 's/^/  /' >&2) 2>&1 || rc=$?
 		((rc == 0)) || { log "$sys $wl: preload failed (exit $rc); logs in $dir"; FAILED=1; keep=1; }
 	fi

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/cairndb/cairn/bench/driver/etcd"
 	"github.com/cairndb/cairn/bench/load"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"google.golang.org/grpc"
 )
 
@@ -40,8 +42,15 @@ func (s seen) String() string {
 }
 
 type log struct {
-	mu  sync.Mutex
-	ops []seen
+	mu      sync.Mutex
+	ops     []seen
+	indexes []string // Cairn: "name(fields)" of every index created
+}
+
+// docSeen records a document insert: its _id, and its other fields.
+func docSeen(doc map[string]any) seen {
+	id, _ := doc["_id"].(string)
+	return seen{kind: "doc-insert", key: id, value: fmt.Sprintf("grp=%v age=%v pad=%v fields=%d", doc["grp"], doc["age"], doc["pad"], len(doc))}
 }
 
 func (l *log) add(s seen) {
@@ -75,6 +84,34 @@ func fakeCairn(t *testing.T, l *log) string {
 			}
 			w.Header().Set("Kv-Version", "1")
 			io.WriteString(w, "v")
+		case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/v1/docs/"+load.Collection+"/_indexes/"):
+			var body struct {
+				Fields []string `json:"fields"`
+			}
+			_ = json.NewDecoder(r.Body).Decode(&body)
+			name := strings.TrimPrefix(r.URL.Path, "/v1/docs/"+load.Collection+"/_indexes/")
+			l.mu.Lock()
+			l.indexes = append(l.indexes, fmt.Sprintf("%s(%s)", name, strings.Join(body.Fields, ",")))
+			l.mu.Unlock()
+			fmt.Fprintf(w, `{"name":%q,"fields":[],"state":"ready"}`, name)
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/docs/"+load.Collection:
+			var doc map[string]any
+			if err := json.NewDecoder(r.Body).Decode(&doc); err != nil {
+				http.Error(w, err.Error(), http.StatusTeapot)
+				return
+			}
+			l.add(docSeen(doc))
+			fmt.Fprintf(w, `{"_id":%q,"_version":1}`, doc["_id"])
+		case r.Method == http.MethodPost && r.URL.Path == "/v1/docs/"+load.Collection+"/_find":
+			var q struct {
+				Filter map[string]any `json:"filter"`
+			}
+			if err := json.NewDecoder(r.Body).Decode(&q); err != nil || len(q.Filter) != 1 {
+				http.Error(w, fmt.Sprintf("unexpected query %v (%v)", q.Filter, err), http.StatusTeapot)
+				return
+			}
+			l.add(seen{kind: "doc-find", key: fmt.Sprint(q.Filter["grp"])})
+			fmt.Fprintf(w, `{"docs":[{"_id":"x","grp":%v}],"cursor":""}`, q.Filter["grp"])
 		case r.Method == http.MethodPost && r.URL.Path == "/v1/txn":
 			var body struct {
 				If   []json.RawMessage `json:"if"`
@@ -119,6 +156,16 @@ type fakeEtcd struct {
 }
 
 func (f *fakeEtcd) Range(_ context.Context, r *pb.RangeRequest) (*pb.RangeResponse, error) {
+	if grp, ok := strings.CutPrefix(string(r.Key), "idx/"+load.Collection+"/"+load.IndexGrp+"/"); ok {
+		// A find's first step: the grp's index entries (one here).
+		n, err := strconv.Atoi(strings.TrimSuffix(grp, "/"))
+		if err != nil || string(r.RangeEnd) != string(r.Key[:len(r.Key)-1])+"0" {
+			return nil, fmt.Errorf("unexpected index range %q to %q", r.Key, r.RangeEnd)
+		}
+		f.l.add(seen{kind: "doc-find", key: strconv.Itoa(n)})
+		return &pb.RangeResponse{Header: &pb.ResponseHeader{Revision: 1},
+			Kvs: []*mvccpb.KeyValue{{Key: append(r.Key, "x"...)}}, Count: 1}, nil
+	}
 	kind := "get"
 	if len(r.RangeEnd) > 0 {
 		kind = "scan"
@@ -132,7 +179,23 @@ func (f *fakeEtcd) Put(_ context.Context, r *pb.PutRequest) (*pb.PutResponse, er
 	return &pb.PutResponse{Header: &pb.ResponseHeader{Revision: 1}}, nil
 }
 
-func (f *fakeEtcd) Txn(_ context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+func (f *fakeEtcd) Txn(ctx context.Context, r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	if len(r.Compare) == 1 {
+		return f.insertDoc(r)
+	}
+	if len(r.Success) > 0 && r.Success[0].GetRequestRange() != nil {
+		// A find's second step: the documents its index range named.
+		resp := &pb.TxnResponse{Header: &pb.ResponseHeader{Revision: 1}, Succeeded: true}
+		for _, op := range r.Success {
+			g := op.GetRequestRange()
+			if g == nil || string(g.Key) != etcd.DocKey("x") {
+				return nil, fmt.Errorf("a find read %v, want the document x", op)
+			}
+			resp.Responses = append(resp.Responses, &pb.ResponseOp{Response: &pb.ResponseOp_ResponseRange{
+				ResponseRange: &pb.RangeResponse{Kvs: []*mvccpb.KeyValue{{Key: g.Key, Value: []byte(`{}`)}}, Count: 1}}})
+		}
+		return resp, nil
+	}
 	var puts [][2]string
 	resp := &pb.TxnResponse{Header: &pb.ResponseHeader{Revision: 1}, Succeeded: len(r.Compare) == 0}
 	for _, op := range r.Success {
@@ -148,6 +211,32 @@ func (f *fakeEtcd) Txn(_ context.Context, r *pb.TxnRequest) (*pb.TxnResponse, er
 	}
 	f.l.add(txnSeen(puts))
 	return resp, nil
+}
+
+// insertDoc checks the emulation of a document insert (the document's key
+// never created, then the document and its two index entries) and records
+// it.
+func (f *fakeEtcd) insertDoc(r *pb.TxnRequest) (*pb.TxnResponse, error) {
+	c := r.Compare[0]
+	if c.Target != pb.Compare_CREATE || c.Result != pb.Compare_EQUAL || c.GetCreateRevision() != 0 || len(r.Success) != 3 || len(r.Failure) != 0 {
+		return nil, fmt.Errorf("unexpected insert %v", r)
+	}
+	var doc map[string]any
+	put := r.Success[0].GetRequestPut()
+	if put == nil || json.Unmarshal(put.Value, &doc) != nil {
+		return nil, fmt.Errorf("unexpected document put %v", r.Success[0])
+	}
+	id, _ := doc["_id"].(string)
+	grp, _ := doc["grp"].(float64)
+	age, _ := doc["age"].(float64)
+	want := []string{etcd.DocKey(id), etcd.GroupPrefix(int(grp)) + id, fmt.Sprintf("idx/%s/%s/%03d/%s", load.Collection, load.IndexAge, int(age), id)}
+	for i, op := range r.Success {
+		if p := op.GetRequestPut(); p == nil || string(p.Key) != want[i] || string(c.Key) != want[0] {
+			return nil, fmt.Errorf("insert op %d %v (compare on %q), want a put of %q", i, op, c.Key, want[i])
+		}
+	}
+	f.l.add(docSeen(doc))
+	return &pb.TxnResponse{Header: &pb.ResponseHeader{Revision: 1}, Succeeded: true}, nil
 }
 
 // txnSeen records a transaction of puts: kind txn, its keys joined by a
@@ -195,6 +284,20 @@ func TestDriversSendTheSameOperations(t *testing.T) {
 			}
 			defer ed.Close()
 			cfg := load.Config{Workload: w, Clients: 1, Keys: 1000, ValueSize: 64, Seed: 3, Duration: 500 * time.Millisecond}
+			for _, p := range []interface {
+				Prepare(context.Context, load.Workload) error
+			}{cd, ed} {
+				if err := p.Prepare(t.Context(), w); err != nil {
+					t.Fatal(err)
+				}
+			}
+			wantIndexes := []string(nil)
+			if w.Documents() {
+				wantIndexes = []string{load.IndexGrp + "(grp)", load.IndexAge + "(age)"}
+			}
+			if !slices.Equal(cl.indexes, wantIndexes) {
+				t.Fatalf("Cairn's prepare created indexes %q, want %q", cl.indexes, wantIndexes)
+			}
 			for _, d := range []load.Driver{cd, ed} { // connect first, so the run is not all dialling
 				if err := d.Do(t.Context(), 0, load.Op{Kind: load.KindGet, Key: "warm/up"}); err != nil {
 					t.Fatal(err)
@@ -228,11 +331,21 @@ func TestDriversSendTheSameOperations(t *testing.T) {
 			gen := load.NewGen(w, 3, 0, 1000, 64)
 			for i := range n { // and both are the generator's stream
 				op := gen.Next()
-				key := op.Key
-				if op.Kind == load.KindTxn {
-					key += "," + op.Key2
+				want := seen{kind: op.Kind.String(), key: op.Key, value: string(op.Value)}
+				switch op.Kind {
+				case load.KindTxn:
+					want.key += "," + op.Key2
+				case load.KindDocInsert:
+					want = docSeen(map[string]any{"_id": op.Doc.ID, "grp": op.Doc.Group, "age": op.Doc.Age, "pad": op.Doc.Pad})
+				case load.KindDocFind:
+					want.key = strconv.Itoa(op.Group)
+				case load.KindScan:
+					want.limit = op.Limit
 				}
-				if c[i].kind != op.Kind.String() || c[i].key != key || c[i].value != string(op.Value) {
+				if want.kind == "get" || want.kind == "scan" {
+					want.stale = op.Stale
+				}
+				if c[i] != want {
 					t.Fatalf("operation %d: sent %v, generator says %v %s", i, c[i], op.Kind, op.Key)
 				}
 			}

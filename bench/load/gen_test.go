@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -21,7 +22,8 @@ func ops(g *Gen, n int) []Op {
 
 func equalOps(a, b []Op) bool {
 	return slices.EqualFunc(a, b, func(x, y Op) bool {
-		return x.Kind == y.Kind && x.Key == y.Key && x.Key2 == y.Key2 && bytes.Equal(x.Value, y.Value) && x.Stale == y.Stale && x.Limit == y.Limit
+		return x.Kind == y.Kind && x.Key == y.Key && x.Key2 == y.Key2 && bytes.Equal(x.Value, y.Value) && x.Stale == y.Stale && x.Limit == y.Limit &&
+			x.Doc == y.Doc && x.Group == y.Group
 	})
 }
 
@@ -128,6 +130,50 @@ func TestGenWorkloads(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Document inserts: IDs unique, salted and the client's own; grp uniform
+// over the keys' groups; age in [0, 100); a hex pad of the value size.
+// Finds: grp uniform.
+func TestGenDocuments(t *testing.T) {
+	const n, keys, groups = 50000, 100, 100 / DocsPerGroup
+	g := NewGen(DocInsert, 1, 3, keys, 20)
+	g.salt = "s-"
+	ids, byGroup := map[string]bool{}, map[int]int{}
+	for range n {
+		op := g.Next()
+		d := op.Doc
+		if op.Kind != KindDocInsert || ids[d.ID] || !strings.HasPrefix(d.ID, "s-c3-") {
+			t.Fatalf("%v %q: want a document insert with a new ID starting s-c3-", op.Kind, d.ID)
+		}
+		ids[d.ID] = true
+		if d.Age < 0 || d.Age >= 100 || len(d.Pad) != 20 {
+			t.Fatalf("%+v: age outside [0, 100) or a pad not of 20 characters", d)
+		}
+		if _, err := hex.DecodeString(d.Pad); err != nil {
+			t.Fatalf("pad %q is not hex", d.Pad)
+		}
+		byGroup[d.Group]++
+	}
+	f := NewGen(DocFind, 1, 3, keys, 20)
+	finds := map[int]int{}
+	for range n {
+		op := f.Next()
+		if op.Kind != KindDocFind || op.Doc != (Doc{}) {
+			t.Fatalf("%v %+v: want a find", op.Kind, op.Doc)
+		}
+		finds[op.Group]++
+	}
+	for name, m := range map[string]map[int]int{"insert": byGroup, "find": finds} {
+		if len(m) != groups {
+			t.Fatalf("%s: %d groups, want %d", name, len(m), groups)
+		}
+		for grp, c := range m {
+			if math.Abs(float64(c)-n/groups) > 0.05*n/groups {
+				t.Errorf("%s: grp %d drawn %d times, want about %d", name, grp, c, n/groups)
+			}
+		}
 	}
 }
 

@@ -34,6 +34,9 @@ type Config struct {
 	Seed      uint64        // seeds every generator
 	Duration  time.Duration // how long the timed run lasts
 	Rate      float64       // open loop: operations per second in total; 0: closed loop
+	// DocSalt starts the IDs of inserted documents, so that runs against
+	// one cluster do not insert the same IDs (sidebyside: the time).
+	DocSalt string
 }
 
 // DefaultConfig returns the defaults of sidebyside: put, 16 clients,
@@ -53,6 +56,9 @@ func (c Config) Validate() error {
 	}
 	if c.Keys < 1 {
 		errs = append(errs, errors.New("load: keys must be at least 1"))
+	}
+	if c.Workload == Txn && c.Keys < 2 {
+		errs = append(errs, errors.New("load: txn needs at least 2 keys"))
 	}
 	if c.ValueSize < 0 {
 		errs = append(errs, errors.New("load: value size must not be negative"))
@@ -93,7 +99,7 @@ func (r Result) Ops() int {
 // All returns the latencies of every successful operation.
 func (r Result) All() []time.Duration {
 	var all []time.Duration
-	for _, k := range []Kind{KindPut, KindGet, KindScan, KindTxn} {
+	for _, k := range []Kind{KindPut, KindGet, KindScan, KindTxn, KindDocInsert, KindDocFind} {
 		all = append(all, r.Latencies[k]...)
 	}
 	return all
@@ -137,6 +143,7 @@ func Run(ctx context.Context, d Driver, cfg Config) (Result, error) {
 	for i := range cfg.Clients {
 		workers[i].lat = map[Kind][]time.Duration{}
 		gen := NewGen(cfg.Workload, cfg.Seed, i, cfg.Keys, cfg.ValueSize)
+		gen.salt = cfg.DocSalt
 		wg.Go(func() {
 			if cfg.Rate > 0 {
 				sched.work(ctx, d, i, gen, &workers[i])
@@ -231,9 +238,10 @@ func (s *openLoop) work(ctx context.Context, d Driver, id int, gen *Gen, w *work
 	}
 }
 
-// Preload writes every key once with PreloadValue, spread over clients
+// Preload writes every key once with PreloadValue (for the document
+// workloads: inserts PreloadDoc for every key), spread over clients
 // goroutines, and returns how many it wrote. It stops at the first error.
-func Preload(ctx context.Context, d Driver, clients, keys, valueSize int, seed uint64) (int64, error) {
+func Preload(ctx context.Context, d Driver, w Workload, clients, keys, valueSize int, seed uint64) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var next, done atomic.Int64
@@ -248,8 +256,11 @@ func Preload(ctx context.Context, d Driver, clients, keys, valueSize int, seed u
 					return
 				}
 				op := Op{Kind: KindPut, Key: Key(int(k)), Value: PreloadValue(seed, int(k), valueSize)}
+				if w.Documents() {
+					op = Op{Kind: KindDocInsert, Doc: PreloadDoc(seed, int(k), valueSize)}
+				}
 				if err := d.Do(ctx, id, op); err != nil {
-					once.Do(func() { firstErr = fmt.Errorf("load: preload %s: %w", op.Key, err); cancel() })
+					once.Do(func() { firstErr = fmt.Errorf("load: preload %s%s: %w", op.Key, op.Doc.ID, err); cancel() })
 					return
 				}
 				done.Add(1)

@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -158,7 +159,7 @@ func TestRunFeedsEachClientItsGenerator(t *testing.T) {
 
 func TestPreload(t *testing.T) {
 	rec := &recorder{ops: map[int][]Op{}}
-	n, err := Preload(t.Context(), rec, 8, 1000, 32, 5)
+	n, err := Preload(t.Context(), rec, Get, 8, 1000, 32, 5)
 	if err != nil || n != 1000 {
 		t.Fatalf("Preload = %d, %v", n, err)
 	}
@@ -182,8 +183,42 @@ func TestPreload(t *testing.T) {
 		t.Errorf("%d keys written, want 1000", len(seen))
 	}
 	failing := &sleeper{d: time.Millisecond, failEvery: 1}
-	if _, err := Preload(t.Context(), failing, 4, 1000, 8, 1); err == nil || failing.calls.Load() > 8 {
+	if _, err := Preload(t.Context(), failing, Get, 4, 1000, 8, 1); err == nil || failing.calls.Load() > 8 {
 		t.Errorf("Preload against a failing driver: %v after %d calls, want an error at once", err, failing.calls.Load())
+	}
+}
+
+// The document workloads preload one document per key, DocsPerGroup to a
+// grp.
+func TestPreloadDocuments(t *testing.T) {
+	rec := &recorder{ops: map[int][]Op{}}
+	if n, err := Preload(t.Context(), rec, DocFind, 4, 100, 32, 5); err != nil || n != 100 {
+		t.Fatalf("Preload = %d, %v", n, err)
+	}
+	ids, groups := map[string]bool{}, map[int]int{}
+	for _, ops := range rec.ops {
+		for _, op := range ops {
+			if op.Kind != KindDocInsert || ids[op.Doc.ID] || op.Key != "" {
+				t.Fatalf("%v %q: not a first document insert", op.Kind, op.Doc.ID)
+			}
+			ids[op.Doc.ID] = true
+			groups[op.Doc.Group]++
+			var i int
+			if _, err := fmt.Sscanf(op.Doc.ID, "p%08d", &i); err != nil || op.Doc != PreloadDoc(5, i, 32) {
+				t.Fatalf("%+v is not PreloadDoc of its number", op.Doc)
+			}
+			if len(op.Doc.Pad) != 32 || op.Doc.Age != i%100 {
+				t.Fatalf("%+v: pad of %d characters, want 32; age want %d", op.Doc, len(op.Doc.Pad), i%100)
+			}
+		}
+	}
+	if len(ids) != 100 || len(groups) != 100/DocsPerGroup {
+		t.Fatalf("%d documents in %d groups, want 100 in %d", len(ids), len(groups), 100/DocsPerGroup)
+	}
+	for g, n := range groups {
+		if n != DocsPerGroup {
+			t.Errorf("grp %d has %d documents, want %d", g, n, DocsPerGroup)
+		}
 	}
 }
 

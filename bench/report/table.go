@@ -110,7 +110,7 @@ func Summarize(recs []Record) Summary {
 }
 
 func workloadOrder(w string) int {
-	i := slices.Index([]string{"put", "get", "stale-get", "mix", "scan", "txn"}, w)
+	i := slices.Index([]string{"put", "get", "stale-get", "mix", "scan", "txn", "doc-insert", "doc-find"}, w)
 	if i < 0 {
 		return 99
 	}

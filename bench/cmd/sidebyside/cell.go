@@ -27,9 +27,12 @@ type cellConfig struct {
 // runOne preloads if asked, runs the timed cell and prints its record as
 // JSON on out and as a human line on human.
 func runOne(ctx context.Context, d driver, c cellConfig, out, human io.Writer) error {
+	if err := d.Prepare(ctx, c.load.Workload); err != nil {
+		return fmt.Errorf("prepare %s: %w", c.load.Workload, err)
+	}
 	if c.preload {
 		start := time.Now()
-		n, err := load.Preload(ctx, d, c.load.Clients, c.load.Keys, c.load.ValueSize, c.load.Seed)
+		n, err := load.Preload(ctx, d, c.load.Workload, c.load.Clients, c.load.Keys, c.load.ValueSize, c.load.Seed)
 		if err != nil {
 			return fmt.Errorf("preload: %w", err)
 		}

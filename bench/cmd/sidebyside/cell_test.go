@@ -17,6 +17,7 @@ import (
 // fake answers every operation after 1 ms and counts compactions.
 type fake struct {
 	ops, compactions atomic.Int64
+	prepared         []load.Workload
 }
 
 func (f *fake) Do(ctx context.Context, _ int, _ load.Op) error {
@@ -29,6 +30,10 @@ func (f *fake) Do(ctx context.Context, _ int, _ load.Op) error {
 	}
 }
 func (f *fake) Ready(context.Context) error { return nil }
+func (f *fake) Prepare(_ context.Context, w load.Workload) error {
+	f.prepared = append(f.prepared, w)
+	return nil
+}
 func (f *fake) Close() error                { return nil }
 func (f *fake) Compact(context.Context) error {
 	f.compactions.Add(1)
@@ -70,6 +75,9 @@ func TestRunOneRecord(t *testing.T) {
 	}
 	if r.DiskDirs != 1 || r.DiskBytes < 50_000 || f.compactions.Load() != 1 {
 		t.Errorf("disk %d bytes over %d dirs after %d compactions, want ≥ 50 kB, 1, 1", r.DiskBytes, r.DiskDirs, f.compactions.Load())
+	}
+	if len(f.prepared) != 1 || f.prepared[0] != load.Mix {
+		t.Errorf("driver prepared for %v, want mix once, before the preload", f.prepared)
 	}
 	if f.ops.Load() < 100+int64(r.Ops) { // the preload's 100 puts, then the run
 		t.Errorf("driver saw %d ops, want the preload's 100 and the run's %d", f.ops.Load(), r.Ops)

@@ -35,6 +35,8 @@ import (
 type driver interface {
 	load.Driver
 	Ready(ctx context.Context) error
+	// Prepare creates what workload w needs (Cairn: the document indexes).
+	Prepare(ctx context.Context, w load.Workload) error
 	Close() error
 }
 
@@ -133,6 +135,9 @@ func runCell(ctx context.Context, args []string) error {
 	if c.load.Workload, err = load.ParseWorkload(*workload); err != nil {
 		return err
 	}
+	// Each invocation inserts documents under IDs of its own: the cells of
+	// one cluster run one after the other with the same seed.
+	c.load.DocSalt = strconv.FormatInt(time.Now().UnixNano(), 36) + "-"
 	for _, p := range splitList(*pids) {
 		pid, err := strconv.Atoi(p)
 		if err != nil {

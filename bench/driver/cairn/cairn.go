@@ -5,7 +5,10 @@
 // Mapping: a put is PUT /v1/kv/{key}; a get is GET /v1/kv/{key}
 // (linearizable, or consistency=stale); a scan is GET
 // /v1/kv?start={key}&limit={n}, linearizable; a transaction is POST
-// /v1/txn putting both keys (no comparisons). The client library does not
+// /v1/txn putting both keys (no comparisons); a document insert is POST
+// /v1/docs/bench, a document find POST /v1/docs/bench/_find with a filter
+// on grp (the planner picks the by_grp index); Prepare creates both indexes
+// for the document workloads. The client library does not
 // retry (retries would hide errors and stretch latencies); a get of an
 // absent key is a success.
 package cairn
@@ -76,6 +79,15 @@ func (d *Driver) Do(ctx context.Context, worker int, op load.Op) error {
 		}
 		_, err := c.Scan(ctx, client.ScanRequest{Start: op.Key, Limit: op.Limit}, opts...)
 		return err
+	case load.KindDocInsert:
+		_, _, err := c.InsertDoc(ctx, load.Collection, docJSON(op.Doc))
+		return err
+	case load.KindDocFind:
+		docs, _, err := c.FindDocs(ctx, load.Collection, client.FindRequest{Filter: map[string]any{"grp": op.Group}})
+		if err == nil && len(docs) == 0 {
+			err = fmt.Errorf("cairn: no documents in grp %d (preload first)", op.Group)
+		}
+		return err
 	case load.KindTxn:
 		r, err := c.Txn(ctx, client.Txn{Then: []client.TxnOp{client.TxnPut(op.Key, op.Value), client.TxnPut(op.Key2, op.Value)}})
 		if err == nil && (!r.Succeeded || len(r.Results) != 2) {
@@ -84,6 +96,25 @@ func (d *Driver) Do(ctx context.Context, worker int, op load.Op) error {
 		return err
 	}
 	return fmt.Errorf("cairn: unknown operation kind %v", op.Kind)
+}
+
+// docJSON is d as the document both drivers store.
+func docJSON(d load.Doc) map[string]any {
+	return map[string]any{"_id": d.ID, "grp": d.Group, "age": d.Age, "pad": d.Pad}
+}
+
+// Prepare creates the collection's indexes for the document workloads (an
+// index that exists with the same fields is left as it is).
+func (d *Driver) Prepare(ctx context.Context, w load.Workload) error {
+	if !w.Documents() {
+		return nil
+	}
+	for _, idx := range [][2]string{{load.IndexGrp, "grp"}, {load.IndexAge, "age"}} {
+		if _, err := d.clients[0].CreateIndex(ctx, load.Collection, idx[0], idx[1]); err != nil {
+			return fmt.Errorf("cairn: create index %s: %w", idx[0], err)
+		}
+	}
+	return nil
 }
 
 // Ready returns nil once every node answers /readyz.

@@ -7,6 +7,14 @@
 // transaction is a Txn without comparisons putting both keys. Gets of
 // absent keys answer with no kvs, which is a success.
 //
+// Documents are emulated as a document store on etcd would keep them: a
+// document under doc/bench/<id> (the same JSON Cairn stores) and one key
+// per index entry, idx/bench/by_grp/<grp, 10 digits>/<id> and
+// idx/bench/by_age/<age, 3 digits>/<id>. An insert is one Txn that puts all
+// three if the document's key has never been created (so a taken _id
+// fails, as in Cairn); a find reads the grp's index range, then the
+// documents it names in one Txn of gets: two round trips.
+//
 // Connections: the driver opens Conns gRPC connections; connection j is
 // pinned to endpoint j mod len(endpoints), and benchmark client i sends on
 // connection i mod Conns. Use a multiple of the number of endpoints to
@@ -15,8 +23,10 @@ package etcd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cairndb/cairn/bench/load"
@@ -74,6 +84,21 @@ func Op(op load.Op) (clientv3.Op, error) {
 			opts = append(opts, clientv3.WithSerializable())
 		}
 		return clientv3.OpGet(op.Key, opts...), nil
+	case load.KindDocInsert:
+		b, err := json.Marshal(map[string]any{"_id": op.Doc.ID, "grp": op.Doc.Group, "age": op.Doc.Age, "pad": op.Doc.Pad})
+		if err != nil {
+			return clientv3.Op{}, err
+		}
+		key := DocKey(op.Doc.ID)
+		return clientv3.OpTxn(
+			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+			[]clientv3.Op{
+				clientv3.OpPut(key, string(b)),
+				clientv3.OpPut(GroupPrefix(op.Doc.Group)+op.Doc.ID, ""),
+				clientv3.OpPut(fmt.Sprintf("idx/%s/%s/%03d/%s", load.Collection, load.IndexAge, op.Doc.Age, op.Doc.ID), ""),
+			}, nil), nil
+	case load.KindDocFind:
+		return clientv3.OpGet(GroupPrefix(op.Group), clientv3.WithPrefix()), nil
 	case load.KindTxn:
 		return clientv3.OpTxn(nil, []clientv3.Op{clientv3.OpPut(op.Key, string(op.Value)), clientv3.OpPut(op.Key2, string(op.Value))}, nil), nil
 	}
@@ -86,14 +111,53 @@ func (d *Driver) Do(ctx context.Context, worker int, op load.Op) error {
 	if err != nil {
 		return err
 	}
-	resp, err := d.conns[worker%len(d.conns)].Do(ctx, eop)
-	if err == nil && op.Kind == load.KindTxn {
+	conn := d.conns[worker%len(d.conns)]
+	resp, err := conn.Do(ctx, eop)
+	if err != nil {
+		return err
+	}
+	switch op.Kind {
+	case load.KindTxn:
 		if t := resp.Txn(); t == nil || !t.Succeeded || len(t.Responses) != 2 {
 			return fmt.Errorf("etcd: transaction did not answer success with 2 responses: %v", t)
 		}
+	case load.KindDocInsert:
+		if t := resp.Txn(); t == nil || !t.Succeeded {
+			return fmt.Errorf("etcd: document %s exists", op.Doc.ID)
+		}
+	case load.KindDocFind:
+		// The index range names the documents; one Txn reads them all.
+		var gets []clientv3.Op
+		for _, kv := range resp.Get().Kvs {
+			id := strings.TrimPrefix(string(kv.Key), GroupPrefix(op.Group))
+			gets = append(gets, clientv3.OpGet(DocKey(id)))
+		}
+		if len(gets) == 0 {
+			return fmt.Errorf("etcd: no documents in grp %d (preload first)", op.Group)
+		}
+		t, err := conn.Txn(ctx).Then(gets...).Commit()
+		if err != nil {
+			return err
+		}
+		for i, r := range t.Responses {
+			if rr := r.GetResponseRange(); rr == nil || len(rr.Kvs) != 1 {
+				return fmt.Errorf("etcd: document %s named by the grp %d index is missing", gets[i].KeyBytes(), op.Group)
+			}
+		}
 	}
-	return err
+	return nil
 }
+
+// DocKey is where the emulation keeps document id.
+func DocKey(id string) string { return "doc/" + load.Collection + "/" + id }
+
+// GroupPrefix starts the by_grp index entries of grp.
+func GroupPrefix(grp int) string {
+	return fmt.Sprintf("idx/%s/%s/%010d/", load.Collection, load.IndexGrp, grp)
+}
+
+// Prepare has nothing to create: the emulation's keys need no schema.
+func (d *Driver) Prepare(context.Context, load.Workload) error { return nil }
 
 // Ready returns nil once every member answers its status and a
 // linearizable read succeeds (so the cluster has a leader).
