@@ -124,7 +124,7 @@ type Gen struct {
 	rng    *rand.Rand
 	value  []byte
 	client int
-	// salt and n make document IDs: salt-c<client>-<n>.
+	// salt and n make document IDs: <salt>c<client>-<n>.
 	salt string
 	n    int
 }
