@@ -34,7 +34,7 @@ func (f *fake) Prepare(_ context.Context, w load.Workload) error {
 	f.prepared = append(f.prepared, w)
 	return nil
 }
-func (f *fake) Close() error                { return nil }
+func (f *fake) Close() error { return nil }
 func (f *fake) Compact(context.Context) error {
 	f.compactions.Add(1)
 	return nil
