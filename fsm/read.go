@@ -134,11 +134,8 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 	}
 	err := f.readView(func(txn *badger.Txn, ks keyspace, mayHold bool) error {
 		base := ks.dataPrefix()
-		opts := badger.DefaultIteratorOptions
+		opts := scanIteratorOptions()
 		opts.Prefix = append(base[:len(base):len(base)], o.Prefix...)
-		if o.Limit > 0 && o.Limit < opts.PrefetchSize {
-			opts.PrefetchSize = o.Limit
-		}
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		seek := o.Prefix
@@ -168,6 +165,17 @@ func (f *FSM) Scan(o ScanOptions) (ScanResult, error) {
 		return f.lockedInRange(txn, ks, mayHold, o.Prefix, seek, o.End, last)
 	})
 	return res, err
+}
+
+// scanIteratorOptions are the options of a scan's iterator. Values are not
+// prefetched: Badger would start a goroutine per item to copy each of the
+// next PrefetchSize values (100 by default) at every seek, which dominated
+// short scans (a document index range holding a few entries per shard),
+// and a scan's values are read once anyway, in key order, by take.
+func scanIteratorOptions() badger.IteratorOptions {
+	opts := badger.DefaultIteratorOptions
+	opts.PrefetchValues = false
+	return opts
 }
 
 // take adds the item at key to the page, or, when the page already holds
@@ -203,11 +211,8 @@ func (f *FSM) scanReverse(o ScanOptions) (ScanResult, error) {
 	}
 	err := f.readView(func(txn *badger.Txn, ks keyspace, mayHold bool) error {
 		base := ks.dataPrefix()
-		opts := badger.DefaultIteratorOptions
+		opts := scanIteratorOptions()
 		opts.Reverse = true
-		if o.Limit > 0 && o.Limit < opts.PrefetchSize {
-			opts.PrefetchSize = o.Limit
-		}
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		// A reverse seek lands on the greatest key at or below the one
