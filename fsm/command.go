@@ -229,11 +229,7 @@ func (c Command) positions() uint64 {
 		if c.Phase.Kind == PhaseCommit || c.Phase.Kind == PhasePrepare {
 			return uint64(len(c.Phase.Writes))
 		}
-		n := len(c.Phase.Keys) // a Resolve's writes
-		for _, m := range c.Phase.More {
-			n += len(m.Keys)
-		}
-		return uint64(n)
+		return uint64(len(c.Phase.Keys) + c.Phase.moreKeys()) // a Resolve's writes
 	}
 	return uint64(len(c.Ops) + len(c.Else))
 }
@@ -442,10 +438,7 @@ func DecodeGroup(data []byte) ([]Command, error) {
 		}
 		ops += len(c.Ops) + len(c.Else)
 		if c.Phase != nil {
-			ops += len(c.Phase.Reads) + len(c.Phase.Writes) + len(c.Phase.Keys) + c.Phase.scanItems()
-			for _, m := range c.Phase.More {
-				ops += len(m.Keys)
-			}
+			ops += len(c.Phase.Reads) + len(c.Phase.Writes) + len(c.Phase.Keys) + c.Phase.moreKeys() + c.Phase.scanItems()
 		}
 		if ops > MaxOpsPerEntry {
 			return nil, fmt.Errorf("%w: more than %d ops in one entry", ErrCorrupt, MaxOpsPerEntry)

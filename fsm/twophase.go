@@ -750,7 +750,8 @@ func (f *FSM) lockedError(txn *badger.Txn, ks keyspace, key []byte) error {
 }
 
 // countIntents counts the intents and range locks of generation gen (n
-// counts both), and the range locks alone.
+// counts both), and the range locks alone, and returns the set of keys
+// holding an intent (FSM.locked).
 func (f *FSM) countIntents(gen uint32) (n, locks int64, locked map[string]struct{}, err error) {
 	locked = map[string]struct{}{}
 	err = f.db.View(func(txn *badger.Txn) error {

@@ -588,9 +588,9 @@ func preparedVersions(versions map[string]uint64, writes []fsm.Op, res fsm.Resul
 // shard gets one Resolve command at a time (at most resolveBatchTxns
 // transactions), carrying every transaction queued for it meanwhile
 // (fsm.Phase.More), so under load a transaction's resolve costs a small
-// part of a command. If the coordinator closes
-// first, the intents stay until the resolver or a reader settles them from
-// the record, which is kept.
+// part of a command. If the coordinator closes first, the intents stay
+// until the resolver or a reader settles them from the record, which is
+// kept.
 func (co *Coordinator) resolveLater(id string, recordShard fsm.ShardID, parts []*participant) {
 	if co.cfg.Failpoint == nil {
 		left := new(atomic.Int32)

@@ -28,9 +28,10 @@
 //     commit entry).
 //  6. In the background, resolve the other participants (committed
 //     intents become data with the versions fixed at prepare, range locks
-//     go), then Forget the record. Both are batched: one Resolve per shard
-//     carries every transaction queued for it while the previous one was
-//     in flight (fsm.Phase.More), one Forget every record.
+//     go), then Forget the record. Both are batched by shard: one Resolve
+//     carries every transaction queued for its shard while the previous
+//     one was in flight (fsm.Phase.More), and one Forget every record
+//     queued likewise.
 //
 // A transaction across two shards thus takes two rounds before its answer
 // (prepare, commit) and four raft entries. An aborted transaction's
