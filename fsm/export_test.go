@@ -8,6 +8,9 @@ import (
 
 // Test hooks into the replica's internals, for the black-box tests in fsm_test.
 
+// BadgerOptions returns the options the store opened Badger with.
+func (s *Store) BadgerOptions() badger.Options { return s.db.Opts() }
+
 // ErrCrashed is what Restore returns when SetFailRestore stopped it.
 var ErrCrashed = errCrashed
 

@@ -98,14 +98,33 @@ func TestOptionsValidate(t *testing.T) {
 	bad.ValueThreshold = 8
 	bad.NumCompactors = 1
 	bad.GCDiscardRatio = 1
+	bad.BaseTableSize = 4 << 20 // above the memtable
 	err := bad.Validate()
-	for _, want := range []string{"Dir", "MemTableSize", "NumMemtables", "ValueThreshold", "NumCompactors", "GCDiscardRatio"} {
+	for _, want := range []string{"Dir", "MemTableSize", "NumMemtables", "ValueThreshold", "NumCompactors", "GCDiscardRatio", "BaseTableSize"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want a problem with %s", err, want)
 		}
 	}
 	if _, err := fsm.Open(bad); err == nil {
 		t.Fatal("Open accepted invalid options")
+	}
+	small := fsm.DefaultOptions("")
+	small.BaseTableSize = 32 << 10
+	if err := small.Validate(); err == nil || !strings.Contains(err.Error(), "BaseTableSize") {
+		t.Fatalf("BaseTableSize of 32 KiB: %v", err)
+	}
+}
+
+func TestOpenPassesTableSize(t *testing.T) {
+	opts := testOptions(t.TempDir())
+	opts.BaseTableSize = 768 << 10
+	s, err := fsm.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.BadgerOptions().BaseTableSize; got != 768<<10 {
+		t.Fatalf("Badger's BaseTableSize %d, want %d", got, 768<<10)
 	}
 }
 

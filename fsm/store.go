@@ -39,6 +39,13 @@ type Options struct {
 	ValueThreshold int64
 	// ValueLogFileSize: default 256 MiB.
 	ValueLogFileSize int64
+	// BaseTableSize is the size Badger aims for when compaction writes a
+	// table below level 0 (deeper levels double it per level). Badger
+	// builds each table in memory, many at once during a compaction, and
+	// with compression on a builder overshoots its size while the
+	// compressing goroutines lag: smaller tables bound that memory.
+	// Default 512 KiB (Badger's own default is 2 MiB).
+	BaseTableSize int64
 	// NumCompactors: default 2.
 	NumCompactors int
 	// GCInterval is how often value-log GC runs; 0 turns it off.
@@ -58,6 +65,7 @@ func DefaultOptions(dir string) Options {
 		IndexCacheSize:   16 << 20,
 		ValueThreshold:   1 << 10,
 		ValueLogFileSize: 256 << 20,
+		BaseTableSize:    512 << 10,
 		NumCompactors:    2,
 		GCInterval:       5 * time.Minute,
 		GCDiscardRatio:   0.5,
@@ -78,6 +86,9 @@ func (o Options) Validate() error {
 	}
 	if o.ValueThreshold < 64 || o.ValueThreshold > 1<<20 {
 		errs = append(errs, fmt.Errorf("fsm: ValueThreshold %d outside [64, 1 MiB]", o.ValueThreshold))
+	}
+	if o.BaseTableSize < 64<<10 || o.BaseTableSize > o.MemTableSize {
+		errs = append(errs, fmt.Errorf("fsm: BaseTableSize %d outside [64 KiB, MemTableSize]", o.BaseTableSize))
 	}
 	if o.NumCompactors < 2 {
 		errs = append(errs, errors.New("fsm: NumCompactors must be at least 2"))
@@ -124,6 +135,7 @@ func Open(opts Options) (*Store, error) {
 		WithIndexCacheSize(opts.IndexCacheSize).
 		WithValueThreshold(opts.ValueThreshold).
 		WithValueLogFileSize(opts.ValueLogFileSize).
+		WithBaseTableSize(opts.BaseTableSize).
 		WithNumCompactors(opts.NumCompactors).
 		WithCompression(options.Snappy).
 		WithLogger(badgerLogger{logger})

@@ -29,3 +29,21 @@ func TestServerFlags(t *testing.T) {
 		t.Fatal("--raft-log-store rocks was accepted")
 	}
 }
+
+func TestMemoryFlags(t *testing.T) {
+	_, o, err := serverFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.memoryLimit != 256<<20 || o.gcPercent != 25 {
+		t.Fatalf("defaults: memory limit %d, gc percent %d; want %d, 25", o.memoryLimit, o.gcPercent, 256<<20)
+	}
+	if _, o, err = serverFlags([]string{"--memory-limit", "1GiB", "--gc-percent", "80"}); err != nil || o.memoryLimit != 1<<30 || o.gcPercent != 80 {
+		t.Fatalf("--memory-limit 1GiB --gc-percent 80: %d, %d, %v", o.memoryLimit, o.gcPercent, err)
+	}
+	for _, args := range [][]string{{"--gc-percent", "0"}, {"--gc-percent", "-1"}, {"--memory-limit", "lots"}} {
+		if _, _, err := serverFlags(args); err == nil {
+			t.Errorf("%q was accepted", args)
+		}
+	}
+}

@@ -89,6 +89,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
 	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal) or bolt (raft-boltdb); existing replicas keep theirs")
 	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
+	fs.IntVar(&o.gcPercent, "gc-percent", 25, "how far the Go heap may grow past its live size before a collection, in percent (lower: less memory, more collections; $GOGC, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, o, err
 	}
@@ -115,6 +116,9 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 		return cfg, o, fmt.Errorf("--memory-limit %q: want a size such as 256MiB, or 0", *memLimit)
 	}
 	o.memoryLimit = int64(limit)
+	if o.gcPercent < 1 {
+		return cfg, o, fmt.Errorf("--gc-percent %d: want a percentage of 1 or more", o.gcPercent)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return cfg, o, fmt.Errorf("--log-level: %w", err)
@@ -125,6 +129,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 
 type serverOpts struct {
 	memoryLimit     int64 // bytes; 0: none
+	gcPercent       int
 	pprof           bool
 	logLevel        string
 	level           slog.Level
@@ -142,6 +147,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		// Without a limit the heap grows to twice its live size between
 		// collections, and the runtime keeps what it grew to.
 		debug.SetMemoryLimit(o.memoryLimit)
+	}
+	if _, set := os.LookupEnv("GOGC"); !set {
+		// Most of a node's live heap is Badger's memtable arenas and
+		// block cache, byte slices the collector does not scan, so
+		// collecting more often costs little; Go's default (100) lets
+		// the heap reach twice its live size between collections.
+		debug.SetGCPercent(o.gcPercent)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
