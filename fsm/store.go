@@ -43,8 +43,9 @@ type Options struct {
 	// table below level 0 (deeper levels double it per level). Badger
 	// builds each table in memory, many at once during a compaction, and
 	// with compression on a builder overshoots its size while the
-	// compressing goroutines lag: smaller tables bound that memory.
-	// Default 512 KiB (Badger's own default is 2 MiB).
+	// compressing goroutines lag: smaller tables bound that memory, at
+	// some cost in write throughput (README, Performance, "Memory:
+	// collections and compaction tables"). Default 2 MiB, Badger's.
 	BaseTableSize int64
 	// NumCompactors: default 2.
 	NumCompactors int
@@ -65,7 +66,7 @@ func DefaultOptions(dir string) Options {
 		IndexCacheSize:   16 << 20,
 		ValueThreshold:   1 << 10,
 		ValueLogFileSize: 256 << 20,
-		BaseTableSize:    512 << 10,
+		BaseTableSize:    2 << 20,
 		NumCompactors:    2,
 		GCInterval:       5 * time.Minute,
 		GCDiscardRatio:   0.5,

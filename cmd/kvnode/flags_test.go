@@ -31,17 +31,18 @@ func TestServerFlags(t *testing.T) {
 }
 
 func TestMemoryFlags(t *testing.T) {
-	_, o, err := serverFlags(nil)
+	cfg, o, err := serverFlags(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.memoryLimit != 256<<20 || o.gcPercent != 25 {
-		t.Fatalf("defaults: memory limit %d, gc percent %d; want %d, 25", o.memoryLimit, o.gcPercent, 256<<20)
+	if o.memoryLimit != 256<<20 || o.gcPercent != 25 || cfg.Store.BaseTableSize != 2<<20 {
+		t.Fatalf("defaults: memory limit %d, gc percent %d, table size %d; want %d, 25, %d", o.memoryLimit, o.gcPercent, cfg.Store.BaseTableSize, 256<<20, 2<<20)
 	}
-	if _, o, err = serverFlags([]string{"--memory-limit", "1GiB", "--gc-percent", "80"}); err != nil || o.memoryLimit != 1<<30 || o.gcPercent != 80 {
-		t.Fatalf("--memory-limit 1GiB --gc-percent 80: %d, %d, %v", o.memoryLimit, o.gcPercent, err)
+	cfg, o, err = serverFlags([]string{"--memory-limit", "1GiB", "--gc-percent", "80", "--table-size", "512KiB"})
+	if err != nil || o.memoryLimit != 1<<30 || o.gcPercent != 80 || cfg.Store.BaseTableSize != 512<<10 {
+		t.Fatalf("--memory-limit 1GiB --gc-percent 80 --table-size 512KiB: %d, %d, %d, %v", o.memoryLimit, o.gcPercent, cfg.Store.BaseTableSize, err)
 	}
-	for _, args := range [][]string{{"--gc-percent", "0"}, {"--gc-percent", "-1"}, {"--memory-limit", "lots"}} {
+	for _, args := range [][]string{{"--gc-percent", "0"}, {"--gc-percent", "-1"}, {"--memory-limit", "lots"}, {"--table-size", "16KiB"}, {"--table-size", "64MiB"}, {"--table-size", "big"}} {
 		if _, _, err := serverFlags(args); err == nil {
 			t.Errorf("%q was accepted", args)
 		}

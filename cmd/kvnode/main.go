@@ -89,6 +89,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
 	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal) or bolt (raft-boltdb); existing replicas keep theirs")
 	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
+	tableSize := fs.String("table-size", humanize.IBytes(uint64(cfg.Store.BaseTableSize)), "size of the tables Badger's compactions write below level 0 (smaller: less memory while compacting, slower writes)")
 	fs.IntVar(&o.gcPercent, "gc-percent", 25, "how far the Go heap may grow past its live size before a collection, in percent (lower: less memory, more collections; $GOGC, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, o, err
@@ -116,6 +117,11 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 		return cfg, o, fmt.Errorf("--memory-limit %q: want a size such as 256MiB, or 0", *memLimit)
 	}
 	o.memoryLimit = int64(limit)
+	ts, err := humanize.ParseBytes(*tableSize)
+	if err != nil || ts < 64<<10 || ts > uint64(cfg.Store.MemTableSize) {
+		return cfg, o, fmt.Errorf("--table-size %q: want a size from 64KiB to the memtable's %s, such as 512KiB", *tableSize, humanize.IBytes(uint64(cfg.Store.MemTableSize)))
+	}
+	cfg.Store.BaseTableSize = int64(ts)
 	if o.gcPercent < 1 {
 		return cfg, o, fmt.Errorf("--gc-percent %d: want a percentage of 1 or more", o.gcPercent)
 	}
