@@ -40,12 +40,13 @@ type Options struct {
 	// ValueLogFileSize: default 256 MiB.
 	ValueLogFileSize int64
 	// BaseTableSize is the size Badger aims for when compaction writes a
-	// table below level 0 (deeper levels double it per level). Badger
-	// builds each table in memory, many at once during a compaction, and
-	// with compression on a builder overshoots its size while the
-	// compressing goroutines lag: smaller tables bound that memory, at
-	// some cost in write throughput (README, Performance, "Memory:
-	// collections and compaction tables"). Default 2 MiB, Badger's.
+	// table below level 0 (levels under the base level double it, level
+	// by level). Badger builds each table in memory, many at once during
+	// a compaction, and with compression on a builder overshoots its size
+	// while the compressing goroutines lag: smaller tables bound that
+	// memory, at some cost in write throughput (README, Performance,
+	// "Memory: collections and compaction tables"). Default 2 MiB,
+	// Badger's.
 	BaseTableSize int64
 	// NumCompactors: default 2.
 	NumCompactors int
