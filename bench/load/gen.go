@@ -112,6 +112,11 @@ type Doc struct {
 	Pad        string // hex, the value size in characters
 }
 
+// Fields returns d as the JSON object both drivers store.
+func (d Doc) Fields() map[string]any {
+	return map[string]any{"_id": d.ID, "grp": d.Group, "age": d.Age, "pad": d.Pad}
+}
+
 // Key returns the name of key i (the same format as kvnode bench).
 func Key(i int) string { return fmt.Sprintf("%s%08d", KeyPrefix, i) }
 

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/cairndb/cairn/bench/load"
 )
 
 // Row identifies one row of the table: a workload at a load.
@@ -110,7 +112,7 @@ func Summarize(recs []Record) Summary {
 }
 
 func workloadOrder(w string) int {
-	i := slices.Index([]string{"put", "get", "stale-get", "mix", "scan", "txn", "doc-insert", "doc-find"}, w)
+	i := slices.Index(load.Workloads, load.Workload(w))
 	if i < 0 {
 		return 99
 	}

@@ -80,7 +80,7 @@ func (d *Driver) Do(ctx context.Context, worker int, op load.Op) error {
 		_, err := c.Scan(ctx, client.ScanRequest{Start: op.Key, Limit: op.Limit}, opts...)
 		return err
 	case load.KindDocInsert:
-		_, _, err := c.InsertDoc(ctx, load.Collection, docJSON(op.Doc))
+		_, _, err := c.InsertDoc(ctx, load.Collection, op.Doc.Fields())
 		return err
 	case load.KindDocFind:
 		docs, _, err := c.FindDocs(ctx, load.Collection, client.FindRequest{Filter: map[string]any{"grp": op.Group}})
@@ -96,11 +96,6 @@ func (d *Driver) Do(ctx context.Context, worker int, op load.Op) error {
 		return err
 	}
 	return fmt.Errorf("cairn: unknown operation kind %v", op.Kind)
-}
-
-// docJSON is d as the document both drivers store.
-func docJSON(d load.Doc) map[string]any {
-	return map[string]any{"_id": d.ID, "grp": d.Group, "age": d.Age, "pad": d.Pad}
 }
 
 // Prepare creates the collection's indexes for the document workloads (an

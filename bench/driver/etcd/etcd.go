@@ -85,7 +85,7 @@ func Op(op load.Op) (clientv3.Op, error) {
 		}
 		return clientv3.OpGet(op.Key, opts...), nil
 	case load.KindDocInsert:
-		b, err := json.Marshal(map[string]any{"_id": op.Doc.ID, "grp": op.Doc.Group, "age": op.Doc.Age, "pad": op.Doc.Pad})
+		b, err := json.Marshal(op.Doc.Fields())
 		if err != nil {
 			return clientv3.Op{}, err
 		}
