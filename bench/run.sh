@@ -17,6 +17,8 @@ ROUTING=${ROUTING:-0}               # 1: Cairn clients send each key to its shar
 ETCD_CONNS=${ETCD_CONNS:-0}         # gRPC connections in all (0: two per endpoint used)
 RATE=${RATE:-0}                     # open loop: ops/s in total (0: closed loop)
 PRELOAD_CLIENTS=${PRELOAD_CLIENTS:-64}
+LOAD_KEYS=${LOAD_KEYS:-1000000}     # workload "load": keys written (by PRELOAD_CLIENTS clients) before memory is sampled
+SETTLE=${SETTLE:-10s}               # workload "load": how long after the load the servers' RSS is sampled
 BASE_PORT=${BASE_PORT:-27000}       # below the ephemeral range (32768+), where a client connection could take a port a restarted server needs. Cairn n$i: BASE+60+10i (+1 raft, +2 gossip); etcd m$i: BASE+360+10i (+1 peer)
 KEEP_DATA=${KEEP_DATA:-0}           # 1: keep the data directories of each cluster
 
@@ -159,7 +161,8 @@ start_etcd() {
 	done
 }
 
-# bench_cluster SYSTEM WORKLOAD RUN: a fresh cluster, preload, every client count.
+# bench_cluster SYSTEM WORKLOAD RUN: a fresh cluster, preload, every client
+# count; for the workload "load", the measured load of LOAD_KEYS keys only.
 bench_cluster() {
 	local sys=$1 wl=$2 run=$3 dir c addrs load_addrs rc=0 keep=$KEEP_DATA
 	dir="$WORK/data-$sys-$wl-$run"
@@ -178,18 +181,28 @@ bench_cluster() {
 	if [[ $SPREAD == one ]]; then
 		if [[ $sys == etcd ]]; then load_addrs=$("$BIN/sidebyside" leader --system etcd --addrs "$addrs"); else load_addrs=${ADDRS[0]}; fi
 	fi
-	local common=(--system "$sys" --addrs "$load_addrs" --etcd-conns "$ETCD_CONNS" --workload "$wl"
-		--keys "$KEYS" --value-size "$VALUE_SIZE")
+	local common=(--system "$sys" --addrs "$load_addrs" --etcd-conns "$ETCD_CONNS" --value-size "$VALUE_SIZE")
 	if [[ $ROUTING == 1 ]]; then common+=(--cairn-routing); fi
+	local pids dirs
+	pids=$(IFS=,; echo "${SERVER_PIDS[*]}")
+	dirs=$(IFS=,; echo "${DATA_DIRS[*]}")
+	if [[ $wl == load ]]; then
+		# Memory after the same load: LOAD_KEYS keys, then SETTLE idle.
+		run_load "${common[@]}" --workload put --keys "$LOAD_KEYS" --clients "$PRELOAD_CLIENTS" --preload --duration 0 \
+			--settle "$SETTLE" --run "$run" --pids "$pids" --data-dirs "$dirs" \
+			>>"$OUT/results.jsonl" 2> >(sed 's/^/  /' | tee -a "$OUT/run.log" >&2) || rc=$?
+		((rc == 0)) || { log "$sys load failed (exit $rc); logs in $dir"; FAILED=1; keep=1; }
+		stop_cluster
+		if [[ $keep != 1 ]]; then rm -rf "$dir"; fi
+		return
+	fi
+	common+=(--workload "$wl" --keys "$KEYS")
 	if [[ $wl != put && $wl != txn && $wl != doc-insert ]]; then
 		run_load "${common[@]}" --clients "$PRELOAD_CLIENTS" --preload --duration 0 > >(sed 's/^/  /' >&2) 2>&1 || rc=$?
 		((rc == 0)) || { log "$sys $wl: preload failed (exit $rc); logs in $dir"; FAILED=1; keep=1; }
 	fi
 	for c in $CLIENTS; do
 		((rc == 0)) || break
-		local pids dirs
-		pids=$(IFS=,; echo "${SERVER_PIDS[*]}")
-		dirs=$(IFS=,; echo "${DATA_DIRS[*]}")
 		run_load "${common[@]}" --clients "$c" --duration "$DURATION" --rate "$RATE" --run "$run" \
 			--pids "$pids" --data-dirs "$dirs" >>"$OUT/results.jsonl" 2> >(sed 's/^/  /' | tee -a "$OUT/run.log" >&2) || rc=$?
 		((rc == 0)) || { log "$sys $wl $c clients failed (exit $rc); logs in $dir"; FAILED=1; keep=1; }
@@ -228,7 +241,7 @@ main() {
 		echo "started $(date -u +%FT%TZ) on $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 		echo "cairn $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (modified)'), $(go version | cut -d' ' -f3)"
 		if [[ $SYSTEMS == *etcd* ]]; then etcd --version | sed -n 1p; fi
-		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE"
+		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE"
 	} >"$OUT/env.txt"
 	for run in $(seq 1 "$RUNS"); do
 		for wl in $WORKLOADS; do

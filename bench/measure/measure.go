@@ -7,6 +7,7 @@
 // (fsynced or written back), not what it passed to write(2). Peak RSS is
 // VmHWM of /proc/<pid>/status, which ResetPeak sets back to the current RSS
 // (by writing 5 to /proc/<pid>/clear_refs; root or the process's owner).
+// ReadRSS splits the current RSS into anonymous and file-backed memory.
 package measure
 
 import (
@@ -104,6 +105,35 @@ func field(b []byte, name string, unit int64) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s line", name)
+}
+
+// RSS is a process's resident memory at one moment, in bytes: Total is
+// VmRSS, Anon the part not backed by files (heap, stacks), File the part
+// that maps files (the binary, and the data files a store maps).
+type RSS struct {
+	Total, Anon, File int64
+}
+
+// ReadRSS samples pid's resident memory.
+func ReadRSS(pid int) (RSS, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return RSS{}, fmt.Errorf("measure: %w", err)
+	}
+	r, err := parseRSS(status)
+	if err != nil {
+		return RSS{}, fmt.Errorf("measure: pid %d status: %w", pid, err)
+	}
+	return r, nil
+}
+
+func parseRSS(status []byte) (RSS, error) {
+	var r RSS
+	var err1, err2, err3 error
+	r.Total, err1 = field(status, "VmRSS:", 1024)
+	r.Anon, err2 = field(status, "RssAnon:", 1024)
+	r.File, err3 = field(status, "RssFile:", 1024)
+	return r, errors.Join(err1, err2, err3)
 }
 
 // Usage is what a set of processes used between two snapshots.

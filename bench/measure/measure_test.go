@@ -35,6 +35,24 @@ func TestField(t *testing.T) {
 	}
 }
 
+func TestParseRSS(t *testing.T) {
+	status := "Name:\tkvnode\nVmHWM:\t   51200 kB\nVmRSS:\t   40000 kB\nRssAnon:\t   30000 kB\nRssFile:\t    9000 kB\nRssShmem:\t    1000 kB\n"
+	r, err := parseRSS([]byte(status))
+	if want := (RSS{Total: 40000 << 10, Anon: 30000 << 10, File: 9000 << 10}); err != nil || r != want {
+		t.Errorf("parseRSS = %+v, %v; want %+v", r, err, want)
+	}
+	if _, err := parseRSS([]byte("VmRSS:\t 40000 kB\nRssAnon:\t 30000 kB\n")); err == nil {
+		t.Error("a status without RssFile did not fail")
+	}
+	self, err := ReadRSS(os.Getpid())
+	if err != nil || self.Total <= 0 || self.Anon <= 0 || self.File <= 0 || self.Anon+self.File > self.Total {
+		t.Errorf("ReadRSS of this process = %+v, %v", self, err)
+	}
+	if _, err := ReadRSS(1 << 30); err == nil {
+		t.Error("ReadRSS of a missing pid did not fail")
+	}
+}
+
 func TestReadSelfAndChild(t *testing.T) {
 	// A child that burns CPU and writes and fsyncs 4 MiB.
 	dir := t.TempDir()

@@ -31,12 +31,13 @@ var styles = map[string]style{
 // WritePlots writes one PNG per workload into dir, named <workload>.png:
 // throughput against clients on the left, p99 latency against clients on
 // the right, a line per system, from the medians of the closed-loop rows
-// (open-loop rows are left out). It returns the files written.
+// (open-loop rows and load cells are left out). It returns the files
+// written.
 func WritePlots(dir string, recs []Record) ([]string, error) {
 	s := Summarize(recs)
 	var workloads []string
 	for _, r := range s.Rows {
-		if r.Rate == 0 && !slices.Contains(workloads, r.Workload) {
+		if r.Rate == 0 && r.Workload != LoadCell && !slices.Contains(workloads, r.Workload) {
 			workloads = append(workloads, r.Workload)
 		}
 	}

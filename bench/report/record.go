@@ -74,7 +74,22 @@ type Record struct {
 	// etcd's after a compaction and defragmentation.
 	DiskDirs  int   `json:"disk_dirs"`
 	DiskBytes int64 `json:"disk_bytes,omitempty"`
+
+	// A load cell (Workload LoadCell) measures the preload itself: Ops are
+	// the keys written and the server figures above cover the load. Then,
+	// SettleS seconds after it, the servers' resident memory (MB): the
+	// largest VmRSS of one process, that process's anonymous and
+	// file-backed parts, and VmRSS summed.
+	SettleS float64 `json:"settle_s,omitempty"`
+	RSSMax  float64 `json:"rss_max_mb,omitempty"`
+	RSSAnon float64 `json:"rss_anon_mb,omitempty"`
+	RSSFile float64 `json:"rss_file_mb,omitempty"`
+	RSSSum  float64 `json:"rss_sum_mb,omitempty"`
 }
+
+// LoadCell is the workload name of a load cell's records: memory after
+// loading Keys keys (sidebyside --preload --duration 0 --settle D).
+const LoadCell = "load"
 
 // Read parses a JSON-lines file of records; blank lines are skipped.
 func Read(r io.Reader) ([]Record, error) {

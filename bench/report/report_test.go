@@ -151,3 +151,46 @@ func TestReadRejectsGarbage(t *testing.T) {
 		t.Errorf("Read = %v, want an error naming line 3", err)
 	}
 }
+
+// Load cells get a table of their own: medians of the resident memory
+// after settling, the ratio of the two systems' RSS, and nothing of them
+// in the main table, its preamble or the plots.
+func TestLoadTable(t *testing.T) {
+	load := func(sys string, run int, rss, anon, file, peak float64) Record {
+		return Record{Time: "2026-11-26T21:00:00Z", System: sys, Workload: LoadCell, Clients: 64, Run: run, Keys: 1_000_000, ValueSize: 256,
+			DurationS: 200, Ops: 1_000_000, OpsPerSec: 5000 + float64(run), ServerProcs: 3, ServerCPUS: 300, CPUMsPerOp: 0.3, PeakRSSMax: peak,
+			WriteBytes: 4e9, BytesPerOp: 4000, SettleS: 10, RSSMax: rss, RSSAnon: anon, RSSFile: file, RSSSum: 3 * rss}
+	}
+	recs := []Record{
+		{Time: "2026-11-26T20:00:00Z", System: Cairn, Workload: "put", Clients: 1, Run: 1, Keys: 10000, ValueSize: 256, DurationS: 10, Ops: 2000, OpsPerSec: 200},
+		load(Cairn, 1, 300, 150, 140, 500), load(Cairn, 2, 320, 170, 145, 520), load(Cairn, 3, 280, 130, 142, 480),
+		load(Etcd, 1, 600, 100, 500, 700), load(Etcd, 2, 640, 110, 520, 720), load(Etcd, 3, 590, 90, 495, 690),
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, recs); err != nil {
+		t.Fatal(err)
+	}
+	got := b.String()
+	main, loads, ok := strings.Cut(got, "Memory after the same load")
+	if !ok {
+		t.Fatalf("no load table:\n%s", got)
+	}
+	if strings.Contains(main, "| load |") || strings.Contains(main, "1000000 keys") || strings.Contains(main, "200 s") {
+		t.Errorf("the load cells leaked into the main table or its preamble:\n%s", main)
+	}
+	want := "| 1,000,000 | 64 | 10.0 | 5,002 | 5,002 | 300 (150 + 142) | 600 (100 + 500) | 0.50 | 500 | 700 | 0.30 | 0.30 | 4,000 | 4,000 |"
+	if !strings.Contains(loads, want) {
+		t.Errorf("load table lacks the row\n%s\n%s", want, loads)
+	}
+	b.Reset()
+	if err := WriteTable(&b, recs[1:]); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.String(); strings.Contains(got, "| workload |") || strings.Contains(got, " keys, ") || !strings.Contains(got, want) {
+		t.Errorf("a report of load cells only:\n%s", got)
+	}
+	files, err := WritePlots(t.TempDir(), recs)
+	if err != nil || len(files) != 1 || filepath.Base(files[0]) != "put.png" {
+		t.Errorf("plots %v, %v; want put.png only", files, err)
+	}
+}

@@ -37,6 +37,10 @@ type Cell struct {
 	CPUMsPerOp                float64
 	PeakRSSMax                float64
 	BytesPerOp                float64
+	// Load cells: resident memory after settling (MB), SettleS seconds
+	// after the load.
+	SettleS, RSSMax, RSSAnon, RSSFile float64
+	Keys                              float64 // the median of the runs' key counts
 }
 
 // Summary is every row's cells, by system.
@@ -74,9 +78,11 @@ func Summarize(recs []Record) Summary {
 		if l, ok := last[c]; r.DiskDirs > 0 && (!ok || r.Time >= l.Time) {
 			last[c] = r
 		}
-		keys = append(keys, strconv.Itoa(r.Keys))
+		if r.Workload != LoadCell { // the preamble describes the main table
+			keys = append(keys, strconv.Itoa(r.Keys))
+			durs = append(durs, strconv.FormatFloat(math.Round(r.DurationS), 'f', -1, 64)+" s")
+		}
 		sizes = append(sizes, strconv.Itoa(r.ValueSize))
-		durs = append(durs, strconv.FormatFloat(math.Round(r.DurationS), 'f', -1, 64)+" s")
 		eps = append(eps, strconv.Itoa(r.Endpoints))
 		if len(r.Time) >= 10 {
 			dates = append(dates, r.Time[:10])
@@ -135,6 +141,7 @@ func median(rs []Record) Cell {
 		P999:      pick(func(r Record) float64 { return r.P999 }),
 		Errors:    pick(func(r Record) float64 { return float64(r.Errors) }),
 		Dropped:   pick(func(r Record) float64 { return float64(r.Dropped) }),
+		Keys:      pick(func(r Record) float64 { return float64(r.Keys) }),
 	}
 	var measured []Record
 	for _, r := range rs {
@@ -151,6 +158,10 @@ func median(rs []Record) Cell {
 		c.CPUMsPerOp = pick(func(r Record) float64 { return r.CPUMsPerOp })
 		c.PeakRSSMax = pick(func(r Record) float64 { return r.PeakRSSMax })
 		c.BytesPerOp = pick(func(r Record) float64 { return r.BytesPerOp })
+		c.SettleS = pick(func(r Record) float64 { return r.SettleS })
+		c.RSSMax = pick(func(r Record) float64 { return r.RSSMax })
+		c.RSSAnon = pick(func(r Record) float64 { return r.RSSAnon })
+		c.RSSFile = pick(func(r Record) float64 { return r.RSSFile })
 	}
 	return c
 }
@@ -179,12 +190,25 @@ func WriteTable(w io.Writer, recs []Record) error {
 	if len(s.Endpoints) == 1 && s.Endpoints[0] == "1" {
 		spread = "one node (Cairn's first, etcd's leader)"
 	}
-	fmt.Fprintf(&b, "%s keys, %s-byte values, %s cells, the clients of each system spread over %s; "+
-		"each figure is the median of %s (fewer where a cell says so). "+
-		"Latencies in ms; CPU is the servers' utime+stime (summed over the server processes) per operation; "+
-		"RSS is the largest peak (VmHWM) of one server process during the cell; "+
-		"bytes/op is the servers' write_bytes (summed) per operation; ratio is Cairn ops/s / etcd ops/s.",
-		strings.Join(s.Keys, "/"), strings.Join(s.ValueSizes, "/"), strings.Join(s.Durations, "/"), spread, runs(s.Runs))
+	var rows, loads []Row
+	for _, row := range s.Rows {
+		if row.Workload == LoadCell {
+			loads = append(loads, row)
+		} else {
+			rows = append(rows, row)
+		}
+	}
+	if len(rows) == 0 {
+		fmt.Fprintf(&b, "%s-byte values, the clients of each system spread over %s; each figure is the median of %s.",
+			strings.Join(s.ValueSizes, "/"), spread, runs(s.Runs))
+	} else {
+		fmt.Fprintf(&b, "%s keys, %s-byte values, %s cells, the clients of each system spread over %s; "+
+			"each figure is the median of %s (fewer where a cell says so). "+
+			"Latencies in ms; CPU is the servers' utime+stime (summed over the server processes) per operation; "+
+			"RSS is the largest peak (VmHWM) of one server process during the cell; "+
+			"bytes/op is the servers' write_bytes (summed) per operation; ratio is Cairn ops/s / etcd ops/s.",
+			strings.Join(s.Keys, "/"), strings.Join(s.ValueSizes, "/"), strings.Join(s.Durations, "/"), spread, runs(s.Runs))
+	}
 	for _, r := range s.Rows {
 		if r.Rate > 0 {
 			b.WriteString(" Clients @ rate: open loop at that many operations per second in total, latency measured from each operation's due time.")
@@ -192,10 +216,12 @@ func WriteTable(w io.Writer, recs []Record) error {
 		}
 	}
 	b.WriteString("\n\n")
-	b.WriteString("| workload | clients | Cairn ops/s | etcd ops/s | ratio | Cairn p50 / p99 | etcd p50 / p99 | Cairn CPU ms/op | etcd CPU ms/op | Cairn RSS MB | etcd RSS MB | Cairn bytes/op | etcd bytes/op |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	if len(rows) > 0 {
+		b.WriteString("| workload | clients | Cairn ops/s | etcd ops/s | ratio | Cairn p50 / p99 | etcd p50 / p99 | Cairn CPU ms/op | etcd CPU ms/op | Cairn RSS MB | etcd RSS MB | Cairn bytes/op | etcd bytes/op |\n")
+		b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	}
 	var notes []string
-	for _, row := range s.Rows {
+	for _, row := range rows {
 		cells := s.Cells[row]
 		c, cok := cells[Cairn]
 		e, eok := cells[Etcd]
@@ -237,6 +263,9 @@ func WriteTable(w io.Writer, recs []Record) error {
 			}
 		}
 	}
+	if len(loads) > 0 {
+		writeLoads(&b, s, loads)
+	}
 	if len(s.Disk) > 0 {
 		b.WriteString("\nData on disk after each workload's last cell (du of the 3 data directories, MB; etcd after compaction and " +
 			"defragmentation, which leave each member's two preallocated 64 MB WAL files, the live segment and the next; Cairn as is):\n\n")
@@ -264,6 +293,51 @@ func WriteTable(w io.Writer, recs []Record) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeLoads writes the table of load cells: each system loaded with the
+// same keys by the same clients, then left alone to settle.
+func writeLoads(b *strings.Builder, s Summary, rows []Row) {
+	b.WriteString("\nMemory after the same load (workload load: the preload of every key is the cell; RSS is VmRSS of the " +
+		"largest server process that many seconds after it, split into anonymous memory and mapped files; peak is its VmHWM during the load; " +
+		"CPU and bytes written are per key loaded; ratio is Cairn's RSS / etcd's):\n\n")
+	b.WriteString("| keys | clients | settle s | Cairn load/s | etcd load/s | Cairn RSS MB (anon + file) | etcd RSS MB (anon + file) | RSS ratio | " +
+		"Cairn peak MB | etcd peak MB | Cairn CPU ms/key | etcd CPU ms/key | Cairn bytes/key | etcd bytes/key |\n")
+	b.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, row := range rows {
+		cells := s.Cells[row]
+		c, cok := cells[Cairn]
+		e, eok := cells[Etcd]
+		one := c // keys and settle time, the same for both systems in a run of run.sh
+		if !cok {
+			one = e
+		}
+		f := func(ok bool, x Cell, v func(Cell) string) string {
+			if !ok || !x.Measured {
+				return "–"
+			}
+			return v(x)
+		}
+		rate := func(ok bool, x Cell) string {
+			if !ok {
+				return "–"
+			}
+			return thousands(x.OpsPerSec)
+		}
+		rss := func(x Cell) string {
+			return fmt.Sprintf("%s (%s + %s)", thousands(x.RSSMax), thousands(x.RSSAnon), thousands(x.RSSFile))
+		}
+		ratio := "–"
+		if cok && eok && c.Measured && e.Measured && e.RSSMax > 0 {
+			ratio = fmt.Sprintf("%.2f", c.RSSMax/e.RSSMax)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			thousands(one.Keys), row.Load(), sig3(one.SettleS), rate(cok, c), rate(eok, e),
+			f(cok, c, rss), f(eok, e, rss), ratio,
+			f(cok, c, func(x Cell) string { return thousands(x.PeakRSSMax) }), f(eok, e, func(x Cell) string { return thousands(x.PeakRSSMax) }),
+			f(cok, c, func(x Cell) string { return sig3(x.CPUMsPerOp) }), f(eok, e, func(x Cell) string { return sig3(x.CPUMsPerOp) }),
+			f(cok, c, func(x Cell) string { return thousands(x.BytesPerOp) }), f(eok, e, func(x Cell) string { return thousands(x.BytesPerOp) }))
+	}
 }
 
 func runs(n int) string {

@@ -90,6 +90,44 @@ func TestRunOneRecord(t *testing.T) {
 	}
 }
 
+// A load cell measures the preload and, settle later, the servers' memory.
+func TestRunLoadCell(t *testing.T) {
+	dir := t.TempDir()
+	f := &fake{}
+	c := cellConfig{
+		system: "cairn", endpoints: 3, run: 1, preload: true, settle: 50 * time.Millisecond,
+		load:     load.Config{Workload: load.Put, Clients: 4, Keys: 200, ValueSize: 16, Seed: 1},
+		pids:     []int{os.Getpid()},
+		dataDirs: []string{dir},
+	}
+	var out, human bytes.Buffer
+	start := time.Now()
+	if err := runOne(t.Context(), f, c, &out, &human); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := report.Read(&out)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	r := recs[0]
+	if r.Workload != report.LoadCell || r.Keys != 200 || r.Ops != 200 || f.ops.Load() != 200 || r.OpsPerSec <= 0 {
+		t.Errorf("load record %+v after %d driver ops, want the 200 keys loaded and nothing else", r, f.ops.Load())
+	}
+	if r.ServerProcs != 1 || r.PeakRSSMax <= 0 || r.SettleS != 0.05 || time.Since(start) < c.settle {
+		t.Errorf("server figures: procs %d peak %v settle %v s", r.ServerProcs, r.PeakRSSMax, r.SettleS)
+	}
+	if r.RSSMax <= 0 || r.RSSAnon <= 0 || r.RSSFile <= 0 || r.RSSAnon+r.RSSFile > r.RSSMax || r.RSSSum != r.RSSMax {
+		t.Errorf("RSS after settling: max %v (anon %v, file %v), sum %v", r.RSSMax, r.RSSAnon, r.RSSFile, r.RSSSum)
+	}
+	if r.DiskDirs != 1 || f.compactions.Load() != 1 {
+		t.Errorf("disk over %d dirs after %d compactions, want 1 and 1", r.DiskDirs, f.compactions.Load())
+	}
+	h := human.String()
+	if !strings.Contains(h, "cairn load") || !strings.Contains(h, "s later RSS") || strings.Contains(h, "p50") {
+		t.Errorf("human line: %s", h)
+	}
+}
+
 func TestRunArgs(t *testing.T) {
 	for _, args := range [][]string{
 		{"--system", "mysql", "--addrs", "x:1"},
@@ -101,6 +139,16 @@ func TestRunArgs(t *testing.T) {
 	} {
 		if err := run(t.Context(), args); err == nil {
 			t.Errorf("run(%q) did not fail", args)
+		}
+	}
+	// --settle is checked before anything is sent.
+	for _, args := range [][]string{
+		{"--addrs", "x:1", "--settle", "1s"},                                  // not a load
+		{"--addrs", "x:1", "--settle", "1s", "--preload", "--duration", "5s"}, // a load has no timed run
+		{"--addrs", "x:1", "--settle", "-1s", "--preload", "--duration", "0"}, // negative
+	} {
+		if err := run(t.Context(), args); err == nil || !strings.Contains(err.Error(), "--settle") {
+			t.Errorf("run(%q) = %v, want an error about --settle", args, err)
 		}
 	}
 }

@@ -10,8 +10,10 @@
 // A cell prints one JSON line (report.Record) on stdout and a human line on
 // stderr. Given --pids it also measures the server processes over the timed
 // run (CPU, peak RSS, bytes written), and given --data-dirs the data on disk
-// afterwards (etcd's after a compaction and defragmentation). bench/run.sh
-// drives it; bench/README.md explains the figures.
+// afterwards (etcd's after a compaction and defragmentation). With
+// --preload --duration 0 --settle D the preload itself is the cell (workload
+// "load"), and the servers' resident memory is sampled D after it.
+// bench/run.sh drives it; bench/README.md explains the figures.
 package main
 
 import (
@@ -119,6 +121,7 @@ func runCell(ctx context.Context, args []string) error {
 	fs.Uint64Var(&c.load.Seed, "seed", c.load.Seed, "seed of every key, value and operation choice")
 	fs.Float64Var(&c.load.Rate, "rate", 0, "open loop: operations per second in total, latency measured from each one's due time (0: closed loop)")
 	fs.BoolVar(&c.preload, "preload", false, "write every key once before the timed run (not measured)")
+	fs.DurationVar(&c.settle, "settle", 0, "with --preload --duration 0: measure the preload as the cell (workload \"load\") and the servers' resident memory this long after it")
 	fs.IntVar(&c.run, "run", 1, "run number recorded with the result")
 	pids := fs.String("pids", "", "comma-separated PIDs of the server processes to measure over the timed run")
 	fs.Func("data-dirs", "comma-separated data directories whose disk usage is measured after the run", func(s string) error {
@@ -147,6 +150,9 @@ func runCell(ctx context.Context, args []string) error {
 	}
 	if c.load.Duration == 0 && !c.preload {
 		return errors.New("--duration must be positive (0 only with --preload)")
+	}
+	if c.settle < 0 || c.settle > 0 && (!c.preload || c.load.Duration != 0) {
+		return errors.New("--settle must be positive and comes with --preload --duration 0")
 	}
 	if c.load.Duration > 0 {
 		if err := c.load.Validate(); err != nil {
