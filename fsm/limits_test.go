@@ -118,6 +118,7 @@ func TestOptionsValidate(t *testing.T) {
 func TestOpenPassesTableSize(t *testing.T) {
 	opts := testOptions(t.TempDir())
 	opts.BaseTableSize = 768 << 10
+	opts.ValueThreshold = 300
 	s, err := fsm.Open(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +126,9 @@ func TestOpenPassesTableSize(t *testing.T) {
 	defer s.Close()
 	if got := s.BadgerOptions().BaseTableSize; got != 768<<10 {
 		t.Fatalf("Badger's BaseTableSize %d, want %d", got, 768<<10)
+	}
+	if got := s.BadgerOptions().ValueThreshold; got != 300 {
+		t.Fatalf("Badger's ValueThreshold %d, want 300", got)
 	}
 }
 
@@ -135,7 +139,13 @@ func TestOpenPassesTableSize(t *testing.T) {
 // On disk: an in-memory Badger rejects values above the value threshold, and
 // the dedupe record of a command this large is one.
 func TestApplyBatchLargerThanTransaction(t *testing.T) {
-	s := openStore(t, t.TempDir())
+	o := testOptions(t.TempDir())
+	o.ValueThreshold = 1 << 10
+	s, err := fsm.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
 	f := openShard(t, s, 1)
 	l := s.Limits()
 
