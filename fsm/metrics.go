@@ -11,9 +11,9 @@ func (s *Store) RegisterMetrics(reg prometheus.Registerer) error {
 
 var (
 	lsmBytesDesc = prometheus.NewDesc("cairn_store_lsm_bytes",
-		"Bytes in Badger's LSM tree (keys and small values of every shard replica on the node).", nil, nil)
+		"Bytes in Badger's LSM tree (keys, values below the value threshold and pointers to the others, of every shard replica on the node).", nil, nil)
 	vlogBytesDesc = prometheus.NewDesc("cairn_store_vlog_bytes",
-		"Bytes in Badger's value log (large values; shrunk by value-log GC).", nil, nil)
+		"Bytes in Badger's value log (values at or above the value threshold; shrunk by value-log GC).", nil, nil)
 )
 
 type storeCollector struct{ s *Store }
