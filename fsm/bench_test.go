@@ -9,8 +9,8 @@ import (
 )
 
 // BenchmarkRead reads 256-byte values of 10,000 keys, one key at a time
-// and 100 keys per scan, with the values in the LSM tree (threshold 1 KiB)
-// and in the value log (128 bytes, the default):
+// and 100 keys per scan, with the values in the LSM tree (threshold 1 KiB,
+// the default) and in the value log (128 bytes):
 //
 //	go test -run '^$' -bench BenchmarkRead -count 5 ./fsm/
 func BenchmarkRead(b *testing.B) {

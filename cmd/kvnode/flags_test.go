@@ -35,13 +35,13 @@ func TestMemoryFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.memoryLimit != 256<<20 || o.gcPercent != 25 || cfg.Store.BaseTableSize != 2<<20 || cfg.Store.ValueThreshold != 128 {
-		t.Fatalf("defaults: memory limit %d, gc percent %d, table size %d, value threshold %d; want %d, 25, %d, 128",
+	if o.memoryLimit != 256<<20 || o.gcPercent != 25 || cfg.Store.BaseTableSize != 2<<20 || cfg.Store.ValueThreshold != 1<<10 {
+		t.Fatalf("defaults: memory limit %d, gc percent %d, table size %d, value threshold %d; want %d, 25, %d, 1024",
 			o.memoryLimit, o.gcPercent, cfg.Store.BaseTableSize, cfg.Store.ValueThreshold, 256<<20, 2<<20)
 	}
-	cfg, o, err = serverFlags([]string{"--memory-limit", "1GiB", "--gc-percent", "80", "--table-size", "512KiB", "--value-threshold", "1KiB"})
-	if err != nil || o.memoryLimit != 1<<30 || o.gcPercent != 80 || cfg.Store.BaseTableSize != 512<<10 || cfg.Store.ValueThreshold != 1<<10 {
-		t.Fatalf("--memory-limit 1GiB --gc-percent 80 --table-size 512KiB --value-threshold 1KiB: %d, %d, %d, %d, %v",
+	cfg, o, err = serverFlags([]string{"--memory-limit", "1GiB", "--gc-percent", "80", "--table-size", "512KiB", "--value-threshold", "128B"})
+	if err != nil || o.memoryLimit != 1<<30 || o.gcPercent != 80 || cfg.Store.BaseTableSize != 512<<10 || cfg.Store.ValueThreshold != 128 {
+		t.Fatalf("--memory-limit 1GiB --gc-percent 80 --table-size 512KiB --value-threshold 128B: %d, %d, %d, %d, %v",
 			o.memoryLimit, o.gcPercent, cfg.Store.BaseTableSize, cfg.Store.ValueThreshold, err)
 	}
 	for _, args := range [][]string{{"--gc-percent", "0"}, {"--gc-percent", "-1"}, {"--memory-limit", "lots"}, {"--table-size", "16KiB"}, {"--table-size", "64MiB"}, {"--table-size", "big"},

@@ -90,7 +90,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal) or bolt (raft-boltdb); existing replicas keep theirs")
 	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
 	tableSize := fs.String("table-size", humanize.IBytes(uint64(cfg.Store.BaseTableSize)), "size of the tables Badger's compactions write below level 0 (smaller: less memory while compacting, slower writes)")
-	valueThreshold := fs.String("value-threshold", humanize.IBytes(uint64(cfg.Store.ValueThreshold)), "values at least this large are written once to Badger's value log instead of its LSM tree (larger: fewer value-log reads and less value-log GC, more bytes rewritten by compaction)")
+	valueThreshold := fs.String("value-threshold", humanize.IBytes(uint64(cfg.Store.ValueThreshold)), "values at least this large are written once to Badger's value log instead of its LSM tree (smaller: fewer bytes rewritten by compaction and faster loads of new keys; overwritten values then hold disk until value-log GC)")
 	fs.IntVar(&o.gcPercent, "gc-percent", 25, "how far the Go heap may grow past its live size before a collection, in percent (lower: less memory, more collections; $GOGC, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, o, err
@@ -125,7 +125,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	cfg.Store.BaseTableSize = int64(ts)
 	vt, err := humanize.ParseBytes(*valueThreshold)
 	if err != nil || vt < 64 || vt > 1<<20 {
-		return cfg, o, fmt.Errorf("--value-threshold %q: want a size from 64B to 1MiB, such as 1KiB", *valueThreshold)
+		return cfg, o, fmt.Errorf("--value-threshold %q: want a size from 64B to 1MiB, such as 128B", *valueThreshold)
 	}
 	cfg.Store.ValueThreshold = int64(vt)
 	if o.gcPercent < 1 {
