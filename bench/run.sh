@@ -12,6 +12,7 @@ SYSTEMS=${SYSTEMS:-"cairn etcd"}
 KEYS=${KEYS:-10000}
 VALUE_SIZE=${VALUE_SIZE:-256}
 SHARDS=${SHARDS:-4}                 # Cairn data shards (kvnode demo's default)
+KVNODE_FLAGS=${KVNODE_FLAGS:-}      # more kvnode flags, split on spaces (e.g. "--value-threshold 128B")
 SPREAD=${SPREAD:-all}               # all: clients over the 3 nodes of each system; one: Cairn n1 / etcd's leader only
 ROUTING=${ROUTING:-0}               # 1: Cairn clients send each key to its shard's leader (client.WithRouting)
 ETCD_CONNS=${ETCD_CONNS:-0}         # gRPC connections in all (0: two per endpoint used)
@@ -134,7 +135,7 @@ start_cairn() {
 		"$BIN/kvnode" --name "n$i" --data-dir "$dir/n$i" --http-addr "127.0.0.1:$p" \
 			--raft-addr "127.0.0.1:$((p + 1))" --gossip-addr "127.0.0.1:$((p + 2))" \
 			--join "$seeds" --bootstrap-expect 3 --shards "$SHARDS" --gossip-local \
-			--shutdown-timeout 2s >"$dir/n$i.log" 2>&1 &
+			--shutdown-timeout 2s $KVNODE_FLAGS >"$dir/n$i.log" 2>&1 &
 		PIDS+=($!)
 		SERVER_PIDS+=($!)
 		DATA_DIRS+=("$dir/n$i")
@@ -241,7 +242,7 @@ main() {
 		echo "started $(date -u +%FT%TZ) on $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 		echo "cairn $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (modified)'), $(go version | cut -d' ' -f3)"
 		if [[ $SYSTEMS == *etcd* ]]; then etcd --version | sed -n 1p; fi
-		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE"
+		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS KVNODE_FLAGS='$KVNODE_FLAGS' SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE"
 	} >"$OUT/env.txt"
 	for run in $(seq 1 "$RUNS"); do
 		for wl in $WORKLOADS; do
