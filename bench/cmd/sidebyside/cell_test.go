@@ -40,6 +40,21 @@ func (f *fake) Compact(context.Context) error {
 	return nil
 }
 
+// runCellRecord runs one cell against f and returns its single record and
+// its human line.
+func runCellRecord(t *testing.T, f *fake, c cellConfig) (report.Record, string) {
+	t.Helper()
+	var out, human bytes.Buffer
+	if err := runOne(t.Context(), f, c, &out, &human); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := report.Read(&out)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("output %q: %v", out.String(), err)
+	}
+	return recs[0], human.String()
+}
+
 func TestRunOneRecord(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "wal"), make([]byte, 50_000), 0o600); err != nil {
@@ -52,15 +67,7 @@ func TestRunOneRecord(t *testing.T) {
 		pids:     []int{os.Getpid()},
 		dataDirs: []string{dir},
 	}
-	var out, human bytes.Buffer
-	if err := runOne(t.Context(), f, c, &out, &human); err != nil {
-		t.Fatal(err)
-	}
-	recs, err := report.Read(&out)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("output %q: %v", out.String(), err)
-	}
-	r := recs[0]
+	r, h := runCellRecord(t, f, c)
 	if r.System != "etcd" || r.Workload != "mix" || r.Clients != 4 || r.Run != 2 || r.Endpoints != 3 || r.Keys != 100 {
 		t.Errorf("record identity %+v", r)
 	}
@@ -82,7 +89,6 @@ func TestRunOneRecord(t *testing.T) {
 	if f.ops.Load() < 100+int64(r.Ops) { // the preload's 100 puts, then the run
 		t.Errorf("driver saw %d ops, want the preload's 100 and the run's %d", f.ops.Load(), r.Ops)
 	}
-	h := human.String()
 	for _, want := range []string{"preloaded 100 keys", "etcd  mix", "4 clients", "ops/s", "p99.9", "CPU/op", "on disk"} {
 		if !strings.Contains(h, want) {
 			t.Errorf("human output lacks %q:\n%s", want, h)
@@ -100,16 +106,8 @@ func TestRunLoadCell(t *testing.T) {
 		pids:     []int{os.Getpid()},
 		dataDirs: []string{dir},
 	}
-	var out, human bytes.Buffer
 	start := time.Now()
-	if err := runOne(t.Context(), f, c, &out, &human); err != nil {
-		t.Fatal(err)
-	}
-	recs, err := report.Read(&out)
-	if err != nil || len(recs) != 1 {
-		t.Fatalf("output %q: %v", out.String(), err)
-	}
-	r := recs[0]
+	r, h := runCellRecord(t, f, c)
 	if r.Workload != report.LoadCell || r.Keys != 200 || r.Ops != 200 || f.ops.Load() != 200 || r.OpsPerSec <= 0 {
 		t.Errorf("load record %+v after %d driver ops, want the 200 keys loaded and nothing else", r, f.ops.Load())
 	}
@@ -122,7 +120,6 @@ func TestRunLoadCell(t *testing.T) {
 	if r.DiskDirs != 1 || f.compactions.Load() != 1 {
 		t.Errorf("disk over %d dirs after %d compactions, want 1 and 1", r.DiskDirs, f.compactions.Load())
 	}
-	h := human.String()
 	if !strings.Contains(h, "cairn load") || !strings.Contains(h, "s later RSS") || strings.Contains(h, "p50") {
 		t.Errorf("human line: %s", h)
 	}
