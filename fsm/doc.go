@@ -11,7 +11,7 @@
 //	[shard][gen]['a']              applied index, term and applied-command counter
 //	[shard][gen]['d'][user key]    user data: [version uint64][value]
 //	[shard][gen]['r'][request id]  dedupe record: [index uint64][encoded result]
-//	[shard][gen]['q'][index][id]   dedupe records in index order, for pruning
+//	[shard][gen]['q'][index][id]   dedupe records in index order, for pruning: [command number uint64]
 //	[shard][gen]['i'][user key]    intent of a cross-shard transaction: [txn id][record shard][op][value]
 //	[shard][gen]['t'][txn id]      transaction record: [status][deadline][participants]
 //

@@ -103,3 +103,25 @@ func (f *FSM) PutOldIntent(txnID string, recordShard ShardID, key, value []byte)
 // OnViewOpened makes every read run fn once its Badger transaction is open
 // (nil: stop).
 func (f *FSM) OnViewOpened(fn func()) { f.viewOpened = fn }
+
+// ClearDedupeSeqs empties the value of every dedupe index entry of the
+// current generation, as builds before the command bound wrote them.
+func (f *FSM) ClearDedupeSeqs() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	prefix := newKeyspace(f.id, f.gen).dedupeIdxPrefix()
+	return f.db.Update(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		var keys [][]byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+		for _, k := range keys {
+			if err := txn.Set(k, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -15,16 +15,29 @@ import (
 )
 
 // DedupeWindow is how many log entries a request ID is remembered for: a retry
-// at most DedupeWindow entries after the first outcome is a duplicate. It is a
-// constant, not a setting: it decides outcomes in Apply and must be identical
-// on every replica.
+// at most DedupeWindow entries after the first outcome is a duplicate, unless
+// DedupeCommands bounds it first. It is a constant, not a setting: it decides
+// outcomes in Apply and must be identical on every replica.
 const DedupeWindow = 100_000
+
+// DedupeCommands bounds the same memory by commands: a request ID is also
+// forgotten once more than DedupeCommands commands have applied on its shard
+// after the one that recorded it. Group commit puts several commands in one
+// entry, so under load this is the bound that holds; it caps a replica's
+// dedupe records at DedupeCommands. A constant for the same reason.
+const DedupeCommands = 100_000
 
 // dedupeExpired reports whether a request recorded at index can no longer
 // match a retry at entry. Lookups and StateHash use it rather than whether
 // pruning has removed the record yet: how far pruning has got depends on
 // batch boundaries, which differ between replicas.
 func dedupeExpired(recorded, entry uint64) bool { return recorded+DedupeWindow < entry }
+
+// dedupeCommandsExpired is the same for commands: a request recorded as
+// command number seq (the replica's applied-command count once it applied)
+// can no longer match command number cmd. Records written before this bound
+// existed carry no number (seq 0) and expire by entries alone.
+func dedupeCommandsExpired(seq, cmd uint64) bool { return seq != 0 && seq+DedupeCommands < cmd }
 
 // dedupePrunePerBatch bounds the records one ApplyBatch prunes.
 const dedupePrunePerBatch = 512
@@ -66,8 +79,17 @@ type FSM struct {
 	// set it when apply is not running).
 	locked map[string]struct{}
 	// dedupes spares apply the Badger read for request IDs never seen.
-	dedupes  atomic.Pointer[dedupeFilter]
-	meta     appliedMeta // owned by the apply goroutine
+	dedupes atomic.Pointer[dedupeFilter]
+	meta    appliedMeta // owned by the apply goroutine
+	// pruneFrom is the last dedupe index entry prune deleted, and the
+	// generation it belongs to (owned by the apply goroutine). The next
+	// prune starts there rather than at the first key, so that it does not
+	// walk over the deletion markers of every entry pruned before, which
+	// stay in Badger until compaction drops them.
+	pruneFrom struct {
+		gen uint32
+		key []byte
+	}
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced whenever applied grows
 
@@ -83,7 +105,7 @@ type FSM struct {
 type appliedMeta struct {
 	Index    uint64
 	Term     uint64
-	Commands uint64 // commands applied (duplicates included), for replay checks
+	Commands uint64 // commands applied (duplicates included): numbers dedupe records, and replay checks use it
 }
 
 func (m appliedMeta) encode() []byte {
@@ -402,7 +424,7 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 		// under the same ID runs again once the key is free.
 		if dedupe && results[i].Code != Conflict {
 			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode(cmd)...)))
-			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), nil))
+			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), binary.BigEndian.AppendUint64(nil, a.meta.Commands)))
 			a.f.dedupes.Load().add(index, cmd.RequestID)
 		}
 	}
@@ -416,18 +438,46 @@ func (a *applier) dedupe(index uint64, id string) (Result, bool) {
 	}
 	a.must(err)
 	var r Result
-	var expired bool
+	var recorded uint64
 	a.must(item.Value(func(b []byte) error {
 		if len(b) < 8 {
 			return fmt.Errorf("dedupe record of %d bytes", len(b))
 		}
-		if expired = dedupeExpired(binary.BigEndian.Uint64(b), index); expired {
+		if recorded = binary.BigEndian.Uint64(b); dedupeExpired(recorded, index) {
 			return nil // not pruned yet
 		}
 		r, err = decodeResult(b[8:])
 		return err
 	}))
-	return r, !expired
+	if dedupeExpired(recorded, index) || dedupeCommandsExpired(a.dedupeSeq(recorded, id), a.meta.Commands) {
+		return Result{}, false
+	}
+	return r, true
+}
+
+// dedupeSeq returns the command number stored in the index entry of id's
+// record written at index, 0 if it has none.
+func (a *applier) dedupeSeq(index uint64, id string) uint64 {
+	item, err := a.txn.Get(a.ks.dedupeIdx(index, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0
+	}
+	a.must(err)
+	var seq uint64
+	a.must(item.Value(func(b []byte) error {
+		seq = decodeDedupeSeq(b)
+		return nil
+	}))
+	return seq
+}
+
+// decodeDedupeSeq reads an index entry's value: the command number, or
+// nothing (0) in entries written before commands bounded the window.
+func decodeDedupeSeq(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
 }
 
 // applyCommand applies all ops of cmd or none. Conditions are checked in op
@@ -559,19 +609,36 @@ func (a *applier) header(key []byte) uint64 {
 	return v
 }
 
-// prune forgets dedupe records older than DedupeWindow entries.
+// prune forgets dedupe records that no later command can match: older than
+// DedupeWindow entries, or than DedupeCommands commands. Index entries sort
+// by index, and so by command number except among the commands of one
+// entry (those sort by ID), so the first live one ends it: an expired one
+// left behind it goes in the next prune.
 func (a *applier) prune() {
-	if a.pruned || a.meta.Index <= DedupeWindow {
+	if a.pruned {
 		return
 	}
 	a.pruned = true
-	cutoff := a.meta.Index - DedupeWindow
+	var cutoff uint64
+	if a.meta.Index > DedupeWindow {
+		cutoff = a.meta.Index - DedupeWindow
+	}
 	prefix := a.ks.dedupeIdxPrefix()
 	it := a.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	from := prefix
+	if p := a.f.pruneFrom; p.gen == a.f.gen && p.key != nil {
+		from = p.key // deleted: everything before it is too
+	}
 	var doomed [][]byte
-	for it.Rewind(); it.Valid() && len(doomed) < dedupePrunePerBatch; it.Next() {
+	for it.Seek(from); it.Valid() && len(doomed) < dedupePrunePerBatch; it.Next() {
 		k := it.Item().KeyCopy(nil)
-		if binary.BigEndian.Uint64(k[len(prefix):]) >= cutoff {
+		var seq uint64
+		a.must(it.Item().Value(func(b []byte) error {
+			seq = decodeDedupeSeq(b)
+			return nil
+		}))
+		// Expired for every command after this batch's last.
+		if binary.BigEndian.Uint64(k[len(prefix):]) >= cutoff && !dedupeCommandsExpired(seq, a.meta.Commands+1) {
 			break
 		}
 		doomed = append(doomed, k)
@@ -585,5 +652,8 @@ func (a *applier) prune() {
 		if a.header(a.ks.dedupe(id)) == index {
 			a.must(a.txn.Delete(a.ks.dedupe(id)))
 		}
+	}
+	if len(doomed) > 0 {
+		a.f.pruneFrom.gen, a.f.pruneFrom.key = a.f.gen, doomed[len(doomed)-1]
 	}
 }

@@ -27,7 +27,8 @@ type modelValue struct {
 }
 
 type modelRecord struct {
-	index  uint64
+	index  uint64 // entry that recorded it
+	seq    uint64 // the recording command's number (model.commands then)
 	result fsm.Result
 }
 
@@ -48,13 +49,13 @@ func (m *model) apply(l *raft.Log) string {
 	pos := uint64(0) // writes of the entry before the current command
 	for i, c := range cmds {
 		m.commands++
-		if rec, ok := m.seen[c.RequestID]; ok && c.RequestID != "" && l.Index-rec.index <= fsm.DedupeWindow {
+		if rec, ok := m.seen[c.RequestID]; ok && c.RequestID != "" && l.Index-rec.index <= fsm.DedupeWindow && m.commands-rec.seq <= fsm.DedupeCommands {
 			out[i] = rec.result
 			out[i].Duplicate = true
 		} else {
 			out[i] = m.applyCommand(l.Index, pos, c)
 			if c.RequestID != "" {
-				m.seen[c.RequestID] = modelRecord{l.Index, out[i]}
+				m.seen[c.RequestID] = modelRecord{l.Index, m.commands, out[i]}
 			}
 		}
 		pos += uint64(len(c.Ops))

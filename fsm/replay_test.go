@@ -175,62 +175,150 @@ func TestDeterminism(t *testing.T) {
 // pruning has got.
 func TestDedupeWindow(t *testing.T) {
 	const w = fsm.DedupeWindow
-	m := newModel()
-	var logs []*raft.Log
-	var want []string
-	add := func(l *raft.Log) {
-		logs = append(logs, l)
-		want = append(want, m.apply(l))
-	}
-	id := func(j int) string { return fmt.Sprintf("id-%02d", j) }
-	// Entry j (1..20) applies request id-j.
+	d := newDedupeLog()
+	// Entry 1 records more request IDs than two batches prune, so that how
+	// many expired records are left depends on the batch boundaries; entry
+	// 1+j (j = 1..20) applies request id-j.
+	d.bulk(1)
 	for j := 1; j <= 20; j++ {
-		add(cmdLog(uint64(j), fsm.Command{RequestID: id(j), Ops: []fsm.Op{kv(id(j), "first")}}))
+		d.add(cmdLog(uint64(1+j), fsm.Command{RequestID: dedupeID(j), Ops: []fsm.Op{kv(dedupeID(j), "first")}}))
 	}
-	// Entry 21 records more request IDs than one batch prunes, so that how
-	// many expired records are left depends on the batch boundaries.
-	var bulk []fsm.Command
-	for i := range 600 {
-		bulk = append(bulk, fsm.Command{RequestID: fmt.Sprintf("bulk-%03d", i)})
+	for i := 22; i <= w+1; i++ {
+		d.add(confLog(uint64(i)))
 	}
-	add(cmdLog(21, bulk...))
-	for i := 22; i <= w; i++ {
-		add(confLog(uint64(i)))
+	// Entry w+1+k retries IDs first applied k entries after the bulk.
+	d.retries(w + 1)
+	// The model's own expectations, spelled out for two entries.
+	if d.want[w+1] != "[{ok 2.1/false dup=true}]" {
+		t.Fatalf("model: entry w+2 = %s", d.want[w+1])
 	}
-	// Entry w+k retries IDs first applied around k entries into the log, some
-	// of them re-applied by an earlier retry.
-	const last = 40
-	for k := 1; k <= last; k++ {
+	// Entry w+3: id-2 is w entries old, id-1 one more.
+	if d.want[w+2] != fmt.Sprintf("[{ok 3.1/false dup=true}{ok %s/false dup=false}]", fmtVer(ver(w+3, 2))) {
+		t.Fatalf("model: entry w+3 = %s", d.want[w+2])
+	}
+	d.check(t, w+1)
+}
+
+// A request ID is also forgotten after DedupeCommands more commands, even
+// well inside DedupeWindow entries: a retry that is exactly the
+// DedupeCommands-th command after the recording one is a duplicate, the next
+// applies again, on every replica alike.
+func TestDedupeCommandWindow(t *testing.T) {
+	const c = fsm.DedupeCommands
+	d := newDedupeLog()
+	d.bulk(1) // commands 1..dedupeBulk, all expired once the retries begin
+	for j := 1; j <= 20; j++ {
+		d.add(cmdLog(uint64(1+j), fsm.Command{RequestID: dedupeID(j), Ops: []fsm.Op{kv(dedupeID(j), "first")}}))
+	}
+	// Entry 22 holds commands without request IDs (they record nothing),
+	// up to command c+dedupeBulk: the retry of id-1 (command dedupeBulk+1)
+	// is next.
+	filler := make([]fsm.Command, c-20)
+	d.add(cmdLog(22, filler...))
+	d.retries(22)
+	if d.m.commands < c+dedupeBulk {
+		t.Fatalf("the log holds %d commands, want more than %d", d.m.commands, c+dedupeBulk)
+	}
+	if d.want[22] != "[{ok 2.1/false dup=true}]" {
+		t.Fatalf("model: entry 23 = %s", d.want[22])
+	}
+	if d.want[23] != fmt.Sprintf("[{ok 3.1/false dup=true}{ok %s/false dup=false}]", fmtVer(ver(24, 2))) {
+		t.Fatalf("model: entry 24 = %s", d.want[23])
+	}
+	d.check(t, 22)
+}
+
+// Records written before the command bound (their index entries carry no
+// command number) still expire by entries alone, so a data directory from
+// such a build keeps its promises; records written since expire by commands.
+func TestDedupeRecordsWithoutCommandNumber(t *testing.T) {
+	f := memShard(t)
+	put := func(id, v string) fsm.Result {
+		t.Helper()
+		return apply(t, f, fsm.Command{RequestID: id, Ops: []fsm.Op{kv(id, v)}})[0]
+	}
+	old := put("old", "first")
+	if err := f.ClearDedupeSeqs(); err != nil {
+		t.Fatal(err)
+	}
+	put("new", "first")
+	apply(t, f, make([]fsm.Command, fsm.DedupeCommands+10)...)
+	if r := put("old", "retry"); !r.Duplicate || r.Ops[0].Version != old.Ops[0].Version {
+		t.Fatalf("retry of a record without a command number: %+v, want the duplicate of %+v", r, old)
+	}
+	r := put("new", "retry")
+	if r.Duplicate || r.Ops[0].Version != ver(f.Applied(), 1) {
+		t.Fatalf("retry of a record %d commands old: %+v, want it applied again", fsm.DedupeCommands+11, r)
+	}
+	want := []string{"new=retry@" + fmtVer(r.Ops[0].Version), "old=first@" + fmtVer(old.Ops[0].Version)}
+	if got := fmtItems(scanAll(t, f)); !slices.Equal(got, want) {
+		t.Fatalf("data %q", got)
+	}
+}
+
+func dedupeID(j int) string { return fmt.Sprintf("id-%02d", j) }
+
+// dedupeLog builds a log for the dedupe window tests with the responses the
+// model expects.
+type dedupeLog struct {
+	m    *model
+	logs []*raft.Log
+	want []string
+}
+
+func newDedupeLog() *dedupeLog { return &dedupeLog{m: newModel()} }
+
+func (d *dedupeLog) add(l *raft.Log) {
+	d.logs = append(d.logs, l)
+	d.want = append(d.want, d.m.apply(l))
+}
+
+// dedupeBulk is more records than two batches prune.
+const dedupeBulk = 1200
+
+// bulk adds an entry of dedupeBulk recorded deletes.
+func (d *dedupeLog) bulk(index uint64) {
+	var cmds []fsm.Command
+	for i := range dedupeBulk {
+		id := fmt.Sprintf("bulk-%04d", i)
+		cmds = append(cmds, fsm.Command{RequestID: id, Ops: []fsm.Op{fsm.Delete([]byte(id))}})
+	}
+	d.add(cmdLog(index, cmds...))
+}
+
+// retries adds 40 entries after index: entry index+k retries id-k, id-(k-1),
+// id-(k-2) and id-(k-4), where they exist, some of them re-applied by an
+// earlier retry.
+func (d *dedupeLog) retries(index uint64) {
+	for k := 1; k <= 40; k++ {
 		var cmds []fsm.Command
 		for _, j := range []int{k, k - 1, k - 2, k - 4} {
 			if j >= 1 && j <= 20 {
-				cmds = append(cmds, fsm.Command{RequestID: id(j), Ops: []fsm.Op{kv(id(j), fmt.Sprint("retry at ", k))}})
+				cmds = append(cmds, fsm.Command{RequestID: dedupeID(j), Ops: []fsm.Op{kv(dedupeID(j), fmt.Sprint("retry at ", k))}})
 			}
 		}
 		if cmds == nil {
-			add(confLog(uint64(w + k)))
+			d.add(confLog(index + uint64(k)))
 			continue
 		}
-		add(cmdLog(uint64(w+k), cmds...))
+		d.add(cmdLog(index+uint64(k), cmds...))
 	}
-	// The model's own expectations, spelled out for two entries.
-	if want[w] != "[{ok 1.1/false dup=true}]" {
-		t.Fatalf("model: entry w+1 = %s", want[w])
-	}
-	// Entry w+2: id-2 is w entries old, id-1 one more.
-	if want[w+1] != fmt.Sprintf("[{ok 2.1/false dup=true}{ok %s/false dup=false}]", fmtVer(ver(w+2, 2))) {
-		t.Fatalf("model: entry w+2 = %s", want[w+1])
-	}
+}
 
-	prefix, tail := logs[:w], logs[w:]
+// check applies the first n entries and then the rest to three replicas,
+// each in batches of its own size: each must answer as the model does, replicas at the same
+// index must hash alike, and at the end each must hold the model's data and
+// exactly the dedupe records a later command could still match.
+func (d *dedupeLog) check(t *testing.T, n int) {
+	t.Helper()
+	prefix, tail := d.logs[:n], d.logs[n:]
 	replicas := []struct {
 		name          string
 		prefix, sizes int
 		f             *fsm.FSM
 		hashes        map[uint64]stateSum
-		resp          []any
 	}{
-		{name: "entry by entry", prefix: w, sizes: 1},
+		{name: "entry by entry", prefix: n, sizes: 1},
 		{name: "batches of 7", prefix: 1000, sizes: 7},
 		{name: "batches of 3", prefix: 333, sizes: 3},
 	}
@@ -238,10 +326,10 @@ func TestDedupeWindow(t *testing.T) {
 		r := &replicas[i]
 		r.f = openShard(t, openStore(t, ""), 1)
 		r.hashes = map[uint64]stateSum{}
-		wantResponses(t, r.name, prefix, applyInBatches(r.f, prefix, r.prefix), want[:w])
+		wantResponses(t, r.name, prefix, applyInBatches(r.f, prefix, r.prefix), d.want[:n])
 		for start := 0; start < len(tail); start += r.sizes {
 			batch := tail[start:min(start+r.sizes, len(tail))]
-			wantResponses(t, r.name, batch, r.f.ApplyBatch(batch), want[w+start:])
+			wantResponses(t, r.name, batch, r.f.ApplyBatch(batch), d.want[n+start:])
 			r.hashes[batch[len(batch)-1].Index] = hashOf(t, r.f)
 		}
 	}
@@ -252,16 +340,16 @@ func TestDedupeWindow(t *testing.T) {
 			}
 		}
 	}
-	for _, r := range replicas {
-		if got := fmtItems(scanAll(t, r.f)); !slices.Equal(got, m.items()) {
-			t.Fatalf("%s: data %q, model %q", r.name, got, m.items())
+	last := d.logs[len(d.logs)-1].Index
+	live := 0
+	for _, rec := range d.m.seen {
+		if rec.index+fsm.DedupeWindow >= last+1 && rec.seq+fsm.DedupeCommands >= d.m.commands+1 {
+			live++
 		}
-		// Records that can no longer match are pruned; live ones are kept.
-		live := 0
-		for _, rec := range m.seen {
-			if !(rec.index+w < w+last+1) {
-				live++
-			}
+	}
+	for _, r := range replicas {
+		if got := fmtItems(scanAll(t, r.f)); !slices.Equal(got, d.m.items()) {
+			t.Fatalf("%s: data %q, model %q", r.name, got, d.m.items())
 		}
 		raw := rawKeys(t, r.f)[r.f.Generation()]
 		if raw[fsm.SpaceDedupe] != live || raw[fsm.SpaceDedupeIdx] != live {
