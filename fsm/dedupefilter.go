@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -74,21 +75,38 @@ func (d *dedupeFilter) mayHave(index uint64, id string) bool {
 }
 
 // loadDedupeFilter fills a filter with the records of generation gen that
-// are live for the entry after applied.
+// are live for the entry after applied (by entries: the filter only spares
+// lookups, so one expired by commands may stay in it).
 func (f *FSM) loadDedupeFilter(gen uint32, applied uint64) (*dedupeFilter, error) {
 	d := &dedupeFilter{newest: (applied + 1) / dedupeGen}
 	ks := newKeyspace(f.id, gen)
-	prefix := ks.key(spaceDedupe)
+	add := func(index uint64, id string) {
+		if !dedupeExpired(index, applied+1) {
+			d.add(index, id)
+		}
+	}
 	err := f.db.View(func(txn *badger.Txn) error {
+		// [len][id][index]: the index is in the key.
+		prefix := ks.key(spaceDedupe)
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()[len(prefix):]
+			if len(k) < 10 {
+				it.Close()
+				return fmt.Errorf("dedupe record key %q", k)
+			}
+			add(binary.BigEndian.Uint64(k[len(k)-8:]), string(k[2:len(k)-8]))
+		}
+		it.Close()
+		// An older build's records: [id] → [index][result].
+		prefix = ks.key(spaceDedupeOld)
+		it = txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			id := string(it.Item().Key()[len(prefix):])
 			err := it.Item().Value(func(b []byte) error {
 				if len(b) >= 8 {
-					if index := binary.BigEndian.Uint64(b); !dedupeExpired(index, applied+1) {
-						d.add(index, id)
-					}
+					add(binary.BigEndian.Uint64(b), id)
 				}
 				return nil
 			})

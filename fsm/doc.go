@@ -10,8 +10,10 @@
 //	[shard][gen=0]['R']            restore in progress: the staging generation
 //	[shard][gen]['a']              applied index, term and applied-command counter
 //	[shard][gen]['d'][user key]    user data: [version uint64][value]
-//	[shard][gen]['r'][request id]  dedupe record: [index uint64][encoded result]
+//	[shard][gen]['e'][len uint16][request id][index]  dedupe record: [command number uint64][encoded result]
 //	[shard][gen]['q'][index][id]   dedupe records in index order, for pruning: [command number uint64]
+//	[shard][gen]['r'][request id]  dedupe record of a build before the command bound: [index uint64][encoded result]
+//	                               (its 'q' entry has an empty value)
 //	[shard][gen]['i'][user key]    intent of a cross-shard transaction: [txn id][record shard][op][value]
 //	[shard][gen]['t'][txn id]      transaction record: [status][deadline][participants]
 //

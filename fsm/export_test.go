@@ -21,6 +21,7 @@ const (
 	SpaceApplied    = spaceApplied
 	SpaceData       = spaceData
 	SpaceDedupe     = spaceDedupe
+	SpaceDedupeOld  = spaceDedupeOld
 	SpaceDedupeIdx  = spaceDedupeIdx
 )
 
@@ -104,22 +105,40 @@ func (f *FSM) PutOldIntent(txnID string, recordShard ShardID, key, value []byte)
 // (nil: stop).
 func (f *FSM) OnViewOpened(fn func()) { f.viewOpened = fn }
 
-// ClearDedupeSeqs empties the value of every dedupe index entry of the
-// current generation, as builds before the command bound wrote them.
-func (f *FSM) ClearDedupeSeqs() error {
+// MakeDedupeOld rewrites the current generation's dedupe records as builds
+// before the command bound wrote them: keyed by ID alone, [index][result],
+// with an empty index entry.
+func (f *FSM) MakeDedupeOld() error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	prefix := newKeyspace(f.id, f.gen).dedupeIdxPrefix()
+	ks := newKeyspace(f.id, f.gen)
+	prefix := ks.key(spaceDedupe)
 	return f.db.Update(func(txn *badger.Txn) error {
+		type rec struct {
+			key, val []byte
+		}
+		var recs []rec
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		var keys [][]byte
 		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				it.Close()
+				return err
+			}
+			recs = append(recs, rec{it.Item().KeyCopy(nil), v})
 		}
 		it.Close()
-		for _, k := range keys {
-			if err := txn.Set(k, nil); err != nil {
-				return err
+		for _, r := range recs {
+			k := r.key[len(prefix):]
+			id, index := string(k[2:len(k)-8]), binary.BigEndian.Uint64(k[len(k)-8:])
+			for _, err := range []error{
+				txn.Delete(r.key),
+				txn.Set(ks.dedupeOld(id), append(binary.BigEndian.AppendUint64(nil, index), r.val[8:]...)),
+				txn.Set(ks.dedupeIdx(index, id), nil),
+			} {
+				if err != nil {
+					return err
+				}
 			}
 		}
 		return nil

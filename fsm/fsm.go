@@ -423,8 +423,9 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 		// A conflict applied nothing and is not remembered: a retry
 		// under the same ID runs again once the key is free.
 		if dedupe && results[i].Code != Conflict {
-			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID), append(binary.BigEndian.AppendUint64(nil, index), results[i].encode(cmd)...)))
-			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), binary.BigEndian.AppendUint64(nil, a.meta.Commands)))
+			seq := binary.BigEndian.AppendUint64(nil, a.meta.Commands)
+			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID, index), append(seq, results[i].encode(cmd)...)))
+			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), seq))
 			a.f.dedupes.Load().add(index, cmd.RequestID)
 		}
 	}
@@ -432,43 +433,53 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 }
 
 func (a *applier) dedupe(index uint64, id string) (Result, bool) {
-	item, err := a.txn.Get(a.ks.dedupe(id))
+	// The newest record is the last; it is newer than any record of an
+	// older build, so if it has expired, so has that.
+	prefix := a.ks.dedupeOf(id)
+	it := a.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	var last []byte
+	var recorded uint64
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		a.must(err)
+		last, recorded = v, binary.BigEndian.Uint64(it.Item().Key()[len(prefix):])
+	}
+	it.Close()
+	if last == nil {
+		return a.dedupeOld(index, id)
+	}
+	if len(last) < 8 {
+		a.must(fmt.Errorf("dedupe record of %d bytes", len(last)))
+	}
+	if dedupeExpired(recorded, index) || dedupeCommandsExpired(binary.BigEndian.Uint64(last), a.meta.Commands) {
+		return Result{}, false
+	}
+	r, err := decodeResult(last[8:])
+	a.must(err)
+	return r, true
+}
+
+// dedupeOld looks id up among the records of builds before the command
+// bound, which expire by entries alone.
+func (a *applier) dedupeOld(index uint64, id string) (Result, bool) {
+	item, err := a.txn.Get(a.ks.dedupeOld(id))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Result{}, false
 	}
 	a.must(err)
 	var r Result
-	var recorded uint64
+	var expired bool
 	a.must(item.Value(func(b []byte) error {
 		if len(b) < 8 {
 			return fmt.Errorf("dedupe record of %d bytes", len(b))
 		}
-		if recorded = binary.BigEndian.Uint64(b); dedupeExpired(recorded, index) {
+		if expired = dedupeExpired(binary.BigEndian.Uint64(b), index); expired {
 			return nil // not pruned yet
 		}
 		r, err = decodeResult(b[8:])
 		return err
 	}))
-	if dedupeExpired(recorded, index) || dedupeCommandsExpired(a.dedupeSeq(recorded, id), a.meta.Commands) {
-		return Result{}, false
-	}
-	return r, true
-}
-
-// dedupeSeq returns the command number stored in the index entry of id's
-// record written at index, 0 if it has none.
-func (a *applier) dedupeSeq(index uint64, id string) uint64 {
-	item, err := a.txn.Get(a.ks.dedupeIdx(index, id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0
-	}
-	a.must(err)
-	var seq uint64
-	a.must(item.Value(func(b []byte) error {
-		seq = decodeDedupeSeq(b)
-		return nil
-	}))
-	return seq
+	return r, !expired
 }
 
 // decodeDedupeSeq reads an index entry's value: the command number, or
@@ -629,7 +640,11 @@ func (a *applier) prune() {
 	if p := a.f.pruneFrom; p.gen == a.f.gen && p.key != nil {
 		from = p.key // deleted: everything before it is too
 	}
-	var doomed [][]byte
+	type entry struct {
+		key []byte
+		old bool // an older build's: its record is under spaceDedupeOld
+	}
+	var doomed []entry
 	for it.Seek(from); it.Valid() && len(doomed) < dedupePrunePerBatch; it.Next() {
 		k := it.Item().KeyCopy(nil)
 		var seq uint64
@@ -641,19 +656,23 @@ func (a *applier) prune() {
 		if binary.BigEndian.Uint64(k[len(prefix):]) >= cutoff && !dedupeCommandsExpired(seq, a.meta.Commands+1) {
 			break
 		}
-		doomed = append(doomed, k)
+		doomed = append(doomed, entry{k, seq == 0})
 	}
 	it.Close()
-	for _, k := range doomed {
-		index, id := binary.BigEndian.Uint64(k[len(prefix):]), string(k[len(prefix)+8:])
-		a.must(a.txn.Delete(k))
-		// The ID may have applied again after its record expired: keep that
-		// newer record.
-		if a.header(a.ks.dedupe(id)) == index {
-			a.must(a.txn.Delete(a.ks.dedupe(id)))
+	for _, d := range doomed {
+		index, id := binary.BigEndian.Uint64(d.key[len(prefix):]), string(d.key[len(prefix)+8:])
+		a.must(a.txn.Delete(d.key))
+		if !d.old {
+			a.must(a.txn.Delete(a.ks.dedupe(id, index)))
+			continue
+		}
+		// An older build's record is keyed by ID alone, and the ID may
+		// have applied again after it expired: keep that newer record.
+		if a.header(a.ks.dedupeOld(id)) == index {
+			a.must(a.txn.Delete(a.ks.dedupeOld(id)))
 		}
 	}
 	if len(doomed) > 0 {
-		a.f.pruneFrom.gen, a.f.pruneFrom.key = a.f.gen, doomed[len(doomed)-1]
+		a.f.pruneFrom.gen, a.f.pruneFrom.key = a.f.gen, doomed[len(doomed)-1].key
 	}
 }

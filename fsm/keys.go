@@ -20,7 +20,8 @@ const (
 
 	spaceApplied   = 'a'
 	spaceData      = 'd'
-	spaceDedupe    = 'r'
+	spaceDedupe    = 'e'
+	spaceDedupeOld = 'r' // records as builds before the command bound wrote them
 	spaceDedupeIdx = 'q'
 	spaceIntent    = 'i'
 	spaceTxn       = 't'
@@ -64,8 +65,19 @@ func (k keyspace) key(space byte, parts ...[]byte) []byte {
 func (k keyspace) applied() []byte         { return k.key(spaceApplied) }
 func (k keyspace) data(user []byte) []byte { return k.key(spaceData, user) }
 func (k keyspace) dataPrefix() []byte      { return k.key(spaceData) }
-func (k keyspace) dedupe(id string) []byte { return k.key(spaceDedupe, []byte(id)) }
-func (k keyspace) dedupeIdxPrefix() []byte { return k.key(spaceDedupeIdx) }
+
+// dedupeOf is the prefix of id's dedupe records (its length first, so that
+// no ID's prefix holds another's records), dedupe the key of its record
+// written at index. An ID applied again after its record expired has two
+// until pruning removes the older, each deleted by its own index entry.
+func (k keyspace) dedupeOf(id string) []byte {
+	return k.key(spaceDedupe, binary.BigEndian.AppendUint16(nil, uint16(len(id))), []byte(id))
+}
+func (k keyspace) dedupe(id string, index uint64) []byte {
+	return binary.BigEndian.AppendUint64(k.dedupeOf(id), index)
+}
+func (k keyspace) dedupeOld(id string) []byte { return k.key(spaceDedupeOld, []byte(id)) }
+func (k keyspace) dedupeIdxPrefix() []byte    { return k.key(spaceDedupeIdx) }
 func (k keyspace) dedupeIdx(index uint64, id string) []byte {
 	return k.key(spaceDedupeIdx, binary.BigEndian.AppendUint64(nil, index), []byte(id))
 }

@@ -273,11 +273,26 @@ func (f *FSM) lockedInRange(txn *badger.Txn, ks keyspace, mayHold bool, prefix, 
 	return nil
 }
 
+// dedupeLapsed reports whether k (without the generation prefix) with value
+// v is a dedupe record or index entry that no command after m can match.
+func dedupeLapsed(k, v []byte, m appliedMeta) bool {
+	next := m.Index + 1
+	switch {
+	case k[0] == spaceDedupeIdx && len(k) >= 9:
+		return dedupeExpired(binary.BigEndian.Uint64(k[1:]), next) || dedupeCommandsExpired(decodeDedupeSeq(v), m.Commands+1)
+	case k[0] == spaceDedupe && len(k) >= 9 && len(v) >= 8:
+		return dedupeExpired(binary.BigEndian.Uint64(k[len(k)-8:]), next) || dedupeCommandsExpired(binary.BigEndian.Uint64(v), m.Commands+1)
+	case k[0] == spaceDedupeOld && len(v) >= 8:
+		return dedupeExpired(binary.BigEndian.Uint64(v), next)
+	}
+	return false
+}
+
 // StateHash returns the applied index and a SHA-256 over the replica's whole
 // state (data, live dedupe records, applied-command count) read from one
 // snapshot. Replicas at the same applied index must have the same hash.
-// Expired dedupe records (by entries or by commands) are left out: when
-// pruning removes them depends on batch boundaries.
+// Expired dedupe records and index entries (by entries or by commands) are
+// left out: when pruning removes them depends on batch boundaries.
 func (f *FSM) StateHash() (index uint64, sum [32]byte, err error) {
 	err = f.view(func(txn *badger.Txn, ks keyspace) error {
 		m, err := f.readMeta(txn, f.gen)
@@ -292,30 +307,14 @@ func (f *FSM) StateHash() (index uint64, sum [32]byte, err error) {
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		var n [8]byte
-		var expiredByCommands map[string]uint64 // request ID → index of its expired record
 		for it.Rewind(); it.Valid(); it.Next() {
 			k := it.Item().Key()[len(ks.prefix):]
 			if k[0] == spaceApplied {
 				continue
 			}
-			if k[0] == spaceDedupeIdx && len(k) >= 9 && dedupeExpired(binary.BigEndian.Uint64(k[1:]), m.Index+1) {
-				continue
-			}
 			if err := it.Item().Value(func(v []byte) error {
-				// Index entries sort before records, so a record whose
-				// entry expired by commands is known when it comes.
-				if k[0] == spaceDedupeIdx && len(k) >= 9 && dedupeCommandsExpired(decodeDedupeSeq(v), m.Commands+1) {
-					if expiredByCommands == nil {
-						expiredByCommands = make(map[string]uint64)
-					}
-					expiredByCommands[string(k[9:])] = binary.BigEndian.Uint64(k[1:])
+				if dedupeLapsed(k, v, m) {
 					return nil
-				}
-				if k[0] == spaceDedupe && len(v) >= 8 {
-					recorded := binary.BigEndian.Uint64(v)
-					if at, ok := expiredByCommands[string(k[1:])]; dedupeExpired(recorded, m.Index+1) || ok && at == recorded {
-						return nil
-					}
 				}
 				binary.BigEndian.PutUint64(n[:], uint64(len(k)))
 				h.Write(n[:])

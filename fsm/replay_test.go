@@ -228,31 +228,51 @@ func TestDedupeCommandWindow(t *testing.T) {
 	d.check(t, 22)
 }
 
-// Records written before the command bound (their index entries carry no
-// command number) still expire by entries alone, so a data directory from
-// such a build keeps its promises; records written since expire by commands.
-func TestDedupeRecordsWithoutCommandNumber(t *testing.T) {
+// Records written before the command bound (keyed by ID alone, with empty
+// index entries) still answer retries and expire by entries alone, so a data
+// directory from such a build keeps its promises; pruning removes them, and
+// records written since expire by commands.
+func TestDedupeRecordsOfOlderBuilds(t *testing.T) {
 	f := memShard(t)
 	put := func(id, v string) fsm.Result {
 		t.Helper()
 		return apply(t, f, fsm.Command{RequestID: id, Ops: []fsm.Op{kv(id, v)}})[0]
 	}
-	old := put("old", "first")
-	if err := f.ClearDedupeSeqs(); err != nil {
+	old := put("old", "first") // entry 1
+	if err := f.MakeDedupeOld(); err != nil {
 		t.Fatal(err)
 	}
-	put("new", "first")
-	apply(t, f, make([]fsm.Command, fsm.DedupeCommands+10)...)
-	if r := put("old", "retry"); !r.Duplicate || r.Ops[0].Version != old.Ops[0].Version {
-		t.Fatalf("retry of a record without a command number: %+v, want the duplicate of %+v", r, old)
+	if raw := rawKeys(t, f)[f.Generation()]; raw[fsm.SpaceDedupeOld] != 1 || raw[fsm.SpaceDedupe] != 0 {
+		t.Fatalf("after MakeDedupeOld: %v", raw)
 	}
-	r := put("new", "retry")
-	if r.Duplicate || r.Ops[0].Version != ver(f.Applied(), 1) {
+	put("new", "first")                                        // entry 2
+	apply(t, f, make([]fsm.Command, fsm.DedupeCommands+10)...) // entry 3
+	if r := put("old", "retry"); !r.Duplicate || r.Ops[0].Version != old.Ops[0].Version {
+		t.Fatalf("retry of an older build's record: %+v, want the duplicate of %+v", r, old)
+	}
+	r := put("new", "retry") // entry 5
+	if r.Duplicate || r.Ops[0].Version != ver(5, 1) {
 		t.Fatalf("retry of a record %d commands old: %+v, want it applied again", fsm.DedupeCommands+11, r)
 	}
-	want := []string{"new=retry@" + fmtVer(r.Ops[0].Version), "old=first@" + fmtVer(old.Ops[0].Version)}
+	// Entries up to w+2: the older build's record (entry 1) expires by
+	// entries, and pruning removes it with the expired record of entry 2.
+	var conf []*raft.Log
+	for i := uint64(6); i <= fsm.DedupeWindow+2; i++ {
+		conf = append(conf, confLog(i))
+	}
+	f.ApplyBatch(conf)
+	again := put("old", "again")
+	if again.Duplicate || again.Ops[0].Version != ver(fsm.DedupeWindow+3, 1) {
+		t.Fatalf("retry %d entries after an older build's record: %+v, want it applied again", fsm.DedupeWindow+2, again)
+	}
+	want := []string{"new=retry@" + fmtVer(r.Ops[0].Version), "old=again@" + fmtVer(again.Ops[0].Version)}
 	if got := fmtItems(scanAll(t, f)); !slices.Equal(got, want) {
-		t.Fatalf("data %q", got)
+		t.Fatalf("data %q, want %q", got, want)
+	}
+	raw := rawKeys(t, f)[f.Generation()]
+	if raw[fsm.SpaceDedupeOld] != 0 || raw[fsm.SpaceDedupe] != 2 || raw[fsm.SpaceDedupeIdx] != 2 {
+		t.Fatalf("%d older records, %d records, %d index entries; want 0, 2 (new at 5, old at w+3), 2",
+			raw[fsm.SpaceDedupeOld], raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx])
 	}
 }
 
