@@ -24,7 +24,7 @@ const DedupeWindow = 100_000
 // forgotten once more than DedupeCommands commands have applied on its shard
 // after the one that recorded it. Group commit puts several commands in one
 // entry, so under load this is the bound that holds; it caps a replica's
-// dedupe records at DedupeCommands. A constant for the same reason.
+// live dedupe records at DedupeCommands. A constant for the same reason.
 const DedupeCommands = 100_000
 
 // dedupeExpired reports whether a request recorded at index can no longer
