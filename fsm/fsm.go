@@ -602,7 +602,7 @@ func (a *applier) read(key []byte) (uint64, []byte) {
 func (a *applier) version(key []byte) uint64 { return a.header(a.ks.data(key)) }
 
 // header returns the 8-byte big-endian header that data values (version) and
-// dedupe records (index) start with, 0 if the key is absent.
+// older builds' dedupe records (index) start with, 0 if the key is absent.
 func (a *applier) header(key []byte) uint64 {
 	item, err := a.txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {

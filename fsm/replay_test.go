@@ -180,9 +180,7 @@ func TestDedupeWindow(t *testing.T) {
 	// many expired records are left depends on the batch boundaries; entry
 	// 1+j (j = 1..20) applies request id-j.
 	d.bulk(1)
-	for j := 1; j <= 20; j++ {
-		d.add(cmdLog(uint64(1+j), fsm.Command{RequestID: dedupeID(j), Ops: []fsm.Op{kv(dedupeID(j), "first")}}))
-	}
+	d.firsts()
 	for i := 22; i <= w+1; i++ {
 		d.add(confLog(uint64(i)))
 	}
@@ -207,12 +205,10 @@ func TestDedupeCommandWindow(t *testing.T) {
 	const c = fsm.DedupeCommands
 	d := newDedupeLog()
 	d.bulk(1) // commands 1..dedupeBulk, all expired once the retries begin
-	for j := 1; j <= 20; j++ {
-		d.add(cmdLog(uint64(1+j), fsm.Command{RequestID: dedupeID(j), Ops: []fsm.Op{kv(dedupeID(j), "first")}}))
-	}
+	d.firsts()
 	// Entry 22 holds commands without request IDs (they record nothing),
-	// up to command c+dedupeBulk: the retry of id-1 (command dedupeBulk+1)
-	// is next.
+	// up to command c+dedupeBulk, so the retry of id-1 (recorded as command
+	// dedupeBulk+1) that comes next is exactly c commands after it.
 	filler := make([]fsm.Command, c-20)
 	d.add(cmdLog(22, filler...))
 	d.retries(22)
@@ -304,6 +300,13 @@ func (d *dedupeLog) bulk(index uint64) {
 		cmds = append(cmds, fsm.Command{RequestID: id, Ops: []fsm.Op{fsm.Delete([]byte(id))}})
 	}
 	d.add(cmdLog(index, cmds...))
+}
+
+// firsts adds entries 2 to 21: entry 1+j applies request id-j.
+func (d *dedupeLog) firsts() {
+	for j := 1; j <= 20; j++ {
+		d.add(cmdLog(uint64(1+j), fsm.Command{RequestID: dedupeID(j), Ops: []fsm.Op{kv(dedupeID(j), "first")}}))
+	}
 }
 
 // retries adds 40 entries after index: entry index+k retries id-k, id-(k-1),
