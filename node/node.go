@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/cairndb/cairn/internal/peer"
 	"github.com/cairndb/cairn/ring"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/shard/nodelog"
 	"github.com/cairndb/cairn/txn"
 	sockaddr "github.com/hashicorp/go-sockaddr"
 	"github.com/hashicorp/raft"
@@ -31,6 +33,7 @@ type Node struct {
 	cfg     Config
 	logger  *slog.Logger
 	store   *fsm.Store
+	logs    *nodelog.Log // the shared raft log; nil when no replica uses it
 	mux     *shard.Mux
 	metrics *shard.Metrics
 	http    *httpMetrics
@@ -111,6 +114,9 @@ func (n *Node) start(ctx context.Context) error {
 	so.Dir = filepath.Join(n.cfg.DataDir, "badger")
 	so.Logger = n.logger
 	if n.store, err = fsm.Open(so); err != nil {
+		return err
+	}
+	if err := n.openNodeLog(); err != nil {
 		return err
 	}
 	if n.mux, err = shard.Listen(n.cfg.RaftAddr, shard.MuxConfig{Logger: n.logger}); err != nil {
@@ -292,6 +298,7 @@ func (n *Node) openShard(id fsm.ShardID) (*shard.Shard, error) {
 	sc.NodeID = n.cfg.Name
 	sc.Dir = n.shardDir(id)
 	sc.Store = n.store
+	sc.NodeLog = n.logs
 	sc.Mux = n.mux
 	sc.Logger = n.logger
 	sc.Metrics = n.metrics
@@ -518,8 +525,41 @@ func (n *Node) close() error {
 	if n.mux != nil {
 		errs = append(errs, n.mux.Close())
 	}
+	if n.logs != nil {
+		errs = append(errs, n.logs.Close())
+	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// openNodeLog opens the node's shared raft log when new replicas are to use
+// it or one already does (its directory exists), and forgets what it holds
+// for replicas whose files are gone (removed before a crash let the node
+// say so to the log).
+func (n *Node) openNodeLog() error {
+	dir := filepath.Join(n.cfg.DataDir, "raft", "nodelog")
+	if n.cfg.Shard.LogStore != shard.LogStoreNode {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+	}
+	var err error
+	if n.logs, err = nodelog.Open(dir, nodelog.Options{Logger: n.logger}); err != nil {
+		return err
+	}
+	for _, id := range n.logs.Shards() {
+		kind, err := shard.ExistingLogStore(n.shardDir(fsm.ShardID(id)))
+		if err != nil {
+			return err
+		}
+		if kind != shard.LogStoreNode {
+			n.logger.Info("dropping raft log of a removed replica", "shard", id)
+			if err := n.logs.Drop(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -318,6 +318,13 @@ func (n *Node) dropIfRemoved(ctx context.Context, s *shard.Shard) error {
 	if err := os.RemoveAll(n.shardDir(s.ID())); err != nil {
 		return fmt.Errorf("node: remove replica files: %w", err)
 	}
+	if n.logs != nil {
+		// After the files: a crash in between leaves entries that the next
+		// start (or a replica created here again) drops.
+		if err := n.logs.Drop(uint64(s.ID())); err != nil {
+			return fmt.Errorf("node: drop replica's raft log: %w", err)
+		}
+	}
 	n.logger.Info("deleted replica that moved away", "shard", uint64(s.ID()))
 	return nil
 }

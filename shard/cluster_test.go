@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard/nodelog"
 )
 
 // faultNet is a fault-injecting network for in-process replicas: every
@@ -100,6 +101,7 @@ type replica struct {
 	store *fsm.Store
 	mux   *Mux
 	shard *Shard
+	logs  *nodelog.Log // the shared raft log, for replicas that use it
 }
 
 type cluster struct {
@@ -175,10 +177,19 @@ func (c *cluster) start(r *replica, addr string) {
 	if c.tune != nil {
 		c.tune(&cfg)
 	}
+	if r.logs, err = testNodeLog(cfg.Dir, cfg.LogStore); err != nil {
+		r.mux.Close()
+		st.Close()
+		t.Fatal(err)
+	}
+	cfg.NodeLog = r.logs
 	sh, err := Open(cfg)
 	if err != nil {
 		r.mux.Close()
 		st.Close()
+		if r.logs != nil {
+			r.logs.Close()
+		}
 		t.Fatal(err)
 	}
 	c.mu.Lock()
@@ -206,6 +217,10 @@ func (c *cluster) stop(r *replica) {
 	sh.Close()
 	r.mux.Close()
 	r.store.Close()
+	if r.logs != nil {
+		r.logs.Close()
+		r.logs = nil
+	}
 }
 
 func (c *cluster) restart(r *replica) { c.start(r, r.addr) }

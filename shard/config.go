@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard/nodelog"
 )
 
 // Config configures one replica of a shard.
@@ -19,6 +20,9 @@ type Config struct {
 	// LogStore is the raft log format of a replica created now (default
 	// LogStoreWAL). A replica whose Dir already holds a log keeps its format.
 	LogStore LogStore
+	// NodeLog is the node's shared raft log, needed by replicas whose
+	// format is LogStoreNode (nil: none may be opened or created).
+	NodeLog *nodelog.Log
 	// Store is the node's state store; Mux its shared raft port.
 	Store *Store
 	Mux   *Mux

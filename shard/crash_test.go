@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard/nodelog"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -68,7 +69,7 @@ func TestCrashDurability(t *testing.T) {
 		seed = v
 	}
 	t.Logf("seed %d (replay the kill schedule with %s=%d)", seed, crashSeedEnv, seed)
-	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt} {
+	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt, LogStoreNode} {
 		t.Run(string(format), func(t *testing.T) { crashDurability(t, format, seed) })
 	}
 }
@@ -264,11 +265,15 @@ type crashNode struct {
 	store *fsm.Store
 	mux   *Mux
 	shard *Shard
+	logs  *nodelog.Log
 }
 
 func (n *crashNode) close() {
 	if n.shard != nil {
 		n.shard.Close()
+	}
+	if n.logs != nil {
+		n.logs.Close()
 	}
 	if n.mux != nil {
 		n.mux.Close()
@@ -322,6 +327,10 @@ func openCrashNode(dir string, logger *slog.Logger) (*crashNode, error) {
 	cfg.Store = n.store
 	cfg.Mux = n.mux
 	cfg.Logger = logger
+	if n.logs, err = testNodeLog(cfg.Dir, cfg.LogStore); err != nil {
+		return nil, err
+	}
+	cfg.NodeLog = n.logs
 	if n.shard, err = Open(cfg); err != nil {
 		return nil, err
 	}
@@ -629,11 +638,11 @@ func crashLogState(t *testing.T, dir string) (snapIndex, first, last uint64) {
 	if tmp, _ := filepath.Glob(filepath.Join(raftDir, "snapshots", "*.tmp")); len(tmp) > 0 {
 		t.Logf("%d interrupted snapshot(s) left behind: %v", len(tmp), tmp)
 	}
-	logs, _, err := openLogStore(raftDir, "", hclog.NewNullLogger())
+	logs, done, err := openTestLogStore(raftDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logs.Close()
+	defer done()
 	if first, err = logs.FirstIndex(); err != nil {
 		t.Fatal(err)
 	}

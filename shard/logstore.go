@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard/nodelog"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -26,7 +28,16 @@ const (
 	// LogStoreBolt is hashicorp/raft-boltdb: one bbolt file, <Dir>/raft.db,
 	// whose commits sync twice (pages, then the meta page).
 	LogStoreBolt LogStore = "bolt"
+	// LogStoreNode is the node's shared log (package nodelog,
+	// Config.NodeLog): all the node's replicas of this format append to the
+	// same files, and appends of different shards share one sync.
+	// <Dir>/nodelog marks such a replica.
+	LogStoreNode LogStore = "node"
 )
+
+// nodeLogMarker is the file that marks a replica whose raft log is in the
+// node's shared log.
+const nodeLogMarker = "nodelog"
 
 // walSegmentSize is the size raft-wal preallocates for each segment file.
 // A node holds one open segment per shard, so this is what an idle replica
@@ -40,8 +51,10 @@ func ParseLogStore(s string) (LogStore, error) {
 		return LogStoreWAL, nil
 	case LogStoreBolt:
 		return LogStoreBolt, nil
+	case LogStoreNode:
+		return LogStoreNode, nil
 	}
-	return "", fmt.Errorf("unknown raft log store %q (want %q or %q)", s, LogStoreWAL, LogStoreBolt)
+	return "", fmt.Errorf("unknown raft log store %q (want %q, %q or %q)", s, LogStoreWAL, LogStoreBolt, LogStoreNode)
 }
 
 // logStore is a replica's raft log together with raft's stable store.
@@ -57,7 +70,7 @@ func ExistingLogStore(dir string) (LogStore, error) {
 	for _, c := range []struct {
 		name string
 		kind LogStore
-	}{{"raft.db", LogStoreBolt}, {"wal", LogStoreWAL}} {
+	}{{"raft.db", LogStoreBolt}, {"wal", LogStoreWAL}, {nodeLogMarker, LogStoreNode}} {
 		_, err := os.Stat(filepath.Join(dir, c.name))
 		switch {
 		case err == nil:
@@ -70,18 +83,35 @@ func ExistingLogStore(dir string) (LogStore, error) {
 }
 
 // openLogStore opens the replica's raft log. A replica keeps the format it
-// was created with; want only chooses the format of a new one.
-func openLogStore(dir string, want LogStore, logger hclog.Logger) (logStore, LogStore, error) {
+// was created with; want only chooses the format of a new one. shared is
+// the node's shared log, which replicas of format node need.
+func openLogStore(dir string, want LogStore, logger hclog.Logger, shared *nodelog.Log, id fsm.ShardID) (logStore, LogStore, error) {
 	kind, err := ExistingLogStore(dir)
 	if err != nil {
 		return nil, "", err
 	}
-	if kind == "" {
+	created := kind == ""
+	if created {
 		if kind, err = ParseLogStore(string(want)); err != nil {
 			return nil, "", err
 		}
 	}
 	switch kind {
+	case LogStoreNode:
+		if shared == nil {
+			return nil, "", fmt.Errorf("replica in %s keeps its raft log in the node's shared log, which was not opened", dir)
+		}
+		if created {
+			// Whatever the shared log still holds for this shard belongs to
+			// an earlier replica whose files were removed.
+			if err := shared.Drop(uint64(id)); err != nil {
+				return nil, "", err
+			}
+			if err := writeMarker(dir); err != nil {
+				return nil, "", err
+			}
+		}
+		return shared.Shard(uint64(id)), kind, nil
 	case LogStoreBolt:
 		s, err := raftboltdb.New(raftboltdb.Options{
 			Path: filepath.Join(dir, "raft.db"),
@@ -103,6 +133,27 @@ func openLogStore(dir string, want LogStore, logger hclog.Logger) (logStore, Log
 		return s, kind, nil
 	}
 	return nil, "", fmt.Errorf("unknown raft log store %q", kind)
+}
+
+// writeMarker durably creates the file that says a replica's log is in the
+// node's shared log.
+func writeMarker(dir string) error {
+	f, err := os.OpenFile(filepath.Join(dir, nodeLogMarker), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString("this replica's raft log is in the node's shared log (raft/nodelog)\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if err = errors.Join(err, f.Close()); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }
 
 // walStore is raft-wal as raft sees it in Cairn: not monotonic.

@@ -3,9 +3,13 @@ package shard
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cairndb/cairn/shard/nodelog"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -53,7 +57,7 @@ func wantEntry(t *testing.T, s logStore, i uint64) {
 // reopen, whatever format is asked for then.
 func TestWALStoreStartsOverAfterAGap(t *testing.T) {
 	dir := t.TempDir()
-	s, kind, err := openLogStore(dir, LogStoreWAL, hclog.NewNullLogger())
+	s, kind, err := openLogStore(dir, LogStoreWAL, hclog.NewNullLogger(), nil, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +94,7 @@ func TestWALStoreStartsOverAfterAGap(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, kind, err = openLogStore(dir, LogStoreBolt, hclog.NewNullLogger())
+	s, kind, err = openLogStore(dir, LogStoreBolt, hclog.NewNullLogger(), nil, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +110,7 @@ func TestWALStoreStartsOverAfterAGap(t *testing.T) {
 }
 
 func TestParseLogStore(t *testing.T) {
-	for in, want := range map[string]LogStore{"": LogStoreWAL, "wal": LogStoreWAL, "bolt": LogStoreBolt} {
+	for in, want := range map[string]LogStore{"": LogStoreWAL, "wal": LogStoreWAL, "bolt": LogStoreBolt, "node": LogStoreNode} {
 		if got, err := ParseLogStore(in); err != nil || got != want {
 			t.Errorf("ParseLogStore(%q) = %q, %v; want %q", in, got, err, want)
 		}
@@ -125,7 +129,7 @@ func TestParseLogStore(t *testing.T) {
 // Replicas of one group may use different log formats, and each keeps the
 // format it was created with when the node later asks for the other one.
 func TestReplicaKeepsItsLogFormat(t *testing.T) {
-	created := map[string]LogStore{"n1": LogStoreBolt, "n2": LogStoreWAL, "n3": LogStoreWAL}
+	created := map[string]LogStore{"n1": LogStoreBolt, "n2": LogStoreWAL, "n3": LogStoreNode}
 	asked := created
 	c := newCluster(t, 3, func(cfg *Config) { cfg.LogStore = asked[cfg.NodeID] })
 	c.bootstrap(3)
@@ -144,7 +148,7 @@ func TestReplicaKeepsItsLogFormat(t *testing.T) {
 	}
 	check()
 
-	asked = map[string]LogStore{"n1": LogStoreWAL, "n2": LogStoreBolt, "n3": LogStoreBolt}
+	asked = map[string]LogStore{"n1": LogStoreNode, "n2": LogStoreBolt, "n3": LogStoreWAL}
 	for _, r := range c.replicas {
 		c.stop(r)
 		c.restart(r)
@@ -161,5 +165,68 @@ func TestReplicaKeepsItsLogFormat(t *testing.T) {
 		if err != nil || string(it.Value) != "v" {
 			t.Fatalf("%s: k49 = %q, %v", r.id, it.Value, err)
 		}
+	}
+}
+
+// A replica in the node's shared log needs that log to open, and a replica
+// created again under the same shard after its files were removed starts
+// empty: nothing of the earlier replica's log or term comes back.
+func TestNodeLogReplicaRecreatedStartsEmpty(t *testing.T) {
+	raftDir := t.TempDir()
+	dir := filepath.Join(raftDir, "7")
+	if _, _, err := openLogStore(dir, LogStoreNode, hclog.NewNullLogger(), nil, 7); err == nil || !strings.Contains(err.Error(), "shared log") {
+		t.Fatalf("a node-log replica without the shared log: got %v, want an error", err)
+	}
+	shared, err := nodelog.Open(filepath.Join(raftDir, "nodelog"), nodelog.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { shared.Close() }()
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	s, kind, err := openLogStore(dir, LogStoreNode, hclog.NewNullLogger(), shared, 7)
+	if err != nil || kind != LogStoreNode {
+		t.Fatalf("open: %q, %v", kind, err)
+	}
+	if err := s.StoreLogs([]*raft.Log{{Index: 1, Term: 2, Data: []byte("a")}, {Index: 2, Term: 2, Data: []byte("b")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetUint64([]byte("CurrentTerm"), 2); err != nil {
+		t.Fatal(err)
+	}
+	// Asked for another format, the replica keeps the shared log, across a
+	// restart of the node's log.
+	if err := shared.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if shared, err = nodelog.Open(filepath.Join(raftDir, "nodelog"), nodelog.Options{SegmentSize: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	s, kind, err = openLogStore(dir, LogStoreWAL, hclog.NewNullLogger(), shared, 7)
+	if err != nil || kind != LogStoreNode {
+		t.Fatalf("reopen asking for wal: %q, %v; want the node log", kind, err)
+	}
+	if last, _ := s.LastIndex(); last != 2 {
+		t.Fatalf("last index after reopen %d, want 2", last)
+	}
+	// The replica moves away: its files go, and later it is created again.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	s, _, err = openLogStore(dir, LogStoreNode, hclog.NewNullLogger(), shared, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _ := s.FirstIndex()
+	last, _ := s.LastIndex()
+	if first != 0 || last != 0 {
+		t.Fatalf("re-created replica holds entries %d-%d of the earlier one", first, last)
+	}
+	if v, err := s.GetUint64([]byte("CurrentTerm")); err == nil {
+		t.Fatalf("re-created replica has the earlier one's term %d", v)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
@@ -18,7 +17,7 @@ import (
 // follower stores the entry and stops before the leader hears of it; the
 // test writes the entry into the stopped follower's log itself.)
 func TestFollowerRefusingAfterSnapshotCatchesUp(t *testing.T) {
-	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt} {
+	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt, LogStoreNode} {
 		t.Run(string(format), func(t *testing.T) { followerRefusingAfterSnapshotCatchesUp(t, format) })
 	}
 }
@@ -57,14 +56,14 @@ func followerRefusingAfterSnapshotCatchesUp(t *testing.T, format LogStore) {
 	if err := l.shard.log.GetLog(idx, &entry); err != nil {
 		t.Fatalf("entry %d on the leader: %v", idx, err)
 	}
-	logs, _, err := openLogStore(filepath.Join(f.dir, "raft", "1"), "", hclog.NewNullLogger())
+	logs, done, err := openTestLogStore(filepath.Join(f.dir, "raft", "1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := logs.StoreLog(&entry); err != nil {
 		t.Fatal(err)
 	}
-	if err := logs.Close(); err != nil {
+	if err := done(); err != nil {
 		t.Fatal(err)
 	}
 

@@ -103,7 +103,7 @@ func (s *Shard) open() error {
 		return err
 	}
 	hlog := newHCLogger(s.logger)
-	s.logs, s.format, err = openLogStore(cfg.Dir, cfg.LogStore, hlog)
+	s.logs, s.format, err = openLogStore(cfg.Dir, cfg.LogStore, hlog, cfg.NodeLog, cfg.ID)
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
 	}

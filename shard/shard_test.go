@@ -258,7 +258,7 @@ func waitAcked(t *testing.T, w *writer, n int) {
 }
 
 func TestFollowerCatchesUpFromLogAndSnapshot(t *testing.T) {
-	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt} {
+	for _, format := range []LogStore{LogStoreWAL, LogStoreBolt, LogStoreNode} {
 		t.Run(string(format), func(t *testing.T) { followerCatchesUpFromLogAndSnapshot(t, format) })
 	}
 }

@@ -87,7 +87,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to hand leadership away and drain requests")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "how long a request may wait for a shard leader and quorum before it fails (503, or 504 for a write already proposed)")
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
-	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal) or bolt (raft-boltdb); existing replicas keep theirs")
+	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal, one log per replica), bolt (raft-boltdb) or node (one log for all of the node's replicas, whose appends share syncs); existing replicas keep theirs")
 	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
 	tableSize := fs.String("table-size", humanize.IBytes(uint64(cfg.Store.BaseTableSize)), "size of the tables Badger's compactions write below level 0 (smaller: less memory while compacting, slower writes)")
 	valueThreshold := fs.String("value-threshold", humanize.IBytes(uint64(cfg.Store.ValueThreshold)), "values at least this large are written once to Badger's value log instead of its LSM tree (smaller: fewer bytes rewritten by compaction and faster loads of new keys; overwritten values then hold disk until value-log GC)")
