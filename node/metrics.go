@@ -79,7 +79,21 @@ func (n *Node) registerMetrics() error {
 		ringEpoch: prometheus.NewDesc("cairn_node_ring_epoch", "Epoch of the ring this node routes with.", nil, nil),
 		place:     prometheus.NewDesc("cairn_node_placement_epoch", "Epoch of the placement this node acts on.", nil, nil),
 	}
-	for _, c := range []prometheus.Collector{n.http.requests, n.http.seconds, nm} {
+	cs := []prometheus.Collector{n.http.requests, n.http.seconds, nm}
+	if l := n.logs; l != nil {
+		counter := func(name, help string, f func() uint64) prometheus.Collector {
+			return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "cairn", Subsystem: "raft_log", Name: name, Help: help},
+				func() float64 { return float64(f()) })
+		}
+		cs = append(cs,
+			counter("syncs_total", "Batches the node's shared raft log wrote with one write and one sync.", func() uint64 { return l.Stats().Syncs }),
+			counter("entries_total", "Raft entries appended to the node's shared raft log.", func() uint64 { return l.Stats().Entries }),
+			counter("written_bytes_total", "Bytes written to the node's shared raft log.", func() uint64 { return l.Stats().Bytes }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "cairn", Subsystem: "raft_log", Name: "segments", Help: "Segment files of the node's shared raft log."},
+				func() float64 { return float64(l.Segments()) }),
+		)
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("node: metrics: %w", err)
 		}

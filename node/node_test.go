@@ -12,6 +12,9 @@ import (
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
+	"github.com/cairndb/cairn/shard/nodelog"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func testNodeConfig(dir string) Config {
@@ -182,5 +185,76 @@ func TestConfigValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Fatalf("Validate: %v; want it to mention %q", err, want)
 		}
+	}
+}
+
+// A node with its replicas in one shared raft log: writes survive a
+// restart, the replicas are marked as living in it, its metrics count
+// entries and syncs, and whatever the log held for a replica that is not
+// on the node is dropped at start.
+func TestSingleNodeSharedRaftLog(t *testing.T) {
+	dir := t.TempDir()
+	ctx := t.Context()
+	// Left behind by a replica of shard 99 whose files were removed.
+	orphan, err := nodelog.Open(filepath.Join(dir, "raft", "nodelog"), nodelog.Options{SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := orphan.Shard(99).StoreLogs([]*raft.Log{{Index: 1, Term: 1, Data: []byte("old")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := orphan.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := func() (Config, *prometheus.Registry) {
+		c := testNodeConfig(dir)
+		c.Shard.LogStore = shard.LogStoreNode
+		reg := prometheus.NewRegistry()
+		c.Registry = reg
+		return c, reg
+	}
+	c, reg := cfg()
+	n := startReady(t, c)
+	defer func() { n.Close() }()
+	if slices.Contains(n.logs.Shards(), 99) {
+		t.Fatalf("the shared log still holds the removed replica of shard 99: %v", n.logs.Shards())
+	}
+	for i := range 100 {
+		key := fmt.Sprintf("k%03d", i)
+		if _, err := n.Put(ctx, []byte(key), []byte("v"+key), WriteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Sequential puts on one node: an entry each at least. Syncs also
+	// cover terms, votes and compactions, so they are not bounded by entries.
+	entries := metricSum(t, reg, "cairn_raft_log_entries_total", nil)
+	syncs := metricSum(t, reg, "cairn_raft_log_syncs_total", nil)
+	written := metricSum(t, reg, "cairn_raft_log_written_bytes_total", nil)
+	if entries < 100 || syncs < 1 || written < 100*8 {
+		t.Fatalf("after 100 sequential puts: %v entries, %v syncs, %v bytes written", entries, syncs, written)
+	}
+	if segs := metricSum(t, reg, "cairn_raft_log_segments", nil); segs < 1 {
+		t.Fatalf("%v segments", segs)
+	}
+	for _, id := range []fsm.ShardID{0, 1, 4} {
+		if kind, err := shard.ExistingLogStore(n.shardDir(id)); err != nil || kind != shard.LogStoreNode {
+			t.Fatalf("replica of shard %d: log format %q, %v", id, kind, err)
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = cfg()
+	c.Shard.LogStore = shard.LogStoreWAL // existing replicas keep the shared log
+	n = startReady(t, c)
+	for i := range 100 {
+		key := fmt.Sprintf("k%03d", i)
+		it, err := n.Get(ctx, []byte(key), shard.ReadOptions{})
+		if err != nil || string(it.Value) != "v"+key {
+			t.Fatalf("%s after restart: %q, %v", key, it.Value, err)
+		}
+	}
+	if _, err := n.Put(ctx, []byte("after"), []byte("restart"), WriteOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -195,6 +195,7 @@ func (l *Log) rotate() error {
 		f.Close()
 		return err
 	}
+	l.written.Add(uint64(len(buf)))
 	seg := &segment{seq: seq, f: f, size: int64(len(buf)), start: int64(len(buf))}
 	l.mu.Lock()
 	l.segs[seq] = seg

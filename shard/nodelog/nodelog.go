@@ -131,12 +131,27 @@ type Log struct {
 	brokenMu sync.Mutex
 	broken   error // a failed write or sync: the log refuses everything after it
 
-	buf   []byte        // the writer's batch buffer
-	syncs atomic.Uint64 // commits synced (a test and metrics hook)
+	buf     []byte        // the writer's batch buffer
+	syncs   atomic.Uint64 // batches written and synced
+	entries atomic.Uint64 // entries appended (moves not counted)
+	written atomic.Uint64 // bytes written to segments
 }
 
 // Syncs returns how many times the log has synced a batch of records.
 func (l *Log) Syncs() uint64 { return l.syncs.Load() }
+
+// Stats are counters of a Log since it was opened.
+type Stats struct {
+	Syncs    uint64 // batches written with one write and one sync each
+	Entries  uint64 // raft entries appended
+	Bytes    uint64 // bytes written to segment files, checkpoints included
+	Segments int    // segment files held now
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	return Stats{Syncs: l.syncs.Load(), Entries: l.entries.Load(), Bytes: l.written.Load(), Segments: l.Segments()}
+}
 
 // Open opens (or creates) the log in dir and recovers its state.
 func Open(dir string, o Options) (*Log, error) {
@@ -389,6 +404,9 @@ func (l *Log) commit(batch []*request) {
 	for _, r := range batch {
 		if r.err == nil {
 			l.apply(r.shard, r.effects, l.active.seq, base)
+			if r.op == opAppend {
+				l.entries.Add(uint64(len(r.logs)))
+			}
 		}
 	}
 	l.mu.Unlock()
@@ -430,6 +448,7 @@ func (l *Log) write(buf []byte) error {
 		return err
 	}
 	l.syncs.Add(1)
+	l.written.Add(uint64(len(buf)))
 	l.mu.Lock()
 	a.size += int64(len(buf))
 	l.mu.Unlock()
