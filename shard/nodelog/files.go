@@ -298,7 +298,7 @@ func (l *Log) replay(seq uint64, last bool) error {
 			case recCheckpoint:
 				first, err1 := decodeU64(rec.payload[:min(8, len(rec.payload))])
 				lastIdx, err2 := decodeU64(rec.payload[min(8, len(rec.payload)):])
-				if err1 != nil || err2 != nil || (lastIdx != 0 && (first == 0 || first > lastIdx || lastIdx-first > 1<<32)) {
+				if err1 != nil || err2 != nil || (lastIdx != 0 && (first == 0 || first > lastIdx || lastIdx-first > maxEntries)) {
 					return fmt.Errorf("bad checkpoint at %d", at.off)
 				}
 				members[rec.shard] = span{first, lastIdx}

@@ -58,7 +58,10 @@ const (
 	recHeader  = 8 // crc32c, body length
 	// maxBody bounds one record; a length beyond it is a torn header.
 	maxBody = 1 << 30
-	segExt  = ".seg"
+	// maxEntries bounds the entries a checkpoint may say a shard holds
+	// (raft compacts its log long before).
+	maxEntries = 1 << 28
+	segExt     = ".seg"
 )
 
 const (
