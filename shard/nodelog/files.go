@@ -154,13 +154,20 @@ func (l *Log) rotate() error {
 	for s := range l.segs {
 		seq = max(seq, s+1)
 	}
-	f, err := os.OpenFile(l.segPath(seq), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
+	path := l.segPath(seq)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
 	if err != nil {
 		return err
 	}
-	if err := unix.Fallocate(int(f.Fd()), 0, 0, l.segSize); err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+	// A segment that could not be set up goes again, so the next attempt
+	// can create it (it holds nothing yet).
+	abandon := func(err error) error {
 		f.Close()
-		return fmt.Errorf("reserve %s: %w", segName(seq), err)
+		os.Remove(path)
+		return err
+	}
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, l.segSize); err != nil && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+		return abandon(fmt.Errorf("reserve %s: %w", segName(seq), err))
 	}
 	buf := []byte(magic)
 	ids := make([]uint64, 0, len(l.shards))
@@ -184,16 +191,13 @@ func (l *Log) rotate() error {
 	}
 	buf = appendRecord(buf, recCheckEnd, 0, nil)
 	if _, err := f.WriteAt(buf, 0); err != nil {
-		f.Close()
-		return err
+		return abandon(err)
 	}
 	if err := fdatasync(f); err != nil {
-		f.Close()
-		return err
+		return abandon(err)
 	}
 	if err := syncDir(l.dir); err != nil {
-		f.Close()
-		return err
+		return abandon(err)
 	}
 	l.written.Add(uint64(len(buf)))
 	seg := &segment{seq: seq, f: f, size: int64(len(buf)), start: int64(len(buf))}
