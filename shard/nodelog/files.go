@@ -205,6 +205,7 @@ func (l *Log) rotate() error {
 	l.segs[seq] = seg
 	l.active = seg
 	l.mu.Unlock()
+	l.tidyDue = true // the segment before may be sparse already
 	return nil
 }
 
@@ -462,10 +463,14 @@ func (l *Log) collect() {
 	}
 }
 
-// tidy runs in the writer after each commit: it deletes dead segments and
-// moves the live entries out of the emptiest older segment when they fill
-// less than a quarter of it.
+// tidy runs in the writer after each commit that released entries or
+// opened a segment: it deletes dead segments and moves the live entries out
+// of the emptiest older segment when they fill less than a quarter of it.
 func (l *Log) tidy() {
+	if !l.tidyDue {
+		return
+	}
+	l.tidyDue = false
 	l.collect()
 	var sparse *segment
 	l.mu.RLock()

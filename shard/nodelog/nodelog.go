@@ -134,14 +134,14 @@ type Log struct {
 	brokenMu sync.Mutex
 	broken   error // a failed write or sync: the log refuses everything after it
 
-	buf     []byte        // the writer's batch buffer
+	buf []byte // the writer's batch buffer
+	// tidyDue: entries were released or a segment opened since the last
+	// tidy (the writer's, like buf).
+	tidyDue bool
 	syncs   atomic.Uint64 // batches written and synced
 	entries atomic.Uint64 // entries appended (moves not counted)
 	written atomic.Uint64 // bytes written to segments
 }
-
-// Syncs returns how many times the log has synced a batch of records.
-func (l *Log) Syncs() uint64 { return l.syncs.Load() }
 
 // Stats are counters of a Log since it was opened.
 type Stats struct {
@@ -661,5 +661,6 @@ func (l *Log) release(lc loc) {
 	if s := l.segs[lc.seg]; s != nil {
 		s.live--
 		s.liveBytes -= int64(lc.n)
+		l.tidyDue = true
 	}
 }

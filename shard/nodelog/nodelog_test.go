@@ -419,7 +419,7 @@ func TestConcurrentShardsShareSyncs(t *testing.T) {
 	dir := t.TempDir()
 	l := open(t, dir, 1<<20)
 	const shards, rounds = 8, 50
-	before := l.Syncs()
+	before := l.Stats().Syncs
 	var wg sync.WaitGroup
 	errs := make(chan error, shards)
 	for id := uint64(1); id <= shards; id++ {
@@ -440,7 +440,7 @@ func TestConcurrentShardsShareSyncs(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	syncs := l.Syncs() - before
+	syncs := l.Stats().Syncs - before
 	t.Logf("%d appends in %d syncs", shards*rounds, syncs)
 	if syncs >= shards*rounds {
 		t.Fatalf("%d syncs for %d appends: concurrent appends were not committed together", syncs, shards*rounds)

@@ -23,22 +23,23 @@ var (
 
 // FirstIndex returns the first index held, 0 for none.
 func (s *Shard) FirstIndex() (uint64, error) {
-	s.l.mu.RLock()
-	defer s.l.mu.RUnlock()
-	if st := s.l.shards[s.id]; st != nil {
-		return st.first, nil
-	}
-	return 0, nil
+	first, _ := s.bounds()
+	return first, nil
 }
 
 // LastIndex returns the last index held, 0 for none.
 func (s *Shard) LastIndex() (uint64, error) {
+	_, last := s.bounds()
+	return last, nil
+}
+
+func (s *Shard) bounds() (first, last uint64) {
 	s.l.mu.RLock()
 	defer s.l.mu.RUnlock()
 	if st := s.l.shards[s.id]; st != nil {
-		return st.last, nil
+		return st.first, st.last
 	}
-	return 0, nil
+	return 0, 0
 }
 
 // GetLog reads one entry; raft.ErrLogNotFound when it is not held.
