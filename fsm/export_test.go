@@ -25,6 +25,17 @@ const (
 	SpaceDedupeIdx  = spaceDedupeIdx
 )
 
+// DedupePruneSlack is how long apply lets expired dedupe records wait for
+// the next prune, in commands or entries.
+const DedupePruneSlack = dedupePruneSlack
+
+// SetPruneSlack sets the replica's prune slack; 0 prunes as soon as a
+// record has expired.
+func (f *FSM) SetPruneSlack(n uint64) { f.pruneSlack = n }
+
+// PrunePasses counts the replica's prune passes since it opened.
+func (f *FSM) PrunePasses() uint64 { return f.prunes.Load() }
+
 // SetFailRestore makes Restore stop as a crash would after staging n records.
 func (f *FSM) SetFailRestore(n int) { f.failRestore = n }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -41,6 +42,14 @@ func dedupeCommandsExpired(seq, cmd uint64) bool { return seq != 0 && seq+Dedupe
 
 // dedupePrunePerBatch bounds the records one ApplyBatch prunes.
 const dedupePrunePerBatch = 512
+
+// dedupePruneSlack is how many commands (or entries) past the expiry of the
+// oldest live record apply waits before it prunes again, so that one prune
+// removes a few hundred records: each prune opens a Badger iterator, which
+// cost about 5% of a node's CPU under puts when apply pruned after every
+// batch. Expired records left for that long answer no retry (lookups check
+// expiry themselves); they only take room.
+const dedupePruneSlack = dedupePrunePerBatch / 2
 
 // FSM is one shard replica's state machine. It implements raft.BatchingFSM.
 type FSM struct {
@@ -90,6 +99,19 @@ type FSM struct {
 		gen uint32
 		key []byte
 	}
+	// pruneAt is when apply next prunes (owned by the apply goroutine):
+	// once the applied index or command count reaches it, in generation
+	// gen. Before that no record can have expired for dedupePruneSlack
+	// commands or entries. The zero value prunes at the next batch.
+	pruneAt struct {
+		gen             uint32
+		index, commands uint64
+	}
+	// pruneSlack is dedupePruneSlack; tests set 0 to prune as soon as a
+	// record has expired.
+	pruneSlack uint64
+	// prunes counts prune passes (each opens an iterator), for tests.
+	prunes   atomic.Uint64
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced whenever applied grows
 
@@ -630,6 +652,10 @@ func (a *applier) prune() {
 		return
 	}
 	a.pruned = true
+	if at := a.f.pruneAt; at.gen == a.f.gen && a.meta.Index < at.index && a.meta.Commands < at.commands {
+		return
+	}
+	a.f.prunes.Add(1)
 	var cutoff uint64
 	if a.meta.Index > DedupeWindow {
 		cutoff = a.meta.Index - DedupeWindow
@@ -645,6 +671,9 @@ func (a *applier) prune() {
 		old bool // an older build's: its record is under spaceDedupeOld
 	}
 	var doomed []entry
+	// Where the oldest live record sits: none yet means any record to
+	// come, recorded after this batch.
+	liveIndex, liveSeq := a.meta.Index+1, a.meta.Commands+1
 	for it.Seek(from); it.Valid() && len(doomed) < dedupePrunePerBatch; it.Next() {
 		k := it.Item().KeyCopy(nil)
 		var seq uint64
@@ -653,12 +682,31 @@ func (a *applier) prune() {
 			return nil
 		}))
 		// Expired for every command after this batch's last.
-		if binary.BigEndian.Uint64(k[len(prefix):]) >= cutoff && !dedupeCommandsExpired(seq, a.meta.Commands+1) {
+		index := binary.BigEndian.Uint64(k[len(prefix):])
+		if index >= cutoff && !dedupeCommandsExpired(seq, a.meta.Commands+1) {
+			liveIndex, liveSeq = index, seq
 			break
 		}
 		doomed = append(doomed, entry{k, seq == 0})
 	}
 	it.Close()
+	a.f.pruneAt.gen = a.f.gen
+	switch {
+	case len(doomed) == dedupePrunePerBatch:
+		a.f.pruneAt.index, a.f.pruneAt.commands = 0, 0 // more may have expired: go on next batch
+	default:
+		// The oldest live record expires once the applied index passes
+		// liveIndex+DedupeWindow, or the command count reaches
+		// liveSeq+DedupeCommands; an older build's record (seq 0) only
+		// by entries. Records of one entry sort by ID, not by number, so
+		// another of liveIndex's may expire a few commands sooner: it
+		// waits for the next prune.
+		a.f.pruneAt.index = liveIndex + DedupeWindow + 1 + a.f.pruneSlack
+		a.f.pruneAt.commands = math.MaxUint64
+		if liveSeq != 0 {
+			a.f.pruneAt.commands = liveSeq + DedupeCommands + a.f.pruneSlack
+		}
+	}
 	for _, d := range doomed {
 		index, id := binary.BigEndian.Uint64(d.key[len(prefix):]), string(d.key[len(prefix)+8:])
 		a.must(a.txn.Delete(d.key))

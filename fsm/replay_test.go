@@ -230,6 +230,7 @@ func TestDedupeCommandWindow(t *testing.T) {
 // records written since expire by commands.
 func TestDedupeRecordsOfOlderBuilds(t *testing.T) {
 	f := memShard(t)
+	f.SetPruneSlack(0) // prune as soon as a record expires: the counts below are exact
 	put := func(id, v string) fsm.Result {
 		t.Helper()
 		return apply(t, f, fsm.Command{RequestID: id, Ops: []fsm.Op{kv(id, v)}})[0]
@@ -269,6 +270,79 @@ func TestDedupeRecordsOfOlderBuilds(t *testing.T) {
 	if raw[fsm.SpaceDedupeOld] != 0 || raw[fsm.SpaceDedupe] != 2 || raw[fsm.SpaceDedupeIdx] != 2 {
 		t.Fatalf("%d older records, %d records, %d index entries; want 0, 2 (new at 5, old at w+3), 2",
 			raw[fsm.SpaceDedupeOld], raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx])
+	}
+}
+
+// Apply prunes dedupe records in bulk: while nothing can have expired it
+// opens no iterator, and then only once the oldest live record has been
+// expired for DedupePruneSlack commands. So a replica holds the live
+// records and at most the slack's worth of expired ones, and a record
+// expired but not yet pruned answers no retry.
+func TestDedupePruneCadence(t *testing.T) {
+	const (
+		c        = fsm.DedupeCommands
+		slack    = fsm.DedupePruneSlack
+		perEntry = 8
+		entries  = 2000
+		live     = entries * perEntry
+	)
+	f := memShard(t)
+	next := 0 // IDs r-0, r-1, ... in the order they are recorded
+	recorded := func() []fsm.Command {
+		cmds := make([]fsm.Command, perEntry)
+		for i := range cmds {
+			id := fmt.Sprintf("r-%d", next)
+			cmds[i] = fsm.Command{RequestID: id, Ops: []fsm.Op{del(id)}}
+			next++
+		}
+		return cmds
+	}
+	records := func() (int, int) {
+		raw := rawKeys(t, f)[f.Generation()]
+		return raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx]
+	}
+	// Commands 1 to live record r-0 to r-(live-1); commands without an ID
+	// (which record nothing) bring the count to c.
+	for range entries {
+		apply(t, f, recorded()...)
+	}
+	apply(t, f, make([]fsm.Command, c-live)...)
+	if p := f.PrunePasses(); p != 1 {
+		t.Fatalf("%d prune passes over the first %d commands, want 1: nothing could expire", p, c)
+	}
+	if n, idx := records(); n != live || idx != live {
+		t.Fatalf("%d records and %d index entries after %d recorded commands", n, idx, live)
+	}
+	// From here each recorded command expires the oldest record: command
+	// c+j is the c-th after r-(j-1)'s. So live records stay at live.
+	lingered := false
+	for i := range entries {
+		apply(t, f, recorded()...)
+		if i%250 != 249 {
+			continue
+		}
+		n, idx := records()
+		if n != idx || n < live || n > live+slack+perEntry {
+			t.Fatalf("after %d recorded commands: %d records and %d index entries, want between %d and %d", next, n, idx, live, live+slack+perEntry)
+		}
+		lingered = lingered || n > live
+	}
+	if !lingered {
+		t.Fatal("no expired record was ever left for a later prune: the slack was not exercised")
+	}
+	passes := f.PrunePasses() - 1
+	if most := uint64(entries*perEntry/slack + 2); passes == 0 || passes > most {
+		t.Fatalf("%d prune passes over %d entries of %d recorded commands, want 1 to %d", passes, entries, perEntry, most)
+	}
+	// The next command is number c+live+1. r-live, recorded as command
+	// c+1, is a duplicate; r-(live-1), recorded as command live, expired
+	// with the last entry, pruned or not.
+	dup, expired := fmt.Sprintf("r-%d", live), fmt.Sprintf("r-%d", live-1)
+	if r := apply(t, f, fsm.Command{RequestID: dup, Ops: []fsm.Op{del(dup)}})[0]; !r.Duplicate {
+		t.Fatalf("retry of %s: %s, want a duplicate", dup, fmtResult(r))
+	}
+	if r := apply(t, f, fsm.Command{RequestID: expired, Ops: []fsm.Op{del(expired)}})[0]; r.Duplicate {
+		t.Fatalf("retry of %s, %d commands after it: %s, want it applied again", expired, c+2, fmtResult(r))
 	}
 }
 
@@ -331,7 +405,9 @@ func (d *dedupeLog) retries(index uint64) {
 // check applies the first n entries and then the rest to three replicas,
 // each in batches of its own size: each must answer as the model does, replicas at the same
 // index must hash alike, and at the end each must hold the model's data and
-// exactly the dedupe records a later command could still match.
+// exactly the dedupe records a later command could still match. The
+// replicas prune as soon as a record has expired (slack 0), which makes the
+// count exact; TestDedupePruneCadence covers the default slack.
 func (d *dedupeLog) check(t *testing.T, n int) {
 	t.Helper()
 	prefix, tail := d.logs[:n], d.logs[n:]
@@ -348,6 +424,7 @@ func (d *dedupeLog) check(t *testing.T, n int) {
 	for i := range replicas {
 		r := &replicas[i]
 		r.f = openShard(t, openStore(t, ""), 1)
+		r.f.SetPruneSlack(0)
 		r.hashes = map[uint64]stateSum{}
 		wantResponses(t, r.name, prefix, applyInBatches(r.f, prefix, r.prefix), d.want[:n])
 		for start := 0; start < len(tail); start += r.sizes {

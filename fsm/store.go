@@ -226,7 +226,7 @@ func (s *Store) Shard(id ShardID) (*FSM, error) {
 	if _, ok := s.shards[id]; ok {
 		return nil, fmt.Errorf("fsm: %v is already open", id)
 	}
-	f := &FSM{store: s, db: s.db, id: id, logger: s.logger.With("shard", uint64(id)), notify: make(chan struct{})}
+	f := &FSM{store: s, db: s.db, id: id, logger: s.logger.With("shard", uint64(id)), notify: make(chan struct{}), pruneSlack: dedupePruneSlack}
 	if err := f.recover(); err != nil {
 		return nil, fmt.Errorf("fsm: open %v: %w", id, err)
 	}
