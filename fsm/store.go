@@ -31,7 +31,7 @@ type Options struct {
 	NumMemtables int
 	// BlockCacheSize and IndexCacheSize bound Badger's caches.
 	// Defaults 32 MiB and 16 MiB: with the memtables, about 100 MiB of
-	// memory for a node (README, Performance, measures it).
+	// memory for a node (docs/benchmarks.md measures it).
 	BlockCacheSize int64
 	IndexCacheSize int64
 	// ValueThreshold: values at least this large (with their 8-byte
@@ -42,7 +42,7 @@ type Options struct {
 	// and ran a fifth to a third faster, but overwriting 10,000 keys for
 	// seven minutes left 2.4 times the disk and 1.5 times the memory, as
 	// overwritten values wait in the value log for its GC (GCInterval)
-	// (README, Performance, "Memory after the same load").
+	// (docs/benchmarks.md, "Memory after the same load").
 	ValueThreshold int64
 	// ValueLogFileSize: default 256 MiB.
 	ValueLogFileSize int64
@@ -51,7 +51,7 @@ type Options struct {
 	// by level). Badger builds each table in memory, many at once during
 	// a compaction, and with compression on a builder overshoots its size
 	// while the compressing goroutines lag: smaller tables bound that
-	// memory, at some cost in write throughput (README, Performance,
+	// memory, at some cost in write throughput (docs/benchmarks.md,
 	// "Memory: collections and compaction tables"). Default 2 MiB,
 	// Badger's.
 	BaseTableSize int64

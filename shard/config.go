@@ -41,13 +41,13 @@ type Config struct {
 	// MaxAppendEntries bounds entries per AppendEntries RPC and per FSM batch.
 	// Default 64: 64, 256 and 1024 measured the same (group commit keeps few
 	// entries in flight, each holding many commands), and 64 keeps catch-up
-	// requests small (README, Benchmarks).
+	// requests small (docs/benchmarks.md).
 	MaxAppendEntries int
 	// SnapshotInterval, SnapshotThreshold, TrailingLogs: as in raft.Config.
 	// Defaults 30s, 16384 and 10240. A snapshot streams the shard's whole
 	// state to disk, so taking them more often to keep the log shorter cost
 	// a third of the write throughput when loading 1M keys (4096/2048:
-	// 2,625 puts/s against 3,861; README, Performance).
+	// 2,625 puts/s against 3,861; docs/benchmarks.md).
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64

@@ -4,7 +4,7 @@
 // writer goroutine commits whatever the groups have queued with one write
 // and one fdatasync. Under load a node's shards then share each sync instead
 // of syncing their own logs one after another: on a 2-core machine the syncs
-// were a third of a node's CPU per put (README, Performance).
+// were a third of a node's CPU per put (docs/benchmarks.md).
 //
 // # Files
 //
