@@ -35,6 +35,9 @@ func clusterConfig(t *testing.T, name string, expect int, seeds []string) Config
 	c.BootstrapExpect = expect
 	c.ReconcileInterval = 100 * time.Millisecond
 	c.Shard.SnapshotInterval = time.Hour // keep logs: catch-up by log
+	// Many tests put leaders where they want them; TestLeaderBalance and
+	// the process-level tests (kvnode's default) run the balancer.
+	c.LeaderBalanceInterval = 0
 	return c
 }
 

@@ -66,6 +66,11 @@ type Config struct {
 	// match the placement (it also does so whenever the placement changes).
 	// Default 1s.
 	ReconcileInterval time.Duration
+	// LeaderBalanceInterval is how long the leader counts a node sees must
+	// hold still before it hands a shard's leadership to a node leading at
+	// least two data shards fewer, and the least time between two such
+	// moves of the node (leaderBalancer). 0 turns balancing off. Default 10s.
+	LeaderBalanceInterval time.Duration
 	// RequestTimeout bounds each HTTP request: a request that cannot be
 	// served by then fails as unavailable (nothing was proposed) or, for a
 	// write that was proposed, as outcome unknown. Default 10s.
@@ -103,22 +108,23 @@ func DefaultConfig() Config {
 		name = "kvnode"
 	}
 	return Config{
-		Name:                name,
-		DataDir:             "./kvnode-data",
-		HTTPAddr:            "127.0.0.1:7070",
-		RaftAddr:            "127.0.0.1:7071",
-		GossipAddr:          "127.0.0.1:7072",
-		BootstrapExpect:     1,
-		Shards:              4,
-		Replicas:            3,
-		ReplicaMaxLag:       256,
-		ReconcileInterval:   time.Second,
-		RequestTimeout:      DefaultTimeout,
-		ResolveInterval:     2 * time.Second,
-		IndexResumeInterval: 15 * time.Second,
-		IndexResumeAge:      time.Minute,
-		Shard:               shard.DefaultConfig(),
-		Store:               fsm.DefaultOptions(""),
+		Name:                  name,
+		DataDir:               "./kvnode-data",
+		HTTPAddr:              "127.0.0.1:7070",
+		RaftAddr:              "127.0.0.1:7071",
+		GossipAddr:            "127.0.0.1:7072",
+		BootstrapExpect:       1,
+		Shards:                4,
+		Replicas:              3,
+		ReplicaMaxLag:         256,
+		ReconcileInterval:     time.Second,
+		LeaderBalanceInterval: 10 * time.Second,
+		RequestTimeout:        DefaultTimeout,
+		ResolveInterval:       2 * time.Second,
+		IndexResumeInterval:   15 * time.Second,
+		IndexResumeAge:        time.Minute,
+		Shard:                 shard.DefaultConfig(),
+		Store:                 fsm.DefaultOptions(""),
 	}
 }
 
@@ -168,6 +174,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("node: ReconcileInterval must be positive"))
+	}
+	if c.LeaderBalanceInterval < 0 {
+		errs = append(errs, errors.New("node: LeaderBalanceInterval must not be negative"))
 	}
 	return errors.Join(errs...)
 }

@@ -79,7 +79,12 @@ func (n *Node) registerMetrics() error {
 		ringEpoch: prometheus.NewDesc("cairn_node_ring_epoch", "Epoch of the ring this node routes with.", nil, nil),
 		place:     prometheus.NewDesc("cairn_node_placement_epoch", "Epoch of the placement this node acts on.", nil, nil),
 	}
-	cs := []prometheus.Collector{n.http.requests, n.http.seconds, nm}
+	cs := []prometheus.Collector{n.http.requests, n.http.seconds, nm,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "cairn", Subsystem: "node", Name: "leader_balance_moves_total",
+			Help: "Leadership transfers this node started to hand a data shard to a node leading at least two fewer.",
+		}, func() float64 { return float64(n.balancer.moves.Load()) }),
+	}
 	if l := n.logs; l != nil {
 		counter := func(name, help string, f func() uint64) prometheus.Collector {
 			return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "cairn", Subsystem: "raft_log", Name: name, Help: help},

@@ -65,6 +65,8 @@ type Node struct {
 	// forming is this node's bootstrap proposal while it forms a cluster.
 	forming atomic.Uint64
 	kick    chan struct{} // wakes the reconciler
+	// balancer spreads data shard leaderships (balance.go).
+	balancer leaderBalancer
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -27,7 +27,9 @@ import (
 //     a shard's group together with its initial replicas;
 //   - as leader of a data shard, it moves the group's membership toward the
 //     placement one change at a time: new replicas join as non-voters and
-//     are promoted once caught up; only then are replicas removed;
+//     are promoted once caught up; only then are replicas removed; once
+//     the membership matches, it may hand the leadership to a node that
+//     leads fewer data shards (leaderBalancer);
 //   - a replica no longer placed here is closed and deleted once its
 //     group's leader confirms the removal is committed;
 //   - as leader of the meta group, it adds registered nodes to the meta
@@ -284,7 +286,7 @@ func (n *Node) convergeStep(ctx context.Context, v *view, s *shard.Shard) error 
 		n.logger.Info("removing replica", "shard", uint64(s.ID()), "replica", id)
 		return s.RemoveReplica(ctx, id)
 	}
-	return nil
+	return n.balanceStep(ctx, v, s)
 }
 
 // dropIfRemoved deletes this node's replica of a shard that is no longer

@@ -86,6 +86,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to hand leadership away and drain requests")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "how long a request may wait for a shard leader and quorum before it fails (503, or 504 for a write already proposed)")
+	fs.DurationVar(&cfg.LeaderBalanceInterval, "leader-balance-interval", cfg.LeaderBalanceInterval, "hand a shard's leadership to a node that leads at least two data shards fewer, once the leader counts have held still this long (at most one move per node per interval; 0: never)")
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
 	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal, one log per replica), bolt (raft-boltdb) or node (one log for all of the node's replicas, whose appends share syncs); existing replicas keep theirs")
 	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
