@@ -22,6 +22,7 @@ LOAD_KEYS=${LOAD_KEYS:-1000000}     # workload "load": keys written (by PRELOAD_
 SETTLE=${SETTLE:-10s}               # workload "load": how long after the load the servers' RSS is sampled
 BASE_PORT=${BASE_PORT:-27000}       # below the ephemeral range (32768+), where a client connection could take a port a restarted server needs. Cairn n$i: BASE+60+10i (+1 raft, +2 gossip); etcd m$i: BASE+360+10i (+1 peer)
 KEEP_DATA=${KEEP_DATA:-0}           # 1: keep the data directories of each cluster
+SERVER_CPU=${SERVER_CPU:-0}         # >0: each server process gets at most this many CPUs (a cgroup CPU quota of its own), as if every node had cores to itself; needs root
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH")
@@ -32,6 +33,7 @@ if [[ -z ${WORK:-} ]]; then WORK=$(mktemp -d "${TMPDIR:-/tmp}/sidebyside.XXXXXX"
 BIN=$WORK/bin
 
 PIDS=()            # every server process this script started and has not reaped
+CGROUPS=()         # the cgroups limit_cpu made for the current cluster
 LOAD_PID=""        # the sidebyside process running, if any
 POLICY_CREATED=""  # the policy-rc.d this script wrote while installing etcd
 FAILED=0
@@ -61,6 +63,7 @@ cleanup() {
 		stop_pids "${PIDS[@]}"
 		PIDS=()
 	fi
+	remove_cgroups
 	if [[ -n $POLICY_CREATED ]]; then rm -f "$POLICY_CREATED"; fi
 	if [[ ($rc == 0 || $rc == 130 || $rc == 143) && $KEEP_DATA != 1 && $FAILED == 0 ]]; then
 		if [[ -n $WORK_CREATED ]]; then rm -rf "$WORK"; else rm -rf "$WORK"/data-*; fi
@@ -138,6 +141,7 @@ start_cairn() {
 			--shutdown-timeout 2s $KVNODE_FLAGS >"$dir/n$i.log" 2>&1 &
 		PIDS+=($!)
 		SERVER_PIDS+=($!)
+		limit_cpu $! "n$i"
 		DATA_DIRS+=("$dir/n$i")
 		ADDRS+=("127.0.0.1:$p")
 	done
@@ -157,6 +161,7 @@ start_etcd() {
 			>"$dir/m$i.log" 2>&1 &
 		PIDS+=($!)
 		SERVER_PIDS+=($!)
+		limit_cpu $! "m$i"
 		DATA_DIRS+=("$dir/m$i")
 		ADDRS+=("127.0.0.1:$c")
 	done
@@ -212,10 +217,38 @@ bench_cluster() {
 	if [[ $keep != 1 ]]; then rm -rf "$dir"; fi
 }
 
+# limit_cpu PID NAME: with SERVER_CPU set, moves PID (every thread) into a
+# cgroup of its own whose CPU quota is SERVER_CPU CPUs.
+limit_cpu() {
+	local pid=$1 dir quota
+	[[ $SERVER_CPU != 0 ]] || return 0
+	quota=$(awk -v c="$SERVER_CPU" 'BEGIN { printf "%d", c * 100000 }')
+	if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then # cgroup v2
+		dir=/sys/fs/cgroup/sidebyside-$$-$2
+		grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+		mkdir -p "$dir"
+		echo "$quota 100000" >"$dir/cpu.max"
+	else # cgroup v1
+		dir=/sys/fs/cgroup/cpu/sidebyside-$$-$2
+		mkdir -p "$dir"
+		echo 100000 >"$dir/cpu.cfs_period_us"
+		echo "$quota" >"$dir/cpu.cfs_quota_us"
+	fi
+	echo "$pid" >"$dir/cgroup.procs"
+	CGROUPS+=("$dir")
+}
+
+remove_cgroups() {
+	local d
+	for d in "${CGROUPS[@]}"; do rmdir "$d" 2>/dev/null || log "could not remove cgroup $d"; done
+	CGROUPS=()
+}
+
 # stop_cluster stops the current cluster's processes and forgets them.
 stop_cluster() {
 	local pid keep=()
 	stop_pids "${SERVER_PIDS[@]}"
+	remove_cgroups
 	for pid in "${PIDS[@]}"; do
 		[[ " ${SERVER_PIDS[*]} " == *" $pid "* ]] || keep+=("$pid")
 	done
@@ -225,6 +258,7 @@ stop_cluster() {
 
 main() {
 	local start=$SECONDS sys wl run
+	if [[ $SERVER_CPU != 0 && $(id -u) != 0 ]]; then log "SERVER_CPU needs root (it makes cgroups)"; exit 1; fi
 	if [[ $SYSTEMS == *etcd* ]]; then ensure_etcd; fi
 	mkdir -p "$BIN" "$OUT"
 	log "building kvnode, sidebyside and plot into $BIN"
@@ -242,7 +276,7 @@ main() {
 		echo "started $(date -u +%FT%TZ) on $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 		echo "cairn $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (modified)'), $(go version | cut -d' ' -f3)"
 		if [[ $SYSTEMS == *etcd* ]]; then etcd --version | sed -n 1p; fi
-		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS KVNODE_FLAGS='$KVNODE_FLAGS' SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE"
+		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS KVNODE_FLAGS='$KVNODE_FLAGS' SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE SERVER_CPU=$SERVER_CPU"
 	} >"$OUT/env.txt"
 	for run in $(seq 1 "$RUNS"); do
 		for wl in $WORKLOADS; do
