@@ -691,10 +691,9 @@ func (a *applier) prune() {
 	}
 	it.Close()
 	a.f.pruneAt.gen = a.f.gen
-	switch {
-	case len(doomed) == dedupePrunePerBatch:
+	if len(doomed) == dedupePrunePerBatch {
 		a.f.pruneAt.index, a.f.pruneAt.commands = 0, 0 // more may have expired: go on next batch
-	default:
+	} else {
 		// The oldest live record expires once the applied index passes
 		// liveIndex+DedupeWindow, or the command count reaches
 		// liveSeq+DedupeCommands; an older build's record (seq 0) only

@@ -27,46 +27,62 @@ import (
 // each other. The meta group is not counted: it carries little load.
 type leaderBalancer struct {
 	mu       sync.Mutex
-	counts   map[string]int // leaders per raft address, as last seen
+	counts   map[string]int // leaders per raft address, as reconcile last saw them
 	since    time.Time      // when counts last changed
 	lastMove time.Time
 	moves    atomic.Uint64 // transfers started
 }
 
-// balanceStep is the last step of convergeStep for a data shard s this node
-// leads whose membership matches the placement.
-func (n *Node) balanceStep(ctx context.Context, v *view, s *shard.Shard) error {
-	interval := n.cfg.LeaderBalanceInterval
-	if interval <= 0 || s.ID() == MetaShard {
-		return nil
+// observe records the leader counts of one reconcile pass (nil when some
+// data shard's leader is unknown): a change restarts the wait for them to
+// hold still.
+func (b *leaderBalancer) observe(counts map[string]int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if counts == nil || !maps.Equal(counts, b.counts) {
+		b.counts, b.since = counts, time.Now()
 	}
+}
+
+// leaderCounts returns how many data shards lead on each raft address as
+// far as this node knows, or nil if it knows no leader for some shard (an
+// election may be under way).
+func (n *Node) leaderCounts(v *view) map[string]int {
 	counts := map[string]int{}
 	for _, id := range v.ring.Shards() {
 		addr := n.leaderAddr(id)
 		if addr == "" {
-			return nil // a shard without a known leader: an election may be under way
+			return nil
 		}
 		counts[addr]++
+	}
+	return counts
+}
+
+// balanceStep is the last step of convergeStep for a data shard s this node
+// leads whose membership matches the placement. It decides on the counts
+// reconcile observed last.
+func (n *Node) balanceStep(ctx context.Context, s *shard.Shard) error {
+	interval := n.cfg.LeaderBalanceInterval
+	if interval <= 0 || s.ID() == MetaShard {
+		return nil
 	}
 	alive := n.aliveNodes()
 	b := &n.balancer
 	b.mu.Lock()
 	now := time.Now()
-	if !maps.Equal(counts, b.counts) {
-		b.counts, b.since = counts, now
-	}
-	if now.Sub(b.since) < interval || now.Sub(b.lastMove) < interval {
+	if b.counts == nil || now.Sub(b.since) < interval || now.Sub(b.lastMove) < interval {
 		b.mu.Unlock()
 		return nil
 	}
-	mine := counts[n.raftAddr]
+	mine := b.counts[n.raftAddr]
 	var to shard.Replica
 	fewest := mine - 1 // a move needs a node leading at most mine-2
 	for _, r := range s.Status().Replicas {
 		if !r.Voter || r.ID == n.cfg.Name || !alive[r.ID] {
 			continue
 		}
-		if c := counts[r.Addr]; c < fewest {
+		if c := b.counts[r.Addr]; c < fewest {
 			to, fewest = r, c
 		}
 	}

@@ -126,6 +126,9 @@ func (n *Node) reconcile() {
 			n.bootstrapShard(v, s, init)
 		}
 	}
+	if n.cfg.LeaderBalanceInterval > 0 {
+		n.balancer.observe(n.leaderCounts(v))
+	}
 	n.mu.RLock()
 	local := maps.Clone(n.shards)
 	n.mu.RUnlock()
@@ -286,7 +289,7 @@ func (n *Node) convergeStep(ctx context.Context, v *view, s *shard.Shard) error 
 		n.logger.Info("removing replica", "shard", uint64(s.ID()), "replica", id)
 		return s.RemoveReplica(ctx, id)
 	}
-	return n.balanceStep(ctx, v, s)
+	return n.balanceStep(ctx, s)
 }
 
 // dropIfRemoved deletes this node's replica of a shard that is no longer
