@@ -92,6 +92,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
 	tableSize := fs.String("table-size", humanize.IBytes(uint64(cfg.Store.BaseTableSize)), "size of the tables Badger's compactions write below level 0 (smaller: less memory while compacting, slower writes)")
 	valueThreshold := fs.String("value-threshold", humanize.IBytes(uint64(cfg.Store.ValueThreshold)), "values at least this large are written once to Badger's value log instead of its LSM tree (smaller: fewer bytes rewritten by compaction and faster loads of new keys; overwritten values then hold disk until value-log GC)")
+	fs.DurationVar(&o.memoryRelease, "memory-release-interval", 5*time.Second, "how often the node checks whether it has gone quiet with a heap grown by a burst of work, which it then collects and returns to the OS (0: never)")
 	fs.IntVar(&o.gcPercent, "gc-percent", 25, "how far the Go heap may grow past its live size before a collection, in percent (lower: less memory, more collections; $GOGC, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, o, err
@@ -129,6 +130,9 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 		return cfg, o, fmt.Errorf("--value-threshold %q: want a size from 64B to 1MiB, such as 128B", *valueThreshold)
 	}
 	cfg.Store.ValueThreshold = int64(vt)
+	if o.memoryRelease < 0 {
+		return cfg, o, fmt.Errorf("--memory-release-interval %v: want a duration of 0 or more", o.memoryRelease)
+	}
 	if o.gcPercent < 1 {
 		return cfg, o, fmt.Errorf("--gc-percent %d: want a percentage of 1 or more", o.gcPercent)
 	}
@@ -143,6 +147,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 type serverOpts struct {
 	memoryLimit     int64 // bytes; 0: none
 	gcPercent       int
+	memoryRelease   time.Duration // 0: never
 	pprof           bool
 	logLevel        string
 	level           slog.Level
@@ -191,6 +196,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	if o.memoryRelease > 0 {
+		relCtx, stopRelease := context.WithCancel(ctx)
+		defer stopRelease()
+		go releaseIdleMemory(relCtx, o.memoryRelease, cfg.Logger)
 	}
 	srv := node.NewServer(cfg.HTTPAddr, mux)
 	errc := make(chan error, 1)

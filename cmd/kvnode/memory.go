@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// After a burst of work (a bulk load, the compactions that follow it) a
+// node's heap still holds what the burst left behind: the garbage is only
+// found by the next collection, and a node that has gone quiet allocates
+// too little to start one; the runtime forces one every two minutes. So
+// the node looks every few seconds. When no collection has completed since
+// its last look, and the live heap the last collection found is well above
+// the live heap after the node last released memory, it collects and
+// returns the freed pages to the operating system. Under load collections
+// run every second or so and it never acts; on a quiet node whose heap has
+// not grown it never acts either.
+
+// releaseMinGain is how far (and at least half of the floor) the live heap
+// of the last collection must be above the floor before a release.
+const releaseMinGain = 64 << 20
+
+// memSample is what the release decision reads from the runtime.
+type memSample struct {
+	cycles uint64 // collections completed
+	live   uint64 // bytes the last collection found live
+}
+
+// memoryReleaser decides when to release memory.
+type memoryReleaser struct {
+	cycles uint64 // collections completed at the last look
+	floor  uint64 // live heap after the last release (0: none yet)
+}
+
+// due reports whether to release now, given a new sample.
+func (r *memoryReleaser) due(s memSample) bool {
+	quiet := s.cycles == r.cycles
+	r.cycles = s.cycles
+	return quiet && s.live >= r.floor+max(releaseMinGain, r.floor/2)
+}
+
+// released records the sample taken after a release.
+func (r *memoryReleaser) released(s memSample) {
+	r.cycles, r.floor = s.cycles, s.live
+}
+
+func readMemSample(buf []metrics.Sample) memSample {
+	metrics.Read(buf)
+	return memSample{cycles: buf[0].Value.Uint64(), live: buf[1].Value.Uint64()}
+}
+
+func newMemSamples() []metrics.Sample {
+	return []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/heap/live:bytes"}}
+}
+
+// releaseIdleMemory looks every interval until ctx ends, releasing memory
+// when due; it returns how many releases it made.
+func releaseIdleMemory(ctx context.Context, interval time.Duration, logger *slog.Logger) int {
+	buf := newMemSamples()
+	var r memoryReleaser
+	r.due(readMemSample(buf))
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return n
+		case <-t.C:
+		}
+		before := readMemSample(buf)
+		if !r.due(before) {
+			continue
+		}
+		start := time.Now()
+		debug.FreeOSMemory()
+		after := readMemSample(buf)
+		r.released(after)
+		n++
+		logger.Debug("released idle memory", "live_before", before.live, "live_after", after.live, "took", time.Since(start))
+	}
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+// The release decision: only on a look with no collection since the one
+// before, and only when the live heap of the last collection is at least
+// releaseMinGain, and half, above the live heap after the last release.
+func TestMemoryReleaseDecision(t *testing.T) {
+	const mib = 1 << 20
+	var r memoryReleaser
+	steps := []struct {
+		name   string
+		sample memSample
+		want   bool
+	}{
+		{"first look: collections ran before it", memSample{cycles: 7, live: 300 * mib}, false},
+		{"quiet, with a large live heap and no release yet", memSample{cycles: 7, live: 300 * mib}, true},
+	}
+	for _, s := range steps {
+		if got := r.due(s.sample); got != s.want {
+			t.Fatalf("%s: due = %v, want %v", s.name, got, s.want)
+		}
+	}
+	r.released(memSample{cycles: 8, live: 90 * mib}) // the release found 90 MiB live
+	steps = []struct {
+		name   string
+		sample memSample
+		want   bool
+	}{
+		{"quiet, the heap as the release left it", memSample{cycles: 8, live: 90 * mib}, false},
+		{"a collection ran since the last look", memSample{cycles: 9, live: 400 * mib}, false},
+		{"quiet again after it, far above the floor", memSample{cycles: 9, live: 400 * mib}, true},
+	}
+	for _, s := range steps {
+		if got := r.due(s.sample); got != s.want {
+			t.Fatalf("%s: due = %v, want %v", s.name, got, s.want)
+		}
+	}
+	r.released(memSample{cycles: 10, live: 200 * mib})
+	steps = []struct {
+		name   string
+		sample memSample
+		want   bool
+	}{
+		{"busy: collections between looks", memSample{cycles: 11, live: 500 * mib}, false},
+		{"busy", memSample{cycles: 12, live: 500 * mib}, false},
+		// 200 MiB floor: the gain must be at least 100 MiB (half), not 64.
+		{"quiet, 99 MiB above the floor", memSample{cycles: 12, live: 299 * mib}, false},
+		{"quiet, 100 MiB above the floor", memSample{cycles: 12, live: 300 * mib}, true},
+	}
+	for _, s := range steps {
+		if got := r.due(s.sample); got != s.want {
+			t.Fatalf("%s: due = %v, want %v", s.name, got, s.want)
+		}
+	}
+	var small memoryReleaser
+	small.released(memSample{cycles: 1, live: 10 * mib})
+	if small.due(memSample{cycles: 1, live: 73 * mib}) {
+		t.Fatal("released for a gain of 63 MiB, below releaseMinGain")
+	}
+	if !small.due(memSample{cycles: 1, live: 74 * mib}) {
+		t.Fatal("no release for a gain of 64 MiB")
+	}
+}
+
+// A heap that a burst grew, then left as garbage, is collected and returned
+// once no collection has run for an interval. Automatic collection is off
+// for the test, so only the releaser can find the garbage.
+func TestReleaseIdleMemoryReturnsGarbage(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	buf := newMemSamples()
+	burst := make([][]byte, 0, 192)
+	for range cap(burst) {
+		b := make([]byte, 1<<20)
+		b[0] = 1
+		burst = append(burst, b)
+	}
+	runtime.GC() // the burst is live at this collection
+	before := readMemSample(buf)
+	if before.live < 192<<20 {
+		t.Fatalf("live heap %d after allocating 192 MiB", before.live)
+	}
+	runtime.KeepAlive(burst)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int)
+	go func() { done <- releaseIdleMemory(ctx, 20*time.Millisecond, slog.New(slog.DiscardHandler)) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for readMemSample(buf).live > before.live-128<<20 {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("live heap still %d (was %d) after 10s", readMemSample(buf).live, before.live)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if n := <-done; n < 1 {
+		t.Fatalf("the heap shrank without a release (%d releases)", n)
+	}
+	after := readMemSample(buf)
+	// Quiet from here on: no further release at the new floor.
+	ctx, cancel = context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	if n := releaseIdleMemory(ctx, 20*time.Millisecond, slog.New(slog.DiscardHandler)); n > 1 {
+		t.Fatalf("%d releases of a quiet heap of %d bytes; want at most the first look's", n, after.live)
+	}
+}
