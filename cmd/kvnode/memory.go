@@ -60,8 +60,7 @@ func newMemSamples() []metrics.Sample {
 // when due; it returns how many releases it made.
 func releaseIdleMemory(ctx context.Context, interval time.Duration, logger *slog.Logger) int {
 	buf := newMemSamples()
-	var r memoryReleaser
-	r.due(readMemSample(buf))
+	r := memoryReleaser{cycles: readMemSample(buf).cycles}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	n := 0

@@ -16,57 +16,36 @@ func TestMemoryReleaseDecision(t *testing.T) {
 	const mib = 1 << 20
 	var r memoryReleaser
 	steps := []struct {
-		name   string
-		sample memSample
-		want   bool
+		name     string
+		sample   memSample
+		want     bool
+		released bool // the sample is the one taken after a release
 	}{
-		{"first look: collections ran before it", memSample{cycles: 7, live: 300 * mib}, false},
-		{"quiet, with a large live heap and no release yet", memSample{cycles: 7, live: 300 * mib}, true},
-	}
-	for _, s := range steps {
-		if got := r.due(s.sample); got != s.want {
-			t.Fatalf("%s: due = %v, want %v", s.name, got, s.want)
-		}
-	}
-	r.released(memSample{cycles: 8, live: 90 * mib}) // the release found 90 MiB live
-	steps = []struct {
-		name   string
-		sample memSample
-		want   bool
-	}{
-		{"quiet, the heap as the release left it", memSample{cycles: 8, live: 90 * mib}, false},
-		{"a collection ran since the last look", memSample{cycles: 9, live: 400 * mib}, false},
-		{"quiet again after it, far above the floor", memSample{cycles: 9, live: 400 * mib}, true},
-	}
-	for _, s := range steps {
-		if got := r.due(s.sample); got != s.want {
-			t.Fatalf("%s: due = %v, want %v", s.name, got, s.want)
-		}
-	}
-	r.released(memSample{cycles: 10, live: 200 * mib})
-	steps = []struct {
-		name   string
-		sample memSample
-		want   bool
-	}{
-		{"busy: collections between looks", memSample{cycles: 11, live: 500 * mib}, false},
-		{"busy", memSample{cycles: 12, live: 500 * mib}, false},
+		{name: "first look: collections ran before it", sample: memSample{cycles: 7, live: 300 * mib}},
+		{name: "quiet, with a large live heap and no release yet", sample: memSample{cycles: 7, live: 300 * mib}, want: true},
+		{name: "the release found 90 MiB live", sample: memSample{cycles: 8, live: 90 * mib}, released: true},
+		{name: "quiet, the heap as the release left it", sample: memSample{cycles: 8, live: 90 * mib}},
+		{name: "a collection ran since the last look", sample: memSample{cycles: 9, live: 400 * mib}},
+		{name: "quiet again after it, far above the floor", sample: memSample{cycles: 9, live: 400 * mib}, want: true},
+		{name: "the release found 200 MiB live", sample: memSample{cycles: 10, live: 200 * mib}, released: true},
+		{name: "busy: collections between looks", sample: memSample{cycles: 11, live: 500 * mib}},
+		{name: "busy", sample: memSample{cycles: 12, live: 500 * mib}},
 		// 200 MiB floor: the gain must be at least 100 MiB (half), not 64.
-		{"quiet, 99 MiB above the floor", memSample{cycles: 12, live: 299 * mib}, false},
-		{"quiet, 100 MiB above the floor", memSample{cycles: 12, live: 300 * mib}, true},
+		{name: "quiet, 99 MiB above the floor", sample: memSample{cycles: 12, live: 299 * mib}},
+		{name: "quiet, 100 MiB above the floor", sample: memSample{cycles: 12, live: 300 * mib}, want: true},
+		{name: "the release found 10 MiB live", sample: memSample{cycles: 13, live: 10 * mib}, released: true},
+		// 10 MiB floor: the gain must be at least releaseMinGain.
+		{name: "quiet, 63 MiB above the floor", sample: memSample{cycles: 13, live: 73 * mib}},
+		{name: "quiet, 64 MiB above the floor", sample: memSample{cycles: 13, live: 74 * mib}, want: true},
 	}
 	for _, s := range steps {
+		if s.released {
+			r.released(s.sample)
+			continue
+		}
 		if got := r.due(s.sample); got != s.want {
 			t.Fatalf("%s: due = %v, want %v", s.name, got, s.want)
 		}
-	}
-	var small memoryReleaser
-	small.released(memSample{cycles: 1, live: 10 * mib})
-	if small.due(memSample{cycles: 1, live: 73 * mib}) {
-		t.Fatal("released for a gain of 63 MiB, below releaseMinGain")
-	}
-	if !small.due(memSample{cycles: 1, live: 74 * mib}) {
-		t.Fatal("no release for a gain of 64 MiB")
 	}
 }
 
