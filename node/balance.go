@@ -67,7 +67,6 @@ func (n *Node) balanceStep(ctx context.Context, s *shard.Shard) error {
 	if interval <= 0 || s.ID() == MetaShard {
 		return nil
 	}
-	alive := n.aliveNodes()
 	b := &n.balancer
 	b.mu.Lock()
 	now := time.Now()
@@ -75,6 +74,7 @@ func (n *Node) balanceStep(ctx context.Context, s *shard.Shard) error {
 		b.mu.Unlock()
 		return nil
 	}
+	alive := n.aliveNodes()
 	mine := b.counts[n.raftAddr]
 	var to shard.Replica
 	fewest := mine - 1 // a move needs a node leading at most mine-2

@@ -38,9 +38,9 @@ type Config struct {
 	// is how followers learn the commit index once writes stop; the
 	// heartbeats do not carry it. A follower that has not learned it yet
 	// hands linearizable reads to the leader, and its stale reads lag by up
-	// to that wait. Every idle group pays for those appends: 20ms cost an
-	// idle 3-node cluster a third more CPU than 50ms, raft's own default
-	// (docs/benchmarks.md, "Idle CPU").
+	// to that wait. Every idle group pays for those appends: with 20ms a
+	// node of an idle 3-node cluster used a third more CPU than with 50ms,
+	// raft's own default (docs/benchmarks.md, "Idle CPU").
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration

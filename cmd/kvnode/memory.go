@@ -11,14 +11,14 @@ import (
 // After a burst of work (a bulk load, the compactions that follow it) a
 // node's heap still holds what the burst left behind: the garbage is only
 // found by the next collection, a node that has gone quiet allocates too
-// little to start one soon (the runtime forces one every two minutes),
-// and what a collection frees goes back to the operating system only
-// gradually. So the node looks every few seconds. When no collection has completed since
-// its last look, and the live heap the last collection found is well above
-// the live heap after the node last released memory, it collects and
-// returns the freed pages to the operating system. Under load collections
-// run every second or so and it never acts; on a quiet node whose heap has
-// not grown it never acts either.
+// little to start one soon (the runtime forces one every two minutes), and
+// what a collection frees goes back to the operating system only
+// gradually. So the node looks every few seconds. When no collection has
+// completed since its last look, and the live heap the last collection
+// found is well above the live heap after the node last released memory,
+// it collects and returns the freed pages to the operating system. Under
+// load collections run every second or so and it never acts; on a quiet
+// node whose heap has not grown it never acts either.
 
 // releaseMinGain is how far (and at least half of the floor) the live heap
 // of the last collection must be above the floor before a release.
