@@ -35,16 +35,22 @@ func TestMemoryFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.memoryLimit != 256<<20 || o.gcPercent != 25 || cfg.Store.BaseTableSize != 2<<20 || cfg.Store.ValueThreshold != 1<<10 || o.memoryRelease != 5*time.Second {
-		t.Fatalf("defaults: memory limit %d, gc percent %d, table size %d, value threshold %d, memory release %v; want %d, 25, %d, 1024, 5s",
-			o.memoryLimit, o.gcPercent, cfg.Store.BaseTableSize, cfg.Store.ValueThreshold, o.memoryRelease, 256<<20, 2<<20)
+	if !o.memoryLimitAuto || o.gcPercent != 25 || cfg.Store.BaseTableSize != 2<<20 || cfg.Store.ValueThreshold != 1<<10 || o.memoryRelease != 5*time.Second {
+		t.Fatalf("defaults: memory limit auto %v, gc percent %d, table size %d, value threshold %d, memory release %v; want true, 25, %d, 1024, 5s",
+			o.memoryLimitAuto, o.gcPercent, cfg.Store.BaseTableSize, cfg.Store.ValueThreshold, o.memoryRelease, 2<<20)
 	}
 	cfg, o, err = serverFlags([]string{"--memory-limit", "1GiB", "--gc-percent", "80", "--table-size", "512KiB", "--value-threshold", "128B", "--memory-release-interval", "0"})
-	if err != nil || o.memoryLimit != 1<<30 || o.gcPercent != 80 || cfg.Store.BaseTableSize != 512<<10 || cfg.Store.ValueThreshold != 128 || o.memoryRelease != 0 {
-		t.Fatalf("--memory-limit 1GiB --gc-percent 80 --table-size 512KiB --value-threshold 128B --memory-release-interval 0: %d, %d, %d, %d, %v, %v",
-			o.memoryLimit, o.gcPercent, cfg.Store.BaseTableSize, cfg.Store.ValueThreshold, o.memoryRelease, err)
+	if err != nil || o.memoryLimitAuto || o.memoryLimit != 1<<30 || o.gcPercent != 80 || cfg.Store.BaseTableSize != 512<<10 || cfg.Store.ValueThreshold != 128 || o.memoryRelease != 0 {
+		t.Fatalf("--memory-limit 1GiB --gc-percent 80 --table-size 512KiB --value-threshold 128B --memory-release-interval 0: %v, %d, %d, %d, %d, %v, %v",
+			o.memoryLimitAuto, o.memoryLimit, o.gcPercent, cfg.Store.BaseTableSize, cfg.Store.ValueThreshold, o.memoryRelease, err)
 	}
-	for _, args := range [][]string{{"--memory-release-interval", "-1s"}, {"--memory-release-interval", "often"}, {"--gc-percent", "0"}, {"--gc-percent", "-1"}, {"--memory-limit", "lots"}, {"--table-size", "16KiB"}, {"--table-size", "64MiB"}, {"--table-size", "big"},
+	if _, o, err = serverFlags([]string{"--memory-limit", "0"}); err != nil || o.memoryLimitAuto || o.memoryLimit != 0 {
+		t.Fatalf("--memory-limit 0: auto %v, %d, %v", o.memoryLimitAuto, o.memoryLimit, err)
+	}
+	if _, o, err = serverFlags([]string{"--memory-limit", "auto"}); err != nil || !o.memoryLimitAuto {
+		t.Fatalf("--memory-limit auto: auto %v, %v", o.memoryLimitAuto, err)
+	}
+	for _, args := range [][]string{{"--memory-release-interval", "-1s"}, {"--memory-release-interval", "often"}, {"--gc-percent", "0"}, {"--gc-percent", "-1"}, {"--memory-limit", "lots"}, {"--memory-limit", "Auto"}, {"--table-size", "16KiB"}, {"--table-size", "64MiB"}, {"--table-size", "big"},
 		{"--value-threshold", "32B"}, {"--value-threshold", "2MiB"}, {"--value-threshold", "small"}} {
 		if _, _, err := serverFlags(args); err == nil {
 			t.Errorf("%q was accepted", args)

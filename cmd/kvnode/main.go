@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/cairndb/cairn/node"
 	"github.com/cairndb/cairn/shard"
 	"github.com/dustin/go-humanize"
@@ -89,7 +90,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.DurationVar(&cfg.LeaderBalanceInterval, "leader-balance-interval", cfg.LeaderBalanceInterval, "hand a shard's leadership to a node that leads at least two data shards fewer, once the leader counts have held still this long (at most one move per node per interval; 0: never)")
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
 	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal, one log per replica), bolt (raft-boltdb) or node (one log for all of the node's replicas, whose appends share syncs); existing replicas keep theirs")
-	memLimit := fs.String("memory-limit", "256MiB", "soft limit on the Go heap (GC works harder near it; 0: none; $GOMEMLIMIT, when set, takes precedence)")
+	memLimit := fs.String("memory-limit", "auto", "soft limit on the Go heap (GC works harder near it): a size, 0 for none, or auto: 80% of the memory limit of the node's cgroup (a container's limit) when it has one, else 256MiB; $GOMEMLIMIT, when set, takes precedence")
 	tableSize := fs.String("table-size", humanize.IBytes(uint64(cfg.Store.BaseTableSize)), "size of the tables Badger's compactions write below level 0 (smaller: less memory while compacting, slower writes)")
 	valueThreshold := fs.String("value-threshold", humanize.IBytes(uint64(cfg.Store.ValueThreshold)), "values at least this large are written once to Badger's value log instead of its LSM tree (smaller: fewer bytes rewritten by compaction and faster loads of new keys; overwritten values then hold disk until value-log GC)")
 	fs.DurationVar(&o.memoryRelease, "memory-release-interval", 5*time.Second, "how often the node checks whether it has gone quiet with a heap grown by a burst of work, which it then collects and returns to the OS (0: never)")
@@ -115,11 +116,15 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 		return cfg, o, fmt.Errorf("--raft-log-store: %w", err)
 	}
 	cfg.Shard.LogStore = ls
-	limit, err := humanize.ParseBytes(*memLimit)
-	if err != nil || limit > math.MaxInt64 {
-		return cfg, o, fmt.Errorf("--memory-limit %q: want a size such as 256MiB, or 0", *memLimit)
+	if *memLimit == "auto" {
+		o.memoryLimitAuto = true
+	} else {
+		limit, err := humanize.ParseBytes(*memLimit)
+		if err != nil || limit > math.MaxInt64 {
+			return cfg, o, fmt.Errorf("--memory-limit %q: want a size such as 256MiB, 0, or auto", *memLimit)
+		}
+		o.memoryLimit = int64(limit)
 	}
-	o.memoryLimit = int64(limit)
 	ts, err := humanize.ParseBytes(*tableSize)
 	if err != nil || ts < 64<<10 || ts > uint64(cfg.Store.MemTableSize) {
 		return cfg, o, fmt.Errorf("--table-size %q: want a size from 64KiB to the memtable's %s, such as 512KiB", *tableSize, humanize.IBytes(uint64(cfg.Store.MemTableSize)))
@@ -145,7 +150,8 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 }
 
 type serverOpts struct {
-	memoryLimit     int64 // bytes; 0: none
+	memoryLimit     int64 // bytes; 0: none (unless memoryLimitAuto)
+	memoryLimitAuto bool  // --memory-limit auto: from the cgroup's limit (see goMemoryLimit)
 	gcPercent       int
 	memoryRelease   time.Duration // 0: never
 	pprof           bool
@@ -161,10 +167,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: o.level}))
-	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && o.memoryLimit > 0 {
-		// Without a limit the heap grows to twice its live size between
-		// collections, and the runtime keeps what it grew to.
-		debug.SetMemoryLimit(o.memoryLimit)
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		limit, source := goMemoryLimit(o, memlimit.FromCgroup)
+		if limit > 0 {
+			debug.SetMemoryLimit(limit)
+		}
+		cfg.Logger.Info("go memory limit", "bytes", limit, "source", source)
 	}
 	if _, set := os.LookupEnv("GOGC"); !set {
 		// Most of a node's live heap is Badger's memtable arenas and

@@ -2,11 +2,44 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/dustin/go-humanize"
 )
+
+// defaultMemoryLimit is the Go heap's soft limit (--memory-limit auto) on a
+// node whose cgroup sets no memory limit. Without a limit the heap grows to
+// its collection target, and the runtime keeps what it grew to.
+const defaultMemoryLimit = 256 << 20
+
+// goMemoryLimit resolves --memory-limit to the Go runtime's soft memory
+// limit in bytes (0: none) and says where it came from. With auto and a
+// cgroup memory limit (a container's), the heap gets four fifths of it: the
+// cgroup also charges the node for the page cache of its files (Badger's
+// mapped tables, the raft logs), which the kernel drops when the cgroup is
+// full but which serve reads while they stay; a fifth of the limit keeps
+// room for them. cgroupLimit is memlimit.FromCgroup outside tests.
+func goMemoryLimit(o serverOpts, cgroupLimit func() (uint64, error)) (int64, string) {
+	if !o.memoryLimitAuto {
+		return o.memoryLimit, "--memory-limit"
+	}
+	l, err := cgroupLimit()
+	switch {
+	case err == nil && l > 0:
+		return int64(min(l/5*4, math.MaxInt64)), "four fifths of the cgroup's memory limit of " + humanize.IBytes(l)
+	case err == nil, errors.Is(err, memlimit.ErrNoLimit):
+		return defaultMemoryLimit, "default (no cgroup memory limit)"
+	default:
+		return defaultMemoryLimit, fmt.Sprintf("default (cgroup memory limit unreadable: %v)", err)
+	}
+}
 
 // After a burst of work (a bulk load, the compactions that follow it) a
 // node's heap still holds what the burst left behind: the garbage is only

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/KimMachineGun/automemlimit/memlimit"
 )
 
 // The release decision: only on a look with no collection since the one
@@ -93,4 +97,31 @@ func TestReleaseIdleMemoryReturnsGarbage(t *testing.T) {
 		t.Fatalf("%d releases, want 1: one for the burst, none for the %d bytes kept live", n, readMemSample(buf).live)
 	}
 	runtime.KeepAlive(kept)
+}
+
+func TestGoMemoryLimit(t *testing.T) {
+	cgroup := func(l uint64, err error) func() (uint64, error) {
+		return func() (uint64, error) { return l, err }
+	}
+	auto := serverOpts{memoryLimitAuto: true}
+	for _, c := range []struct {
+		name     string
+		o        serverOpts
+		cgroup   func() (uint64, error)
+		want     int64
+		inSource string
+	}{
+		{"auto, cgroup limit 500MiB", auto, cgroup(500<<20, nil), 400 << 20, "500 MiB"},
+		{"auto, cgroup limit 4GiB", auto, cgroup(4<<30, nil), 4 << 30 / 5 * 4, "4.0 GiB"},
+		{"auto, no cgroup limit", auto, cgroup(0, memlimit.ErrNoLimit), 256 << 20, "no cgroup memory limit"},
+		{"auto, a limit of 0", auto, cgroup(0, nil), 256 << 20, "no cgroup memory limit"},
+		{"auto, cgroups unreadable", auto, cgroup(0, errors.New("permission denied")), 256 << 20, "permission denied"},
+		{"1GiB given, cgroup limit 500MiB", serverOpts{memoryLimit: 1 << 30}, cgroup(500<<20, nil), 1 << 30, "--memory-limit"},
+		{"0 given, cgroup limit 500MiB", serverOpts{}, cgroup(500<<20, nil), 0, "--memory-limit"},
+	} {
+		got, source := goMemoryLimit(c.o, c.cgroup)
+		if got != c.want || !strings.Contains(source, c.inSource) {
+			t.Errorf("%s: %d (%s), want %d (%q in the source)", c.name, got, source, c.want, c.inSource)
+		}
+	}
 }
