@@ -23,6 +23,7 @@ SETTLE=${SETTLE:-10s}               # workload "load": how long after the load t
 BASE_PORT=${BASE_PORT:-27000}       # below the ephemeral range (32768+), where a client connection could take a port a restarted server needs. Cairn n$i: BASE+60+10i (+1 raft, +2 gossip); etcd m$i: BASE+360+10i (+1 peer)
 KEEP_DATA=${KEEP_DATA:-0}           # 1: keep the data directories of each cluster
 SERVER_CPU=${SERVER_CPU:-0}         # >0: each server process gets at most this many CPUs (a cgroup CPU quota of its own), as if every node had cores to itself; needs root
+SERVER_MEM=${SERVER_MEM:-0}         # e.g. 256M: each server process gets at most this much memory, page cache of its files included (a cgroup memory limit of its own); the kernel kills a server it cannot keep under it; needs root
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH")
@@ -33,7 +34,7 @@ if [[ -z ${WORK:-} ]]; then WORK=$(mktemp -d "${TMPDIR:-/tmp}/sidebyside.XXXXXX"
 BIN=$WORK/bin
 
 PIDS=()            # every server process this script started and has not reaped
-CGROUPS=()         # the cgroups limit_cpu made for the current cluster
+CGROUPS=()         # the cgroups make_cgroups made for the current cluster
 LOAD_PID=""        # the sidebyside process running, if any
 POLICY_CREATED=""  # the policy-rc.d this script wrote while installing etcd
 FAILED=0
@@ -135,13 +136,10 @@ start_cairn() {
 	for i in 1 2 3; do
 		p=$(cairn_http $i)
 		check_ports "$p" $((p + 1)) $((p + 2))
-		"$BIN/kvnode" --name "n$i" --data-dir "$dir/n$i" --http-addr "127.0.0.1:$p" \
+		start_server "n$i" "$dir/n$i.log" "$BIN/kvnode" --name "n$i" --data-dir "$dir/n$i" --http-addr "127.0.0.1:$p" \
 			--raft-addr "127.0.0.1:$((p + 1))" --gossip-addr "127.0.0.1:$((p + 2))" \
 			--join "$seeds" --bootstrap-expect 3 --shards "$SHARDS" --gossip-local \
-			--shutdown-timeout 2s $KVNODE_FLAGS >"$dir/n$i.log" 2>&1 &
-		PIDS+=($!)
-		SERVER_PIDS+=($!)
-		limit_cpu $! "n$i"
+			--shutdown-timeout 2s $KVNODE_FLAGS
 		DATA_DIRS+=("$dir/n$i")
 		ADDRS+=("127.0.0.1:$p")
 	done
@@ -154,14 +152,10 @@ start_etcd() {
 	for i in 1 2 3; do
 		c=$(etcd_client $i)
 		check_ports "$c" $((c + 1))
-		etcd --name "m$i" --data-dir "$dir/m$i" --logger zap \
+		start_server "m$i" "$dir/m$i.log" etcd --name "m$i" --data-dir "$dir/m$i" --logger zap \
 			--listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
 			--listen-peer-urls "http://127.0.0.1:$((c + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((c + 1))" \
-			--initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "sidebyside-$$" \
-			>"$dir/m$i.log" 2>&1 &
-		PIDS+=($!)
-		SERVER_PIDS+=($!)
-		limit_cpu $! "m$i"
+			--initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "sidebyside-$$"
 		DATA_DIRS+=("$dir/m$i")
 		ADDRS+=("127.0.0.1:$c")
 	done
@@ -217,25 +211,76 @@ bench_cluster() {
 	if [[ $keep != 1 ]]; then rm -rf "$dir"; fi
 }
 
-# limit_cpu PID NAME: with SERVER_CPU set, moves PID (every thread) into a
-# cgroup of its own whose CPU quota is SERVER_CPU CPUs.
-limit_cpu() {
-	local pid=$1 dir quota
-	[[ $SERVER_CPU != 0 ]] || return 0
-	quota=$(awk -v c="$SERVER_CPU" 'BEGIN { printf "%d", c * 100000 }')
-	if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then # cgroup v2
-		dir=/sys/fs/cgroup/sidebyside-$$-$2
-		grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+# start_server NAME LOG COMMAND...: starts a server process in the
+# background, its output in LOG. With SERVER_CPU or SERVER_MEM set it starts
+# inside cgroups of its own (made by make_cgroups), as a container would, so
+# that it can see its limits from the start.
+start_server() {
+	local name=$1 logf=$2 d
+	shift 2
+	make_cgroups "$name"
+	(
+		for d in "${NEW_CGROUPS[@]}"; do echo "$BASHPID" >"$d/cgroup.procs"; done
+		exec "$@"
+	) >"$logf" 2>&1 &
+	PIDS+=($!)
+	SERVER_PIDS+=($!)
+}
+
+# make_cgroups NAME: with SERVER_CPU or SERVER_MEM set, makes the cgroups of
+# one server, with a CPU quota of SERVER_CPU CPUs and a memory limit of
+# SERVER_MEM, and lists them in NEW_CGROUPS (and CGROUPS).
+make_cgroups() {
+	local name=sidebyside-$$-$1 dir quota=""
+	NEW_CGROUPS=()
+	[[ $SERVER_CPU != 0 || $SERVER_MEM != 0 ]] || return 0
+	if [[ $SERVER_CPU != 0 ]]; then quota=$(awk -v c="$SERVER_CPU" 'BEGIN { printf "%d", c * 100000 }'); fi
+	if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then # cgroup v2: one group, both controllers
+		dir=/sys/fs/cgroup/$name
+		if [[ -n $quota ]]; then grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control || echo +cpu >/sys/fs/cgroup/cgroup.subtree_control; fi
+		if [[ $SERVER_MEM != 0 ]]; then grep -qw memory /sys/fs/cgroup/cgroup.subtree_control || echo +memory >/sys/fs/cgroup/cgroup.subtree_control; fi
 		mkdir -p "$dir"
-		echo "$quota 100000" >"$dir/cpu.max"
-	else # cgroup v1
-		dir=/sys/fs/cgroup/cpu/sidebyside-$$-$2
-		mkdir -p "$dir"
-		echo 100000 >"$dir/cpu.cfs_period_us"
-		echo "$quota" >"$dir/cpu.cfs_quota_us"
+		NEW_CGROUPS+=("$dir")
+		if [[ -n $quota ]]; then echo "$quota 100000" >"$dir/cpu.max"; fi
+		if [[ $SERVER_MEM != 0 ]]; then
+			echo "$SERVER_MEM" >"$dir/memory.max"
+			if [[ -f $dir/memory.swap.max ]]; then echo 0 >"$dir/memory.swap.max"; fi
+		fi
+	else # cgroup v1: a group in each controller's hierarchy
+		if [[ -n $quota ]]; then
+			dir=/sys/fs/cgroup/cpu/$name
+			mkdir -p "$dir"
+			NEW_CGROUPS+=("$dir")
+			echo 100000 >"$dir/cpu.cfs_period_us"
+			echo "$quota" >"$dir/cpu.cfs_quota_us"
+		fi
+		if [[ $SERVER_MEM != 0 ]]; then
+			dir=/sys/fs/cgroup/memory/$name
+			mkdir -p "$dir"
+			NEW_CGROUPS+=("$dir")
+			echo "$SERVER_MEM" >"$dir/memory.limit_in_bytes"
+			if [[ -f $dir/memory.memsw.limit_in_bytes ]]; then echo "$SERVER_MEM" >"$dir/memory.memsw.limit_in_bytes"; fi
+		fi
 	fi
-	echo "$pid" >"$dir/cgroup.procs"
-	CGROUPS+=("$dir")
+	CGROUPS+=("${NEW_CGROUPS[@]}")
+}
+
+# report_memory_cgroups logs, for each server's memory cgroup, the most it
+# held (page cache included) and how many processes the kernel killed in it.
+report_memory_cgroups() {
+	local d peak kills
+	for d in "${CGROUPS[@]}"; do
+		if [[ -f $d/memory.max_usage_in_bytes ]]; then # v1
+			peak=$(cat "$d/memory.max_usage_in_bytes")
+			kills=$(awk '$1 == "oom_kill" {print $2}' "$d/memory.oom_control")
+		elif [[ -f $d/memory.events ]]; then # v2
+			peak=$(cat "$d/memory.peak" 2>/dev/null || echo 0)
+			kills=$(awk '$1 == "oom_kill" {print $2}' "$d/memory.events")
+		else
+			continue
+		fi
+		log "memory cgroup ${d##*/sidebyside-$$-}: peak $((peak >> 20)) MiB of $SERVER_MEM, ${kills:-0} processes killed for memory" 2>&1 | tee -a "$OUT/run.log" >&2
+	done
 }
 
 remove_cgroups() {
@@ -248,6 +293,7 @@ remove_cgroups() {
 stop_cluster() {
 	local pid keep=()
 	stop_pids "${SERVER_PIDS[@]}"
+	report_memory_cgroups
 	remove_cgroups
 	for pid in "${PIDS[@]}"; do
 		[[ " ${SERVER_PIDS[*]} " == *" $pid "* ]] || keep+=("$pid")
@@ -258,7 +304,8 @@ stop_cluster() {
 
 main() {
 	local start=$SECONDS sys wl run
-	if [[ $SERVER_CPU != 0 && $(id -u) != 0 ]]; then log "SERVER_CPU needs root (it makes cgroups)"; exit 1; fi
+	if [[ ($SERVER_CPU != 0 || $SERVER_MEM != 0) && $(id -u) != 0 ]]; then log "SERVER_CPU and SERVER_MEM need root (they make cgroups)"; exit 1; fi
+	if [[ $SERVER_MEM != 0 && ! $SERVER_MEM =~ ^[0-9]+[KMG]?$ ]]; then log "SERVER_MEM=$SERVER_MEM: want a size such as 256M"; exit 1; fi
 	if [[ $SYSTEMS == *etcd* ]]; then ensure_etcd; fi
 	mkdir -p "$BIN" "$OUT"
 	log "building kvnode, sidebyside and plot into $BIN"
@@ -276,7 +323,7 @@ main() {
 		echo "started $(date -u +%FT%TZ) on $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 		echo "cairn $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (modified)'), $(go version | cut -d' ' -f3)"
 		if [[ $SYSTEMS == *etcd* ]]; then etcd --version | sed -n 1p; fi
-		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS KVNODE_FLAGS='$KVNODE_FLAGS' SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE SERVER_CPU=$SERVER_CPU"
+		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS KVNODE_FLAGS='$KVNODE_FLAGS' SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE SERVER_CPU=$SERVER_CPU SERVER_MEM=$SERVER_MEM"
 	} >"$OUT/env.txt"
 	for run in $(seq 1 "$RUNS"); do
 		for wl in $WORKLOADS; do
