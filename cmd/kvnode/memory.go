@@ -34,7 +34,7 @@ func goMemoryLimit(o serverOpts, cgroupLimit func() (uint64, error)) (int64, str
 	switch {
 	case err == nil && l > 0:
 		return int64(min(l/5*4, math.MaxInt64)), "four fifths of the cgroup's memory limit of " + humanize.IBytes(l)
-	case err == nil, errors.Is(err, memlimit.ErrNoLimit):
+	case err == nil, errors.Is(err, memlimit.ErrNoLimit), errors.Is(err, memlimit.ErrNoCgroup), errors.Is(err, memlimit.ErrCgroupsNotSupported):
 		return defaultMemoryLimit, "default (no cgroup memory limit)"
 	default:
 		return defaultMemoryLimit, fmt.Sprintf("default (cgroup memory limit unreadable: %v)", err)

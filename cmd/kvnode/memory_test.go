@@ -115,6 +115,8 @@ func TestGoMemoryLimit(t *testing.T) {
 		{"auto, cgroup limit 4GiB", auto, cgroup(4<<30, nil), 4 << 30 / 5 * 4, "4.0 GiB"},
 		{"auto, no cgroup limit", auto, cgroup(0, memlimit.ErrNoLimit), 256 << 20, "no cgroup memory limit"},
 		{"auto, a limit of 0", auto, cgroup(0, nil), 256 << 20, "no cgroup memory limit"},
+		{"auto, not in a cgroup", auto, cgroup(0, memlimit.ErrNoCgroup), 256 << 20, "no cgroup memory limit"},
+		{"auto, no cgroups (not Linux)", auto, cgroup(0, memlimit.ErrCgroupsNotSupported), 256 << 20, "no cgroup memory limit"},
 		{"auto, cgroups unreadable", auto, cgroup(0, errors.New("permission denied")), 256 << 20, "permission denied"},
 		{"1GiB given, cgroup limit 500MiB", serverOpts{memoryLimit: 1 << 30}, cgroup(500<<20, nil), 1 << 30, "--memory-limit"},
 		{"0 given, cgroup limit 500MiB", serverOpts{}, cgroup(500<<20, nil), 0, "--memory-limit"},
