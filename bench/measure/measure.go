@@ -4,7 +4,12 @@
 // CPU time is utime+stime of /proc/<pid>/stat (every thread of the
 // process), in clock ticks of ClockTick. Bytes written are write_bytes of
 // /proc/<pid>/io: what the process caused to be sent to the storage layer
-// (fsynced or written back), not what it passed to write(2). Peak RSS is
+// (fsynced or written back), not what it passed to write(2). The kernel
+// counts a page there when the process dirties it, so a file deleted or
+// truncated before its dirty pages were written back (a memtable's log that
+// is never synced, say) is counted although it never reached the disk;
+// cancelled_write_bytes counts those pages, and Usage.Written subtracts
+// them. Peak RSS is
 // VmHWM of /proc/<pid>/status, which ResetPeak sets back to the current RSS
 // (by writing 5 to /proc/<pid>/clear_refs; root or the process's owner).
 // ReadRSS splits the current RSS into anonymous and file-backed memory.
@@ -29,9 +34,10 @@ const ClockTick = 10 * time.Millisecond
 
 // Sample is one process's counters at one moment.
 type Sample struct {
-	CPU        time.Duration // utime + stime
-	WriteBytes int64         // write_bytes
-	PeakRSS    int64         // VmHWM, bytes
+	CPU            time.Duration // utime + stime
+	WriteBytes     int64         // write_bytes
+	CancelledBytes int64         // cancelled_write_bytes
+	PeakRSS        int64         // VmHWM, bytes
 }
 
 // Read samples process pid.
@@ -49,6 +55,9 @@ func Read(pid int) (Sample, error) {
 		return s, fmt.Errorf("measure: %w", err)
 	}
 	if s.WriteBytes, err = field(io, "write_bytes:", 1); err != nil {
+		return s, fmt.Errorf("measure: pid %d io: %w", pid, err)
+	}
+	if s.CancelledBytes, err = field(io, "cancelled_write_bytes:", 1); err != nil {
 		return s, fmt.Errorf("measure: pid %d io: %w", pid, err)
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -138,11 +147,16 @@ func parseRSS(status []byte) (RSS, error) {
 
 // Usage is what a set of processes used between two snapshots.
 type Usage struct {
-	CPU        time.Duration // summed over the processes
-	WriteBytes int64         // summed
-	PeakRSSMax int64         // the largest VmHWM of one process
-	PeakRSSSum int64         // VmHWM summed
+	CPU            time.Duration // summed over the processes
+	WriteBytes     int64         // summed
+	CancelledBytes int64         // summed
+	PeakRSSMax     int64         // the largest VmHWM of one process
+	PeakRSSSum     int64         // VmHWM summed
 }
+
+// Written is what the processes wrote to storage: the pages they dirtied
+// less those dropped unwritten when their file was deleted or truncated.
+func (u Usage) Written() int64 { return u.WriteBytes - u.CancelledBytes }
 
 // Snapshot samples every process of pids.
 func Snapshot(pids []int) ([]Sample, error) {
@@ -164,6 +178,7 @@ func Between(before, after []Sample) Usage {
 	for i := range after {
 		u.CPU += after[i].CPU - before[i].CPU
 		u.WriteBytes += after[i].WriteBytes - before[i].WriteBytes
+		u.CancelledBytes += after[i].CancelledBytes - before[i].CancelledBytes
 		u.PeakRSSSum += after[i].PeakRSS
 		u.PeakRSSMax = max(u.PeakRSSMax, after[i].PeakRSS)
 	}

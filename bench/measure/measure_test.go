@@ -54,9 +54,11 @@ func TestParseRSS(t *testing.T) {
 }
 
 func TestReadSelfAndChild(t *testing.T) {
-	// A child that burns CPU and writes and fsyncs 4 MiB.
+	// A child that burns CPU, writes and fsyncs 4 MiB, and writes 4 MiB
+	// more to a file it deletes at once, before the kernel writes it back.
 	dir := t.TempDir()
 	script := "dd if=/dev/zero of=" + filepath.Join(dir, "f") + " bs=1M count=4 conv=fsync 2>/dev/null; " +
+		"dd if=/dev/zero of=" + filepath.Join(dir, "g") + " bs=1M count=4 2>/dev/null; rm " + filepath.Join(dir, "g") + "; " +
 		"i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 5"
 	cmd := exec.Command("sh", "-c", script)
 	if err := cmd.Start(); err != nil {
@@ -78,13 +80,15 @@ func TestReadSelfAndChild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if u = Between(before, after); u.WriteBytes >= 4<<20 && u.CPU >= 100*time.Millisecond {
+		if u = Between(before, after); u.WriteBytes >= 8<<20 && u.CancelledBytes >= 2<<20 && u.CPU >= 100*time.Millisecond {
 			break
 		}
 		time.Sleep(50 * time.Millisecond) // poll the child's counters
 	}
-	if u.WriteBytes < 4<<20 || u.CPU < 100*time.Millisecond {
-		t.Errorf("usage %+v: want ≥ 4 MiB written and ≥ 100 ms CPU", u)
+	// The deleted file's pages are counted as written and then as
+	// cancelled (all of them unless the kernel wrote some back first).
+	if u.WriteBytes < 8<<20 || u.CancelledBytes < 2<<20 || u.Written() < 4<<20 || u.Written() > u.WriteBytes-(2<<20) || u.CPU < 100*time.Millisecond {
+		t.Errorf("usage %+v (written %d): want ≥ 8 MiB dirtied, ≥ 2 MiB of it cancelled, ≥ 4 MiB written and ≥ 100 ms CPU", u, u.Written())
 	}
 	if u.PeakRSSMax <= 0 || u.PeakRSSSum != u.PeakRSSMax {
 		t.Errorf("peak RSS max %d sum %d for one process", u.PeakRSSMax, u.PeakRSSSum)
@@ -95,12 +99,12 @@ func TestReadSelfAndChild(t *testing.T) {
 }
 
 func TestBetweenSums(t *testing.T) {
-	before := []Sample{{CPU: time.Second, WriteBytes: 100}, {CPU: 2 * time.Second, WriteBytes: 0}}
-	after := []Sample{{CPU: 3 * time.Second, WriteBytes: 150, PeakRSS: 10}, {CPU: 2500 * time.Millisecond, WriteBytes: 70, PeakRSS: 30}}
+	before := []Sample{{CPU: time.Second, WriteBytes: 100, CancelledBytes: 10}, {CPU: 2 * time.Second, WriteBytes: 0}}
+	after := []Sample{{CPU: 3 * time.Second, WriteBytes: 150, CancelledBytes: 40, PeakRSS: 10}, {CPU: 2500 * time.Millisecond, WriteBytes: 70, CancelledBytes: 5, PeakRSS: 30}}
 	u := Between(before, after)
-	want := Usage{CPU: 2500 * time.Millisecond, WriteBytes: 120, PeakRSSMax: 30, PeakRSSSum: 40}
-	if u != want {
-		t.Errorf("Between = %+v, want %+v", u, want)
+	want := Usage{CPU: 2500 * time.Millisecond, WriteBytes: 120, CancelledBytes: 35, PeakRSSMax: 30, PeakRSSSum: 40}
+	if u != want || u.Written() != 85 {
+		t.Errorf("Between = %+v (written %d), want %+v (written 85)", u, u.Written(), want)
 	}
 }
 

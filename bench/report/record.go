@@ -68,7 +68,12 @@ type Record struct {
 	PeakRSSMax  float64 `json:"peak_rss_max_mb,omitempty"` // largest VmHWM of one process during the run, MB
 	PeakRSSSum  float64 `json:"peak_rss_sum_mb,omitempty"` // VmHWM summed, MB
 	WriteBytes  int64   `json:"write_bytes,omitempty"`     // /proc/<pid>/io write_bytes, summed
-	BytesPerOp  float64 `json:"bytes_per_op,omitempty"`    // WriteBytes / Ops
+	// CancelledBytes: cancelled_write_bytes, summed: pages counted in
+	// WriteBytes that were dropped unwritten because their file was
+	// deleted or truncated first (absent in results before 2026-11-27's
+	// memory-limit runs, where bytes per op counted them as written).
+	CancelledBytes int64   `json:"cancelled_write_bytes,omitempty"`
+	BytesPerOp     float64 `json:"bytes_per_op,omitempty"` // (WriteBytes - CancelledBytes) / Ops
 
 	// Disk after the run, over DiskDirs data directories (0: not measured);
 	// etcd's after a compaction and defragmentation.

@@ -206,7 +206,7 @@ func WriteTable(w io.Writer, recs []Record) error {
 			"each figure is the median of %s (fewer where a cell says so). "+
 			"Latencies in ms; CPU is the servers' utime+stime (summed over the server processes) per operation; "+
 			"RSS is the largest peak (VmHWM) of one server process during the cell; "+
-			"bytes/op is the servers' write_bytes (summed) per operation; ratio is Cairn ops/s / etcd ops/s.",
+			"bytes/op is what the servers wrote to storage per operation (write_bytes less cancelled_write_bytes, summed); ratio is Cairn ops/s / etcd ops/s.",
 			strings.Join(s.Keys, "/"), strings.Join(s.ValueSizes, "/"), strings.Join(s.Durations, "/"), spread, runs(s.Runs))
 	}
 	for _, r := range s.Rows {

@@ -181,11 +181,12 @@ func setServer(rec *report.Record, procs int, u measure.Usage) {
 	rec.ServerProcs = procs
 	rec.ServerCPUS = u.CPU.Seconds()
 	rec.WriteBytes = u.WriteBytes
+	rec.CancelledBytes = u.CancelledBytes
 	rec.PeakRSSMax = float64(u.PeakRSSMax) / mb
 	rec.PeakRSSSum = float64(u.PeakRSSSum) / mb
 	if rec.Ops > 0 {
 		rec.CPUMsPerOp = rec.ServerCPUS * 1000 / float64(rec.Ops)
-		rec.BytesPerOp = float64(u.WriteBytes) / float64(rec.Ops)
+		rec.BytesPerOp = float64(u.Written()) / float64(rec.Ops)
 	}
 }
 
