@@ -70,8 +70,9 @@ type Record struct {
 	WriteBytes  int64   `json:"write_bytes,omitempty"`     // /proc/<pid>/io write_bytes, summed
 	// CancelledBytes: cancelled_write_bytes, summed: pages counted in
 	// WriteBytes that were dropped unwritten because their file was
-	// deleted or truncated first (absent in results before 2026-11-27's
-	// memory-limit runs, where bytes per op counted them as written).
+	// deleted or truncated first. Results from before
+	// bench/results/2026-11-27-written lack it, and their bytes per op
+	// count those pages as written.
 	CancelledBytes int64   `json:"cancelled_write_bytes,omitempty"`
 	BytesPerOp     float64 `json:"bytes_per_op,omitempty"` // (WriteBytes - CancelledBytes) / Ops
 

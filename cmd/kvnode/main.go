@@ -208,7 +208,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if o.memoryRelease > 0 {
 		relCtx, stopRelease := context.WithCancel(ctx)
 		defer stopRelease()
-		go releaseIdleMemory(relCtx, o.memoryRelease, cfg.Logger)
+		ticker := time.NewTicker(o.memoryRelease)
+		defer ticker.Stop()
+		go releaseIdleMemory(relCtx, ticker.C, cfg.Logger)
 	}
 	srv := node.NewServer(cfg.HTTPAddr, mux)
 	errc := make(chan error, 1)

@@ -90,19 +90,17 @@ func newMemSamples() []metrics.Sample {
 	return []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/gc/heap/live:bytes"}}
 }
 
-// releaseIdleMemory looks every interval until ctx ends, releasing memory
+// releaseIdleMemory looks once per tick until ctx ends, releasing memory
 // when due; it returns how many releases it made.
-func releaseIdleMemory(ctx context.Context, interval time.Duration, logger *slog.Logger) int {
+func releaseIdleMemory(ctx context.Context, ticks <-chan time.Time, logger *slog.Logger) int {
 	buf := newMemSamples()
 	r := memoryReleaser{cycles: readMemSample(buf).cycles}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	n := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return n
-		case <-t.C:
+		case <-ticks:
 		}
 		before := readMemSample(buf)
 		if !r.due(before) {

@@ -78,20 +78,25 @@ func TestReleaseIdleMemoryReturnsGarbage(t *testing.T) {
 	}
 	runtime.KeepAlive(burst)
 
-	const interval = 20 * time.Millisecond
+	// The test makes every look: a send on the unbuffered tick channel
+	// returns once the releaser has finished the look before it.
+	ticks := make(chan time.Time)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan int)
-	go func() { done <- releaseIdleMemory(ctx, interval, slog.New(slog.DiscardHandler)) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for readMemSample(buf).live > before.live-128<<20 {
-		if time.Now().After(deadline) {
-			t.Fatalf("live heap still %d (was %d) after 10s", readMemSample(buf).live, before.live)
+	go func() { done <- releaseIdleMemory(ctx, ticks, slog.New(slog.DiscardHandler)) }()
+	looks := 0
+	for ; readMemSample(buf).live > before.live-128<<20; looks++ {
+		if looks == 100 {
+			t.Fatalf("live heap still %d (was %d) after %d looks", readMemSample(buf).live, before.live, looks)
 		}
-		time.Sleep(10 * time.Millisecond)
+		ticks <- time.Now()
 	}
-	// Ten more quiet looks at the kept heap.
-	time.Sleep(10 * interval)
+	// Ten more quiet looks at the kept heap; returning from cancel's
+	// wait below means the last of them has finished.
+	for range 10 {
+		ticks <- time.Now()
+	}
 	cancel()
 	if n := <-done; n != 1 {
 		t.Fatalf("%d releases, want 1: one for the burst, none for the %d bytes kept live", n, readMemSample(buf).live)
