@@ -269,6 +269,7 @@ make_cgroups() {
 # held (page cache included) and how many processes the kernel killed in it.
 report_memory_cgroups() {
 	local d peak kills
+	[[ $SERVER_MEM != 0 ]] || return 0 # a CPU-only cgroup under cgroup v2 has memory files too, but no limit
 	for d in "${CGROUPS[@]}"; do
 		if [[ -f $d/memory.max_usage_in_bytes ]]; then # v1
 			peak=$(cat "$d/memory.max_usage_in_bytes")
