@@ -105,9 +105,17 @@ const MaxScanLimit = 1000
 // Scan returns up to Limit keys of the range in key order (descending with
 // Reverse, the cursor then continuing below its key), merged from every
 // shard (read in parallel, each on its replica here or on its leader), and a
-// cursor when more may follow. Each shard is read at its own consistent
-// point (linearizable by default); the page as a whole is not one snapshot
-// across shards.
+// cursor when more may follow.
+//
+// Keys are spread over the shards by hash, so each shard is first asked for
+// a share of the page (firstShardLimit), not the whole of it. When a shard
+// fills its share before the merge is sure of Limit keys, that shard (and
+// any other whose share ends too early) is read again from where its share
+// ended, for as many keys as the page still lacks; after that second read
+// the page is always complete (see scanMerge.settled). Each read of a shard
+// is served at its own consistent point (linearizable by default); a page
+// is not one snapshot across shards, nor, when a shard was read twice,
+// across that shard's two reads, which are in key order as two pages are.
 func (n *Node) Scan(ctx context.Context, so ScanOptions, o shard.ReadOptions) ([]fsm.Item, []byte, error) {
 	limit := so.Limit
 	if limit <= 0 || limit > MaxScanLimit {
@@ -120,53 +128,191 @@ func (n *Node) Scan(ctx context.Context, so ScanOptions, o shard.ReadOptions) ([
 		return nil, nil, err
 	}
 	ids := v.ring.Shards()
-	type page struct {
-		items []fsm.Item
-		more  bool
-		err   error
-	}
-	pages := make([]page, len(ids))
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			locate := func(ctx context.Context) (target, error) {
-				cur, err := n.routingView(ctx)
-				if err != nil {
-					return target{}, err
-				}
-				if !slices.Contains(cur.ring.Shards(), id) {
-					return target{}, fmt.Errorf("%w: the ring changed during the scan; retry it", shard.ErrUnavailable)
-				}
-				return target{id: id, epoch: cur.ring.Epoch()}, nil
+	return scanShards(len(ids), limit, so.Reverse, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+		id := ids[i]
+		locate := func(ctx context.Context) (target, error) {
+			cur, err := n.routingView(ctx)
+			if err != nil {
+				return target{}, err
 			}
-			r := readRequest{opts: o, scan: &fsm.ScanOptions{Prefix: so.Prefix, Start: so.Start, End: so.End, After: so.Cursor, Limit: limit, Reverse: so.Reverse}}
-			p := &pages[i]
-			p.items, p.more, p.err = n.read(ctx, locate, r)
-		}()
-	}
-	wg.Wait()
-	var items []fsm.Item
-	more := false
-	for _, p := range pages {
-		if p.err != nil {
-			return nil, nil, p.err
+			if !slices.Contains(cur.ring.Shards(), id) {
+				return target{}, fmt.Errorf("%w: the ring changed during the scan; retry it", shard.ErrUnavailable)
+			}
+			return target{id: id, epoch: cur.ring.Epoch()}, nil
 		}
-		items = append(items, p.items...)
-		more = more || p.more
+		if after == nil {
+			after = so.Cursor
+		}
+		r := readRequest{opts: o, scan: &fsm.ScanOptions{Prefix: so.Prefix, Start: so.Start, End: so.End, After: after, Limit: max, Reverse: so.Reverse}}
+		return n.read(ctx, locate, r)
+	})
+}
+
+// scanShards merges a page of up to limit keys from n shards. read(i,
+// after, max) returns shard i's next keys in scan order after key after
+// (nil: from the start of the range), at most max of them, and whether it
+// has more. It returns the page and, when more keys may follow it, the
+// cursor to continue from.
+func scanShards(n, limit int, reverse bool, read func(i int, after []byte, max int) ([]fsm.Item, bool, error)) ([]fsm.Item, []byte, error) {
+	m := newScanMerge(n, reverse)
+	readEach := func(idx []int, max int) error {
+		errs := make([]error, len(idx))
+		var wg sync.WaitGroup
+		for j, i := range idx {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				items, more, err := read(i, m.last(i), max)
+				if err == nil {
+					m.add(i, items, more)
+				}
+				errs[j] = err
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i
+	}
+	if err := readEach(all, firstShardLimit(limit, n)); err != nil {
+		return nil, nil, err
+	}
+	for {
+		items, sure, again := m.settled(limit)
+		if len(again) == 0 {
+			if len(items) > limit || (len(items) == limit && m.anyMore()) {
+				items = items[:limit]
+				return items, items[limit-1].Key, nil
+			}
+			return items, nil, nil
+		}
+		if err := readEach(again, limit-sure); err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// firstShardLimit is how many keys each of n shards is first asked for
+// toward a page of limit keys: its even share and a quarter more, plus 8,
+// for the unevenness of hashing. The keys of a page fall on the shards
+// about binomially, so for a page of 100 on four shards (25 expected, 39
+// asked) a shard holds more than it was asked for about once in 1,500
+// reads, and then only that shard is read again.
+func firstShardLimit(limit, n int) int {
+	if n <= 1 {
+		return limit
+	}
+	share := (limit + n - 1) / n
+	return min(limit, share+share/4+8)
+}
+
+// scanMerge gathers the pages of a scan's shards and decides how much of
+// their merge is sure: a shard that has more keys than it returned may hold
+// keys between any it did return and the next one it would return, so the
+// merge is sure only up to the lowest (in scan order) last key of such
+// shards.
+type scanMerge struct {
+	reverse bool
+	mu      sync.Mutex
+	items   [][]fsm.Item // per shard, in scan order
+	more    []bool       // per shard: its last page stopped at its limit
+}
+
+func newScanMerge(shards int, reverse bool) *scanMerge {
+	return &scanMerge{reverse: reverse, items: make([][]fsm.Item, shards), more: make([]bool, shards)}
+}
+
+func (m *scanMerge) add(i int, items []fsm.Item, more bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.items[i] = append(m.items[i], items...)
+	m.more[i] = more
+}
+
+// last is the last key shard i returned, nil if none.
+func (m *scanMerge) last(i int) []byte {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.items[i]) == 0 {
+		return nil
+	}
+	return m.items[i][len(m.items[i])-1].Key
+}
+
+func (m *scanMerge) anyMore() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Contains(m.more, true)
+}
+
+// before reports whether key a comes before key b in scan order.
+func (m *scanMerge) before(a, b []byte) bool {
+	if m.reverse {
+		return bytes.Compare(a, b) > 0
+	}
+	return bytes.Compare(a, b) < 0
+}
+
+// settled returns every key gathered, merged in scan order; how many of
+// the first ones are sure (no shard can hold another key before the last
+// of them); and, unless limit of them are sure, the shards to read again.
+//
+// A shard is read again when it has more keys and its last key comes
+// before the limit-th key gathered (or fewer than limit were gathered): its
+// unseen keys may then belong to the page. Read again for limit - sure keys
+// each, the page is settled: let b be the lowest last key of the shards
+// that still have more after that read. Any such shard that was read again
+// holds limit - sure new keys up to b, all after the sure ones; one that
+// was not read again ends at or after the limit-th key. Either way at least
+// limit keys come at or before b.
+func (m *scanMerge) settled(limit int) (items []fsm.Item, sure int, again []int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, its := range m.items {
+		items = append(items, its...)
 	}
 	slices.SortFunc(items, func(a, b fsm.Item) int {
-		if so.Reverse {
+		if m.reverse {
 			return bytes.Compare(b.Key, a.Key)
 		}
 		return bytes.Compare(a.Key, b.Key)
 	})
-	// Each shard returned its first limit keys, so the first limit keys of
-	// the merge are the first limit keys of the range.
-	if len(items) > limit || (len(items) == limit && more) {
-		items = items[:limit]
-		return items, items[limit-1].Key, nil
+	var bound []byte // the lowest last key of shards with more
+	for i, its := range m.items {
+		if m.more[i] && (bound == nil || m.before(its[len(its)-1].Key, bound)) {
+			bound = its[len(its)-1].Key
+		}
 	}
-	return items, nil, nil
+	sure = len(items)
+	if bound != nil {
+		sure, _ = slices.BinarySearchFunc(items, bound, func(it fsm.Item, k []byte) int {
+			if bytes.Equal(it.Key, k) {
+				return 0
+			}
+			if m.before(it.Key, k) {
+				return -1
+			}
+			return 1
+		})
+		sure++ // the bound itself is sure
+	}
+	if sure >= limit || bound == nil {
+		return items, sure, nil
+	}
+	for i, its := range m.items {
+		if !m.more[i] {
+			continue
+		}
+		if len(items) < limit || m.before(its[len(its)-1].Key, items[limit-1].Key) {
+			again = append(again, i)
+		}
+	}
+	return items, sure, again
 }

@@ -1,0 +1,214 @@
+package node
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/cairndb/cairn/fsm"
+)
+
+// fakeShards holds each shard's keys in ascending order and serves reads
+// as a shard's scan does: the keys after a key, in scan order, up to a
+// limit, and whether more follow.
+type fakeShards struct {
+	keys    [][]string
+	reverse bool
+
+	mu     sync.Mutex
+	reads  []int // per shard
+	served int   // keys returned in all
+}
+
+func (f *fakeShards) read(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+	f.mu.Lock()
+	f.reads[i]++
+	f.mu.Unlock()
+	ks := slices.Clone(f.keys[i])
+	if f.reverse {
+		slices.Reverse(ks)
+	}
+	var out []fsm.Item
+	for _, k := range ks {
+		if after != nil {
+			c := bytes.Compare([]byte(k), after)
+			if (!f.reverse && c <= 0) || (f.reverse && c >= 0) {
+				continue
+			}
+		}
+		if len(out) == max {
+			f.mu.Lock()
+			f.served += len(out)
+			f.mu.Unlock()
+			return out, true, nil
+		}
+		out = append(out, fsm.Item{Key: []byte(k), Value: []byte("v" + k)})
+	}
+	f.mu.Lock()
+	f.served += len(out)
+	f.mu.Unlock()
+	return out, false, nil
+}
+
+// scatter puts keys on n shards at random, as the ring's hash does.
+func scatter(r *rand.Rand, keys []string, n int) [][]string {
+	return place(keys, n, func(int) int { return r.IntN(n) })
+}
+
+// place puts key j of keys on shard at(j).
+func place(keys []string, n int, at func(j int) int) [][]string {
+	out := make([][]string, n)
+	for j, k := range keys {
+		i := at(j)
+		out[i] = append(out[i], k)
+	}
+	for _, ks := range out {
+		slices.Sort(ks)
+	}
+	return out
+}
+
+// TestScanShardsPages pages through random key sets on 1 to 6 shards,
+// forwards and backwards, with random page sizes, and checks every page
+// against the merged keys: exactly the next limit keys, a cursor exactly
+// when keys remain, and no shard read more than twice for one page. Keys
+// lie on the shards at random (as hashing puts them), mostly on one shard,
+// or in runs of consecutive keys per shard, so that pages often need more
+// of a shard than its first read gave.
+func TestScanShardsPages(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	secondReads := 0
+	for trial := 0; trial < 1500; trial++ {
+		n := 1 + r.IntN(6)
+		var keys []string
+		for j := 0; j < r.IntN(300); j++ {
+			keys = append(keys, fmt.Sprintf("k%05d", j*3+r.IntN(3)))
+		}
+		var shards [][]string
+		switch run := 1 + r.IntN(60); trial % 3 {
+		case 0:
+			shards = scatter(r, keys, n)
+		case 1: // four in five keys on shard 0
+			shards = place(keys, n, func(int) int {
+				if r.IntN(5) > 0 {
+					return 0
+				}
+				return r.IntN(n)
+			})
+		default: // runs of consecutive keys on one shard
+			shards = place(keys, n, func(j int) int { return (j / run) % n })
+		}
+		reverse := r.IntN(2) == 0
+		f := &fakeShards{keys: shards, reverse: reverse}
+		want := slices.Clone(keys)
+		if reverse {
+			slices.Reverse(want)
+		}
+		limit := 1 + r.IntN(120)
+		var cursor []byte
+		var got []string
+		for pages := 0; ; pages++ {
+			if pages > len(keys)+1 {
+				t.Fatalf("trial %d: paging does not end", trial)
+			}
+			f.reads = make([]int, n)
+			// Each page starts from the previous page's cursor, as a
+			// client's next request would.
+			items, next, err := scanShards(n, limit, reverse, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+				if after == nil {
+					after = cursor
+				}
+				return f.read(i, after, max)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(items) > limit {
+				t.Fatalf("trial %d: page of %d keys, limit %d", trial, len(items), limit)
+			}
+			for i, it := range items {
+				if string(it.Value) != "v"+string(it.Key) {
+					t.Fatalf("trial %d: key %q with value %q", trial, it.Key, it.Value)
+				}
+				if exp := want[len(got)+i]; string(it.Key) != exp {
+					t.Fatalf("trial %d (%d shards, limit %d, reverse %v): page item %d is %q, want %q", trial, n, limit, reverse, i, it.Key, exp)
+				}
+			}
+			for i, c := range f.reads {
+				if c > 2 {
+					t.Fatalf("trial %d: shard %d read %d times for one page", trial, i, c)
+				}
+				if c == 2 {
+					secondReads++
+				}
+			}
+			for _, it := range items {
+				got = append(got, string(it.Key))
+			}
+			remain := len(want) > len(got)
+			if remain != (next != nil) {
+				t.Fatalf("trial %d: %d of %d keys read, cursor %q", trial, len(got), len(want), next)
+			}
+			if next == nil {
+				break
+			}
+			if len(items) != limit || !bytes.Equal(next, items[limit-1].Key) {
+				t.Fatalf("trial %d: a short page (%d of %d) or a cursor %q not its last key", trial, len(items), limit, next)
+			}
+			cursor = next
+		}
+		if len(got) != len(want) {
+			t.Fatalf("trial %d: read %d keys, want %d", trial, len(got), len(want))
+		}
+	}
+	if secondReads < 50 {
+		t.Errorf("only %d shards were read a second time for a page: the trials hardly test it", secondReads)
+	}
+	t.Logf("%d second reads of a shard for a page", secondReads)
+}
+
+// TestScanShardsReadsAShare: with keys spread evenly over four shards, a
+// page of 100 asks each shard for its share and a margin, not for 100,
+// and almost never reads a shard twice.
+func TestScanShardsReadsAShare(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var keys []string
+	for j := 0; j < 10000; j++ {
+		keys = append(keys, fmt.Sprintf("k%05d", j))
+	}
+	f := &fakeShards{keys: scatter(r, keys, 4)}
+	second := 0
+	const pages = 200
+	for p := 0; p < pages; p++ {
+		f.reads = make([]int, 4)
+		start := []byte(keys[r.IntN(len(keys)-200)])
+		items, _, err := scanShards(4, 100, false, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+			if after == nil {
+				after = start
+			}
+			return f.read(i, after, max)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(items) != 100 {
+			t.Fatalf("page of %d", len(items))
+		}
+		for _, c := range f.reads {
+			if c > 1 {
+				second++
+			}
+		}
+	}
+	perPage := float64(f.served) / pages
+	if perPage > 200 {
+		t.Errorf("shards returned %.0f keys per page of 100 (each asked for all 100 would be 400)", perPage)
+	}
+	if second > pages/20 {
+		t.Errorf("%d shard reads of %d pages were second reads", second, pages)
+	}
+	t.Logf("%.0f keys read per page of 100, %d second reads in %d pages", perPage, second, pages)
+}
