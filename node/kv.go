@@ -163,6 +163,10 @@ func scanShards(n, limit int, reverse bool, read func(i int, after []byte, max i
 			go func() {
 				defer wg.Done()
 				items, more, err := read(i, m.last(i), max)
+				if err == nil && more && len(items) == 0 {
+					// A full page has keys; the merge needs one to go on from.
+					err = fmt.Errorf("%w: a shard's page of a scan had more keys but none in it", shard.ErrUnavailable)
+				}
 				if err == nil {
 					m.add(i, items, more)
 				}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
 )
 
 // fakeShards holds each shard's keys in ascending order and serves reads
@@ -211,4 +213,19 @@ func TestScanShardsReadsAShare(t *testing.T) {
 		t.Errorf("%d shard reads of %d pages were second reads", second, pages)
 	}
 	t.Logf("%.0f keys read per page of 100, %d second reads in %d pages", perPage, second, pages)
+}
+
+// TestScanShardsRefusesAnEmptyFullPage: a shard answering "more" with no
+// keys (which no shard does, but a reply could be damaged) fails the scan
+// instead of leaving the merge nowhere to continue from.
+func TestScanShardsRefusesAnEmptyFullPage(t *testing.T) {
+	_, _, err := scanShards(2, 10, false, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+		if i == 1 {
+			return nil, true, nil
+		}
+		return []fsm.Item{{Key: []byte("a")}}, false, nil
+	})
+	if !errors.Is(err, shard.ErrUnavailable) {
+		t.Fatalf("scan with an empty full page: %v, want unavailable", err)
+	}
 }
