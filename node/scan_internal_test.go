@@ -229,3 +229,87 @@ func TestScanShardsRefusesAnEmptyFullPage(t *testing.T) {
 		t.Fatalf("scan with an empty full page: %v, want unavailable", err)
 	}
 }
+
+// TestScanSecondReadsOnANode pages through keys of which most lie on one
+// shard of a running node, so that a page needs more of that shard than
+// its first share: forwards and backwards, every key comes once, in order,
+// at the version written.
+func TestScanSecondReadsOnANode(t *testing.T) {
+	n := startReady(t, testNodeConfig(t.TempDir()))
+	ctx := t.Context()
+	ring := n.Ring()
+	heavy := ring.Locate([]byte("skew-00000"))
+	versions := map[string]uint64{}
+	var keys []string
+	// 60 keys of one shard, with 3 keys of other shards among them and 9
+	// more after them.
+	onHeavy, early, late := 0, 0, 0
+	for i := 0; onHeavy < 60 || early < 3 || late < 9; i++ {
+		key := fmt.Sprintf("skew-%05d", i)
+		switch {
+		case ring.Locate([]byte(key)) == heavy:
+			if onHeavy == 60 {
+				continue
+			}
+			onHeavy++
+		case early < 3:
+			early++
+		case i >= 50000 && late < 9:
+			late++
+		default:
+			if onHeavy == 60 {
+				i = max(i, 49999) // on to the late keys
+			}
+			continue
+		}
+		v, err := n.Put(ctx, []byte(key), []byte("v"+key), WriteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		versions[key] = v
+		keys = append(keys, key)
+	}
+	slices.Sort(keys)
+	const limit = 25
+	// The premise: the first page holds more keys of the heavy shard than
+	// that shard is first asked for.
+	first := 0
+	for _, k := range keys[:limit] {
+		if ring.Locate([]byte(k)) == heavy {
+			first++
+		}
+	}
+	if first <= firstShardLimit(limit, len(ring.Shards())) {
+		t.Fatalf("the first page has %d keys of shard %v, not more than its first share %d", first, heavy, firstShardLimit(limit, len(ring.Shards())))
+	}
+	for _, reverse := range []bool{false, true} {
+		want := slices.Clone(keys)
+		if reverse {
+			slices.Reverse(want)
+		}
+		var got []string
+		var cursor []byte
+		for pages := 0; ; pages++ {
+			if pages > len(keys) {
+				t.Fatal("paging does not end")
+			}
+			items, next, err := n.Scan(ctx, ScanOptions{Prefix: []byte("skew-"), Limit: limit, Cursor: cursor, Reverse: reverse}, shard.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, it := range items {
+				if it.Version != versions[string(it.Key)] || string(it.Value) != "v"+string(it.Key) {
+					t.Fatalf("%s: version %d value %q, written at %d", it.Key, it.Version, it.Value, versions[string(it.Key)])
+				}
+				got = append(got, string(it.Key))
+			}
+			if next == nil {
+				break
+			}
+			cursor = next
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("reverse %v: scanned %d keys %v..., want %d %v...", reverse, len(got), got[:min(5, len(got))], len(want), want[:5])
+		}
+	}
+}
