@@ -227,12 +227,29 @@ func (c *Client) Scan(ctx context.Context, sr ScanRequest, opts ...ReadOption) (
 	for _, f := range opts {
 		f(q)
 	}
-	var page ScanPage
+	var page struct {
+		Items []struct {
+			Item
+			KeyBase64 []byte `json:"key_base64"`
+		} `json:"items"`
+		Cursor string `json:"cursor"`
+	}
 	b, err := c.do(ctx, http.MethodGet, "/v1/kv", q, nil, "")
 	if err == nil {
 		err = json.Unmarshal(b, &page)
 	}
-	return page, err
+	if err != nil {
+		return ScanPage{}, err
+	}
+	out := ScanPage{Items: make([]Item, len(page.Items)), Cursor: page.Cursor}
+	for i, it := range page.Items {
+		out.Items[i] = it.Item
+		if it.KeyBase64 != nil {
+			// A key that is not valid UTF-8: its exact bytes.
+			out.Items[i].Key = string(it.KeyBase64)
+		}
+	}
+	return out, nil
 }
 
 // Cluster returns the node's /v1/cluster document.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -44,6 +45,37 @@ func TestClientAgainstNode(t *testing.T) {
 	if val, _, err := c.Get(ctx, "dir/a b", client.Stale(5*time.Second)); err != nil || string(val) != "two" {
 		t.Fatalf("stale get: %q %v", val, err)
 	}
+	// A key that is not valid UTF-8 comes back from a scan with its exact
+	// bytes; a transaction refuses it rather than have JSON rename it.
+	binKey := "bin\xff\xfekey"
+	if _, err := c.Put(ctx, binKey, []byte("raw")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "bin-text", []byte("text")); err != nil {
+		t.Fatal(err)
+	}
+	page, err := c.Scan(ctx, client.ScanRequest{Prefix: "bin"})
+	if err != nil || len(page.Items) != 2 || page.Items[0].Key != "bin-text" || page.Items[1].Key != binKey || string(page.Items[1].Value) != "raw" {
+		t.Fatalf("scan of a key that is not UTF-8: %+v %v", page, err)
+	}
+	if val, _, err := c.Get(ctx, page.Items[1].Key); err != nil || string(val) != "raw" {
+		t.Fatalf("get of the scanned key: %q %v", val, err)
+	}
+	for _, tx := range []client.Txn{
+		{Then: []client.TxnOp{client.TxnPut("bin\xffother", []byte("x"))}},
+		{If: []client.Compare{client.Exists(binKey)}, Then: []client.TxnOp{client.TxnPut("fine", []byte("x"))}},
+		{Else: []client.TxnOp{client.TxnDelete(binKey)}},
+	} {
+		if _, err := c.Txn(ctx, tx); !errors.Is(err, client.ErrBadRequest) || !strings.Contains(err.Error(), "UTF-8") {
+			t.Fatalf("txn with a key that is not UTF-8: %v", err)
+		}
+	}
+	for _, k := range []string{"bin\uFFFDother", "fine"} {
+		if _, _, err := c.Get(ctx, k); !errors.Is(err, client.ErrNotFound) {
+			t.Fatalf("a refused transaction wrote %q: %v", k, err)
+		}
+	}
+
 	// The same request ID applies once.
 	r1, err := c.Put(ctx, "once", []byte("x"), client.RequestID("id-1"))
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Compare is one condition of a transaction, on a key's state before it.
@@ -82,6 +84,32 @@ type Txn struct {
 	Else []TxnOp   `json:"else,omitempty"`
 }
 
+// checkKeys refuses keys that are not valid UTF-8: a transaction's keys
+// travel as JSON strings, and encoding one would replace its invalid bytes
+// with U+FFFD, naming another key. Put, Get and Delete carry any bytes.
+func (t Txn) checkKeys() error {
+	var keys []string
+	for _, c := range t.If {
+		keys = append(keys, c.Key)
+	}
+	for _, op := range slices.Concat(t.Then, t.Else) {
+		switch {
+		case op.Put != nil:
+			keys = append(keys, op.Put.Key)
+		case op.Delete != nil:
+			keys = append(keys, op.Delete.Key)
+		case op.Get != nil:
+			keys = append(keys, op.Get.Key)
+		}
+	}
+	for _, k := range keys {
+		if !utf8.ValidString(k) {
+			return fmt.Errorf("%w: transaction key %q is not valid UTF-8 (keys travel as JSON strings); nothing was sent", ErrBadRequest, k)
+		}
+	}
+	return nil
+}
+
 // TxnResult is the outcome of one operation of the branch that ran: Version
 // for a put (and a found get), Deleted for a delete, Found and Value for a
 // get.
@@ -109,6 +137,9 @@ func (c *Client) Txn(ctx context.Context, t Txn, opts ...WriteOption) (TxnRespon
 	}
 	if o.ifVersion != nil {
 		return TxnResponse{}, fmt.Errorf("%w: IfVersion does not apply to a transaction (use a comparison)", ErrBadRequest)
+	}
+	if err := t.checkKeys(); err != nil {
+		return TxnResponse{}, err
 	}
 	body, err := json.Marshal(t)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/ring"
@@ -265,9 +266,13 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 }
 
 type scanItem struct {
-	Key     string `json:"key"`
-	Value   []byte `json:"value"` // base64 in JSON
-	Version uint64 `json:"version"`
+	Key string `json:"key"`
+	// KeyBase64 holds the key's exact bytes when they are not valid UTF-8,
+	// which a JSON string cannot carry (Key then holds them with each
+	// invalid byte replaced by U+FFFD).
+	KeyBase64 []byte `json:"key_base64,omitempty"`
+	Value     []byte `json:"value"` // base64 in JSON
+	Version   uint64 `json:"version"`
 }
 
 func (n *Node) handleScan(w http.ResponseWriter, r *http.Request) {
@@ -317,7 +322,11 @@ func (n *Node) handleScan(w http.ResponseWriter, r *http.Request) {
 		Cursor string     `json:"cursor,omitempty"`
 	}{Items: make([]scanItem, 0, len(items))}
 	for _, it := range items {
-		out.Items = append(out.Items, scanItem{Key: string(it.Key), Value: it.Value, Version: it.Version})
+		si := scanItem{Key: string(it.Key), Value: it.Value, Version: it.Version}
+		if !utf8.Valid(it.Key) {
+			si.KeyBase64 = it.Key
+		}
+		out.Items = append(out.Items, si)
 	}
 	if next != nil {
 		out.Cursor = base64.RawURLEncoding.EncodeToString(next)

@@ -328,3 +328,32 @@ func TestHTTPReservedKeys(t *testing.T) {
 		t.Fatalf("scan of everything: %d %s", st, b)
 	}
 }
+
+// A scanned key that is not valid UTF-8 carries its exact bytes in
+// key_base64 (its "key" has U+FFFD for the invalid bytes); a valid key has
+// no key_base64.
+func TestHTTPScanKeyNotUTF8(t *testing.T) {
+	_, srv := startHTTP(t)
+	for _, path := range []string{"/v1/kv/u8/%FFraw", "/v1/kv/u8/text"} {
+		if st, _, b := do(t, "PUT", srv.URL+path, []byte("v"), nil); st != 200 {
+			t.Fatalf("put %s: %d %s", path, st, b)
+		}
+	}
+	st, _, b := do(t, "GET", srv.URL+"/v1/kv?prefix=u8/", nil, nil)
+	var page struct {
+		Items []struct {
+			Key       string  `json:"key"`
+			KeyBase64 *[]byte `json:"key_base64"`
+		}
+	}
+	if err := json.Unmarshal(b, &page); st != 200 || err != nil || len(page.Items) != 2 {
+		t.Fatalf("scan: %d %s %v", st, b, err)
+	}
+	raw, text := page.Items[1], page.Items[0] // 0xFF sorts after 't'
+	if text.Key != "u8/text" || text.KeyBase64 != nil {
+		t.Fatalf("valid key scanned as %+v", text)
+	}
+	if raw.KeyBase64 == nil || string(*raw.KeyBase64) != "u8/\xffraw" || raw.Key != "u8/\uFFFDraw" {
+		t.Fatalf("invalid key scanned as %q with key_base64 %v; body %s", raw.Key, raw.KeyBase64, b)
+	}
+}
