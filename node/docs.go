@@ -132,7 +132,7 @@ func decodeJSONBody(r *http.Request) (any, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w: read body: %v", fsm.ErrInvalid, err)
 	}
-	if err := checkJSONDepth(body, maxJSONDepth); err != nil {
+	if err := checkJSONText(body, maxJSONDepth); err != nil {
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))

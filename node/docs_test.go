@@ -112,6 +112,7 @@ func TestHTTPDocs(t *testing.T) {
 		{"POST", "/_users", `{}`, 400, "bad_request"},
 		{"POST", "/users", `{"big":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "too_large"},
 		{"POST", "/users", strings.Repeat(`{"a":`, 70) + `1` + strings.Repeat(`}`, 70), 400, "bad_request"},
+		{"POST", "/users", "{\"_id\":\"a\xffb\"}", 400, "bad_request"},
 		{"PUT", "/users/ann?if_version=x", `{}`, 400, "bad_request"},
 		{"POST", "/users/_find", `{"filter":{"a":{"$regex":"x"}}}`, 400, "bad_request"},
 		{"POST", "/users/_find", `{"limit":0}`, 400, "bad_request"},

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
@@ -358,6 +359,16 @@ type (
 // maxJSONDepth bounds the nesting of JSON bodies (ARCHITECTURE §7).
 const maxJSONDepth = 64
 
+// checkJSONText rejects a body that is not valid UTF-8, as JSON text must
+// be (decoding would replace each invalid byte with U+FFFD, turning a key
+// or a value into another), or that nests deeper than max.
+func checkJSONText(b []byte, max int) error {
+	if !utf8.Valid(b) {
+		return errors.New("body is not valid UTF-8 (JSON text must be; binary keys and values go base64 where the API says so)")
+	}
+	return checkJSONDepth(b, max)
+}
+
 // checkJSONDepth rejects documents nested deeper than max, before they are
 // decoded.
 func checkJSONDepth(b []byte, max int) error {
@@ -389,7 +400,7 @@ func checkJSONDepth(b []byte, max int) error {
 // parseTxn turns a POST /v1/txn body into a request; errors describe the
 // first problem found, by position.
 func parseTxn(body []byte) (TxnRequest, error) {
-	if err := checkJSONDepth(body, maxJSONDepth); err != nil {
+	if err := checkJSONText(body, maxJSONDepth); err != nil {
 		return TxnRequest{}, err
 	}
 	var b txnBody

@@ -148,6 +148,7 @@ func TestHTTPTxnRejects(t *testing.T) {
 		{"empty key", `{"then":[{"delete":{"key":""}}]}`, 400, "bad_request"},
 		{"value not base64", `{"then":[{"put":{"key":"a","value":"***"}}]}`, 400, "bad_request"},
 		{"nested too deep", deep, 400, "bad_request"},
+		{"key not UTF-8", "{\"then\":[{\"put\":{\"key\":\"a\xffb\",\"value\":\"eA==\"}}]}", 400, "bad_request"},
 		{"key too long", fmt.Sprintf(`{"then":[{"get":{"key":%q}}]}`, strings.Repeat("x", 5000)), 413, "too_large"},
 		{"body too large", `{"then":[{"put":{"key":"a","value":"` + strings.Repeat("A", 5<<20) + `"}}]}`, 413, "too_large"},
 		{"across shards, bad", fmt.Sprintf(`{"then":[{"put":{"key":%q,"value":"eA=="}},{"put":{"key":%q}}]}`, k, other), 400, "bad_request"},
