@@ -362,7 +362,7 @@ func (c *Client) sendVia(ctx context.Context, base, method, path string, q url.V
 			c.sleep(ctx, attempt)
 			continue
 		}
-		b, err := io.ReadAll(resp.Body)
+		b, err := readBody(resp)
 		resp.Body.Close()
 		if err != nil {
 			if isWrite {
@@ -383,6 +383,19 @@ func (c *Client) sendVia(ctx context.Context, base, method, path string, q url.V
 		}
 		return nil, apiErr
 	}
+}
+
+// readBody reads a response's body, in one buffer of its declared length
+// when the server gave one (no growing and copying for large scan pages).
+func readBody(resp *http.Response) ([]byte, error) {
+	if n := resp.ContentLength; n > 0 && n <= 64<<20 {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	return io.ReadAll(resp.Body)
 }
 
 func decodeError(status int, b []byte, requestID string) *APIError {

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -223,4 +225,44 @@ func TestClientRetriesOnlyWhatDidNotApply(t *testing.T) {
 			t.Fatalf("got %v, want unavailable", err)
 		}
 	})
+}
+
+// A scan page reads the same whether the server declares its length (as
+// kvnode does, the client then reading it into one buffer of that size) or
+// sends it chunked, and a body cut short of its declared length is an
+// error, not a page.
+func TestClientReadsDeclaredAndChunkedBodies(t *testing.T) {
+	var items []string
+	for i := range 300 {
+		items = append(items, fmt.Sprintf(`{"key":"k%03d","value":"eA==","version":%d}`, i, i+1))
+	}
+	page := []byte(`{"items":[` + strings.Join(items, ",") + `],"cursor":"azI5OQ"}`)
+	for _, mode := range []string{"declared", "chunked", "short"} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch mode {
+			case "declared":
+				w.Header().Set("Content-Length", strconv.Itoa(len(page)))
+				w.Write(page)
+			case "chunked":
+				for p := page; len(p) > 0; p = p[min(len(p), 1000):] {
+					w.Write(p[:min(len(p), 1000)])
+					w.(http.Flusher).Flush()
+				}
+			case "short":
+				w.Header().Set("Content-Length", strconv.Itoa(len(page)+10))
+				w.Write(page)
+			}
+		}))
+		got, err := client.New(srv.URL, client.WithRetries(0, 0)).Scan(t.Context(), client.ScanRequest{Prefix: "k"})
+		srv.Close()
+		if mode == "short" {
+			if err == nil {
+				t.Fatalf("a body short of its length read as a page of %d", len(got.Items))
+			}
+			continue
+		}
+		if err != nil || len(got.Items) != 300 || got.Items[299].Key != "k299" || got.Items[299].Version != 300 || got.Cursor != "azI5OQ" {
+			t.Fatalf("%s body: %d items, cursor %q, %v", mode, len(got.Items), got.Cursor, err)
+		}
+	}
 }

@@ -100,10 +100,23 @@ type apiError struct {
 	RequestID string `json:"request_id,omitempty"`
 }
 
+// writeJSON answers with v as JSON in one write with its length, so that a
+// large answer (a scan page) goes out in one system call rather than
+// chunked, a write per 4 KiB of the server's buffer, and the client can
+// size its buffer from the header.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// A value JSON cannot hold (a NaN, say): a 500 that says so, not a
+		// status with an empty body.
+		writeError(w, http.StatusInternalServerError, "internal", "encode the answer: "+err.Error(), "")
+		return
+	}
+	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(b)
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg, requestID string) {

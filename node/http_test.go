@@ -3,10 +3,12 @@ package node
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -331,7 +333,7 @@ func TestHTTPReservedKeys(t *testing.T) {
 
 // A scanned key that is not valid UTF-8 carries its exact bytes in
 // key_base64 (its "key" has U+FFFD for the invalid bytes); a valid key has
-// no key_base64.
+// no key_base64. A large page declares its length.
 func TestHTTPScanKeyNotUTF8(t *testing.T) {
 	_, srv := startHTTP(t)
 	for _, path := range []string{"/v1/kv/u8/%FFraw", "/v1/kv/u8/text"} {
@@ -355,5 +357,16 @@ func TestHTTPScanKeyNotUTF8(t *testing.T) {
 	}
 	if raw.KeyBase64 == nil || string(*raw.KeyBase64) != "u8/\xffraw" || raw.Key != "u8/\uFFFDraw" {
 		t.Fatalf("invalid key scanned as %q with key_base64 %v; body %s", raw.Key, raw.KeyBase64, b)
+	}
+
+	// A large JSON answer declares its length (one write, not chunked).
+	for i := range 40 {
+		if st, _, b := do(t, "PUT", srv.URL+fmt.Sprintf("/v1/kv/big/%02d", i), bytes.Repeat([]byte("v"), 500), nil); st != 200 {
+			t.Fatalf("put: %d %s", st, b)
+		}
+	}
+	st, hdr, b := do(t, "GET", srv.URL+"/v1/kv?prefix=big/", nil, nil)
+	if st != 200 || len(b) < 20000 || hdr.Get("Content-Length") != strconv.Itoa(len(b)) {
+		t.Fatalf("scan answer: %d, %d bytes with Content-Length %q", st, len(b), hdr.Get("Content-Length"))
 	}
 }
