@@ -153,7 +153,7 @@ func cmdScan(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 			return err
 		}
 		for _, it := range page.Items {
-			fmt.Fprintf(out, "%s\t%d\t%s\n", it.Key, it.Version, printable(it.Value))
+			fmt.Fprintf(out, "%s\t%d\t%s\n", printable([]byte(it.Key)), it.Version, printable(it.Value))
 		}
 		if page.Cursor == "" {
 			return nil

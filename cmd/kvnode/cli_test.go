@@ -43,6 +43,13 @@ func TestSubcommands(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(out), "\n"); err != nil || len(lines) != 2 || !strings.HasPrefix(lines[0], "k2\t") || !strings.HasPrefix(lines[1], "k1\t") {
 		t.Fatalf("reverse scan over pages of 1: %q %v", out, err)
 	}
+	// A key that is not UTF-8 (or holds a tab) is printed quoted, as values are.
+	if _, err := run("put", "bin\xffkey", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("scan", "--prefix", "bin"); err != nil || !strings.HasPrefix(out, `"bin\xffkey"`+"\t") {
+		t.Fatalf("scan of a key that is not UTF-8: %q %v", out, err)
+	}
 	if out, err := run("delete", "k1"); err != nil || out != "deleted\n" {
 		t.Fatalf("delete: %q %v", out, err)
 	}
