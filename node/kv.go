@@ -221,10 +221,10 @@ func firstShardLimit(limit, n int) int {
 // their merge is sure: a shard that has more keys than it returned may hold
 // keys between any it did return and the next one it would return, so the
 // merge is sure only up to the lowest (in scan order) last key of such
-// shards.
+// shards. During a round of reads each goroutine touches only its own
+// shard's entries; the merge reads them all once the round is over.
 type scanMerge struct {
 	reverse bool
-	mu      sync.Mutex
 	items   [][]fsm.Item // per shard, in scan order
 	more    []bool       // per shard: its last page stopped at its limit
 }
@@ -234,34 +234,26 @@ func newScanMerge(shards int, reverse bool) *scanMerge {
 }
 
 func (m *scanMerge) add(i int, items []fsm.Item, more bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.items[i] = append(m.items[i], items...)
 	m.more[i] = more
 }
 
 // last is the last key shard i returned, nil if none.
 func (m *scanMerge) last(i int) []byte {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if len(m.items[i]) == 0 {
 		return nil
 	}
 	return m.items[i][len(m.items[i])-1].Key
 }
 
-func (m *scanMerge) anyMore() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return slices.Contains(m.more, true)
-}
+func (m *scanMerge) anyMore() bool { return slices.Contains(m.more, true) }
 
-// before reports whether key a comes before key b in scan order.
-func (m *scanMerge) before(a, b []byte) bool {
+// cmp orders keys in scan order: ascending, or descending with reverse.
+func (m *scanMerge) cmp(a, b []byte) int {
 	if m.reverse {
-		return bytes.Compare(a, b) > 0
+		return bytes.Compare(b, a)
 	}
-	return bytes.Compare(a, b) < 0
+	return bytes.Compare(a, b)
 }
 
 // settled returns every key gathered, merged in scan order; how many of
@@ -277,44 +269,26 @@ func (m *scanMerge) before(a, b []byte) bool {
 // was not read again ends at or after the limit-th key. Either way at least
 // limit keys come at or before b.
 func (m *scanMerge) settled(limit int) (items []fsm.Item, sure int, again []int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	for _, its := range m.items {
 		items = append(items, its...)
 	}
-	slices.SortFunc(items, func(a, b fsm.Item) int {
-		if m.reverse {
-			return bytes.Compare(b.Key, a.Key)
-		}
-		return bytes.Compare(a.Key, b.Key)
-	})
+	slices.SortFunc(items, func(a, b fsm.Item) int { return m.cmp(a.Key, b.Key) })
 	var bound []byte // the lowest last key of shards with more
-	for i, its := range m.items {
-		if m.more[i] && (bound == nil || m.before(its[len(its)-1].Key, bound)) {
-			bound = its[len(its)-1].Key
+	for i := range m.items {
+		if last := m.last(i); m.more[i] && (bound == nil || m.cmp(last, bound) < 0) {
+			bound = last
 		}
 	}
-	sure = len(items)
-	if bound != nil {
-		sure, _ = slices.BinarySearchFunc(items, bound, func(it fsm.Item, k []byte) int {
-			if bytes.Equal(it.Key, k) {
-				return 0
-			}
-			if m.before(it.Key, k) {
-				return -1
-			}
-			return 1
-		})
-		sure++ // the bound itself is sure
+	if bound == nil {
+		return items, len(items), nil
 	}
-	if sure >= limit || bound == nil {
+	sure, _ = slices.BinarySearchFunc(items, bound, func(it fsm.Item, k []byte) int { return m.cmp(it.Key, k) })
+	sure++ // the bound itself is sure
+	if sure >= limit {
 		return items, sure, nil
 	}
-	for i, its := range m.items {
-		if !m.more[i] {
-			continue
-		}
-		if len(items) < limit || m.before(its[len(its)-1].Key, items[limit-1].Key) {
+	for i := range m.items {
+		if m.more[i] && (len(items) < limit || m.cmp(m.last(i), items[limit-1].Key) < 0) {
 			again = append(again, i)
 		}
 	}

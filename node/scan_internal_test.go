@@ -34,6 +34,7 @@ func (f *fakeShards) read(i int, after []byte, max int) ([]fsm.Item, bool, error
 		slices.Reverse(ks)
 	}
 	var out []fsm.Item
+	more := false
 	for _, k := range ks {
 		if after != nil {
 			c := bytes.Compare([]byte(k), after)
@@ -42,17 +43,15 @@ func (f *fakeShards) read(i int, after []byte, max int) ([]fsm.Item, bool, error
 			}
 		}
 		if len(out) == max {
-			f.mu.Lock()
-			f.served += len(out)
-			f.mu.Unlock()
-			return out, true, nil
+			more = true
+			break
 		}
 		out = append(out, fsm.Item{Key: []byte(k), Value: []byte("v" + k)})
 	}
 	f.mu.Lock()
 	f.served += len(out)
 	f.mu.Unlock()
-	return out, false, nil
+	return out, more, nil
 }
 
 // scatter puts keys on n shards at random, as the ring's hash does.
