@@ -92,7 +92,8 @@ func (b bank) transfer(ctx context.Context, n *Node, i, j, amount int) (bool, er
 
 // gaveUp reports errors that say a transaction applied nothing: it lost
 // races until its attempts ran out, or found no leader or lock-free moment
-// within its timeout (on a machine overloaded by other tests).
+// within its timeout, or a prepare went unanswered within it (on a machine
+// overloaded by other tests).
 func gaveUp(err error) bool {
 	return errors.Is(err, txn.ErrConflict) || errors.Is(err, shard.ErrUnavailable)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
 )
 
 // Errors. ErrConflict: the transaction kept losing races (nothing of it
@@ -189,8 +190,9 @@ var errRetry = errors.New("txn: lost a race")
 
 // Execute runs req atomically across shards (strictly serializable). Errors:
 // ErrConflict (nothing applied; retry), *OutcomeUnknownError (the decision's
-// fate is unknown), the node's unavailable errors (nothing applied), a
-// failpoint's error.
+// fate is unknown), the node's unavailable errors (nothing applied; also
+// when a prepare went unanswered, since the transaction then never reaches
+// its commit point), a failpoint's error.
 func (co *Coordinator) Execute(ctx context.Context, req Request) (resp Response, err error) {
 	defer func() { co.cfg.Metrics.Done(kindOf(resp, err), outcomeOf(err)) }()
 	var lastErr error
@@ -352,32 +354,31 @@ func (co *Coordinator) readAll(ctx context.Context, keys [][]byte) (map[string]f
 	return out, firstErr
 }
 
-// unchanged serves a transaction that writes nothing without locks: if a
-// second read of every key finds each at the version the first read saw,
-// then every key held that value from its first read to its second, so all
-// of them held their values together at any moment between the last first
-// read and the first second read: the transaction takes effect there. This
-// holds only for keys that exist: a key absent twice may have been created
-// and deleted in between (deletes leave no version behind), so reads of
-// absent keys take the locking path.
-func (co *Coordinator) unchanged(ctx context.Context, p *plan) bool {
-	keys := make([][]byte, 0, len(p.reads))
-	for _, k := range p.order {
-		v, read := p.reads[string(k)]
-		if !read {
-			continue
-		}
-		if v == 0 {
+// sameReads reports whether two rounds of reads of a transaction found
+// every key at the same version. For a lockFree plan every key then held
+// its value from its first read to its second, so all of them held their
+// values together at any moment between the end of the first round and the
+// start of the second: the transaction takes effect there, without locks.
+func sameReads(p, q *plan) bool {
+	for k, v := range p.reads {
+		if q.reads[k] != v {
 			return false
 		}
-		keys = append(keys, k)
 	}
-	again, err := co.readAll(ctx, keys)
-	if err != nil {
+	return len(p.reads) == len(q.reads)
+}
+
+// lockFree reports whether a plan may take effect without locks once a
+// second round of reads agrees with it: it writes nothing, scans nothing,
+// and every key it read exists. A key absent twice may have been created
+// and deleted in between (deletes leave no version behind), so reads of
+// absent keys take the locking path.
+func lockFree(p *plan, scans []fsm.ScanRead) bool {
+	if len(p.writes) > 0 || len(scans) > 0 {
 		return false
 	}
-	for _, k := range keys {
-		if again[string(k)].Version != p.reads[string(k)] {
+	for _, v := range p.reads {
+		if v == 0 {
 			return false
 		}
 	}
@@ -393,23 +394,26 @@ type participant struct {
 	scans  []fsm.ScanRead
 }
 
-// lockFreeTries is how often a transaction that writes nothing tries to
-// read a consistent view without locks before it takes them.
-const lockFreeTries = 4
+// lockFreeRounds is how many times a transaction that writes nothing reads
+// its keys again, looking for two rounds in a row that agree, before it
+// takes locks. Each round is compared with the one before it, so a round
+// that changed starts the next comparison.
+const lockFreeRounds = 8
 
 func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, error) {
-	var p *plan
-	for try := 0; ; try++ {
-		var err error
-		if p, err = co.plan(ctx, req); err != nil {
+	p, err := co.plan(ctx, req)
+	if err != nil {
+		return Response{}, err
+	}
+	for round := 0; round < lockFreeRounds && lockFree(p, req.Scans); round++ {
+		q, err := co.plan(ctx, req)
+		if err != nil {
 			return Response{}, err
 		}
-		if len(p.writes) > 0 || len(req.Scans) > 0 || try == lockFreeTries {
-			break
+		if sameReads(p, q) {
+			return Response{Succeeded: q.succeeded, Results: q.results}, nil
 		}
-		if co.unchanged(ctx, p) {
-			return Response{Succeeded: p.succeeded, Results: p.results}, nil
-		}
+		p = q
 	}
 	parts, byKey, err := co.split(ctx, p, req.Scans)
 	if err != nil {
@@ -528,7 +532,10 @@ type outcome struct {
 
 // prepareFailed cleans up after prepares that did not all succeed and
 // returns the error for the attempt: errRetry when the transaction lost a
-// race, ErrChanged when a scanned range changed, else the first error.
+// race, ErrChanged when a scanned range changed, else the first error. A
+// prepare whose outcome is unknown is reported as shard.ErrUnavailable:
+// the commit is never proposed, so the transaction certainly did not
+// apply.
 // With mayHold, something may be locked: the record is aborted and the
 // prepared participants resolved.
 func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id string, recordShard fsm.ShardID, parts []*participant, outcomes []outcome, byKey map[string]fsm.ShardID) error {
@@ -537,6 +544,12 @@ func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id strin
 	scanChanged := false
 	for i, o := range outcomes {
 		switch {
+		case o.err != nil && errors.Is(o.err, shard.ErrOutcomeUnknown):
+			// This prepare may have applied, but the transaction stops
+			// here, short of its commit point, and is aborted below:
+			// nothing of it applies, whatever the prepare did.
+			prepErr = cmpErr(prepErr, fmt.Errorf("%w: transaction aborted, nothing applied: the prepare on %v went unanswered: %v",
+				shard.ErrUnavailable, parts[i].id, o.err))
 		case o.err != nil:
 			prepErr = cmpErr(prepErr, o.err)
 		case o.res.Code == fsm.Conflict:
@@ -558,15 +571,15 @@ func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id strin
 		// Someone holds our keys: if they were abandoned (older than the
 		// TTL, with no record), release them now rather than on our next
 		// attempt.
-		shard, ok := byKey[string(h.Key)]
+		on, ok := byKey[string(h.Key)]
 		if !ok {
 			// A key of the holder in one of our scanned ranges.
 			var err error
-			if shard, err = co.c.Locate(ctx, h.Key); err != nil {
+			if on, err = co.c.Locate(ctx, h.Key); err != nil {
 				continue
 			}
 		}
-		_ = co.Settle(ctx, h.Holder, h.HolderShard, shard, h.HolderSince, h.Key)
+		_ = co.Settle(ctx, h.Holder, h.HolderShard, on, h.HolderSince, h.Key)
 	}
 	if scanChanged && errors.Is(prepErr, errRetry) {
 		return ErrChanged
@@ -847,7 +860,7 @@ func (co *Coordinator) failpoint(f Failpoint) error {
 	return co.cfg.Failpoint(f)
 }
 
-// Settle settles the intents of transaction holder on keys (on shard),
+// Settle settles the intents of transaction holder on keys (on shard on),
 // locked at since (unix milliseconds, from the intent; 0: not known): if
 // its record (on recordShard) is decided, the intents are resolved
 // accordingly. A record not written yet belongs to a transaction still
@@ -856,7 +869,7 @@ func (co *Coordinator) failpoint(f Failpoint) error {
 // retry, or, for a read, read again and, if the same intent is still
 // there, return what was committed (the holder had not committed when
 // Settle looked).
-func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, shard fsm.ShardID, since uint64, keys ...[]byte) error {
+func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, on fsm.ShardID, since uint64, keys ...[]byte) error {
 	ph := &fsm.Phase{Kind: fsm.PhaseDecide, TxnID: holder, Now: uint64(co.cfg.Now().UnixMilli())}
 	if since > 0 {
 		ph.Deadline = since + uint64(co.cfg.TTL.Milliseconds())
@@ -868,7 +881,7 @@ func (co *Coordinator) Settle(ctx context.Context, holder string, recordShard, s
 	if res.Status == fsm.TxnPending {
 		return fmt.Errorf("%w: %s", ErrPending, holder)
 	}
-	_, err = co.c.Propose(ctx, shard, fsm.Command{Phase: &fsm.Phase{
+	_, err = co.c.Propose(ctx, on, fsm.Command{Phase: &fsm.Phase{
 		Kind: fsm.PhaseResolve, TxnID: holder, Commit: res.Status == fsm.TxnCommitted, Keys: keys}})
 	return err
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
 	"github.com/hashicorp/raft"
 )
@@ -26,6 +28,14 @@ type memCluster struct {
 	forgets, resolves, resolved atomic.Int64
 	// resolveGate, when set, holds every Resolve until it is closed.
 	resolveGate atomic.Pointer[chan struct{}]
+	// losePrepares, when set, makes every Prepare's answer go missing:
+	// the proposal fails with an unknown outcome, after it applied when
+	// the value is true.
+	losePrepares atomic.Pointer[bool]
+	// afterRead, when set, runs after each Read with the key read; phases
+	// counts the transaction steps proposed (prepares, commits, ...).
+	afterRead atomic.Pointer[func(key []byte)]
+	phases    atomic.Int64
 }
 
 func newMemCluster(t *testing.T) *memCluster {
@@ -60,12 +70,19 @@ func (c *memCluster) Shards(context.Context) ([]fsm.ShardID, error) {
 }
 
 func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command) (fsm.Result, error) {
+	if cmd.Phase != nil {
+		c.phases.Add(1)
+	}
 	if p := cmd.Phase; p != nil && p.Kind == fsm.PhaseResolve {
 		if gate := c.resolveGate.Load(); gate != nil {
 			<-*gate
 		}
 		c.resolves.Add(1)
 		c.resolved.Add(int64(1 + len(p.More)))
+	}
+	lost := c.losePrepares.Load()
+	if p := cmd.Phase; lost != nil && p != nil && p.Kind == fsm.PhasePrepare && !*lost {
+		return fsm.Result{}, &shard.OutcomeUnknownError{Shard: id, RequestID: cmd.RequestID, Err: context.DeadlineExceeded}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -74,13 +91,20 @@ func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command)
 	}
 	f := c.shards[id]
 	l := &raft.Log{Index: f.Applied() + 1, Term: 1, Type: raft.LogCommand, Data: fsm.EncodeGroup([]fsm.Command{cmd})}
-	return f.ApplyBatch([]*raft.Log{l})[0].([]fsm.Result)[0], nil
+	res := f.ApplyBatch([]*raft.Log{l})[0].([]fsm.Result)[0]
+	if p := cmd.Phase; lost != nil && p != nil && p.Kind == fsm.PhasePrepare {
+		return fsm.Result{}, &shard.OutcomeUnknownError{Shard: id, RequestID: cmd.RequestID, Err: context.DeadlineExceeded}
+	}
+	return res, nil
 }
 
 // Read settles intents the way a node does: a decided transaction's
 // intent is resolved first; a pending one's key, if the same intent is
 // still there when read again, reads as committed.
 func (c *memCluster) Read(ctx context.Context, key []byte) (fsm.Item, bool, error) {
+	if f := c.afterRead.Load(); f != nil {
+		defer (*f)(key)
+	}
 	id, _ := c.Locate(ctx, key)
 	pending := ""
 	for {
@@ -191,6 +215,88 @@ func TestExecuteAcrossShards(t *testing.T) {
 	})
 	if err != nil || r.Succeeded || string(r.Results[0].Value) != "20" || r.TxnID != "" {
 		t.Fatalf("else branch (read only, no locks): %+v %v", r, err)
+	}
+}
+
+// A prepare whose answer is lost (applied or not) stops the transaction
+// short of its commit point: the error says nothing applied
+// (shard.ErrUnavailable, not an unknown outcome), no lock stays behind, and
+// nothing of it is visible, for a transaction that writes and for one that
+// only reads (one that reads a missing key takes locks at once).
+func TestExecutePrepareUnanswered(t *testing.T) {
+	for _, applied := range []bool{false, true} {
+		co, c := newCoordinator(t, txn.Config{})
+		ctx := t.Context()
+		if _, err := co.Execute(ctx, txn.Request{Then: []fsm.Op{fsm.Put([]byte("alice"), []byte("1")), fsm.Put([]byte("zed"), []byte("1"))}}); err != nil {
+			t.Fatal(err)
+		}
+		waitNoIntents(t, c)
+		c.losePrepares.Store(&applied)
+		check := func(what string, err error) {
+			t.Helper()
+			var unknown *txn.OutcomeUnknownError
+			if !errors.Is(err, shard.ErrUnavailable) || errors.Is(err, shard.ErrOutcomeUnknown) || errors.As(err, &unknown) {
+				t.Fatalf("applied %v, %s: %v; want shard.ErrUnavailable and no unknown outcome", applied, what, err)
+			}
+			c.mu.Lock()
+			n := intents(t, c)
+			c.mu.Unlock()
+			if n != 0 {
+				t.Fatalf("applied %v, %s: %d intents left after the abort", applied, what, n)
+			}
+		}
+		_, err := co.Execute(ctx, txn.Request{Then: []fsm.Op{fsm.Put([]byte("alice"), []byte("2")), fsm.Put([]byte("zed"), []byte("2"))}})
+		check("writing", err)
+		// A read of a key that does not exist goes straight to the locking
+		// path.
+		_, err = co.Execute(ctx, txn.Request{Then: []fsm.Op{fsm.Get([]byte("alice")), fsm.Get([]byte("nobody"))}})
+		check("reading", err)
+		c.losePrepares.Store(nil)
+		for _, k := range []string{"alice", "zed"} {
+			it, found, err := c.Read(ctx, []byte(k))
+			if err != nil || !found || string(it.Value) != "1" {
+				t.Fatalf("applied %v: %s = %q (%v, found %v), want the value from before", applied, k, it.Value, err, found)
+			}
+		}
+	}
+}
+
+// A transaction that only reads compares each round of reads with the one
+// before: when a key changes after each of its first three reads, the
+// fourth and fifth rounds agree, and the answer is the latest value,
+// without a lock taken.
+func TestReadOnlyRoundsSlide(t *testing.T) {
+	co, c := newCoordinator(t, txn.Config{})
+	ctx := t.Context()
+	// Plain writes: no transaction steps left running in the background.
+	for id, kv := range map[fsm.ShardID][2]string{1: {"alice", "a"}, 2: {"zed", "0"}} {
+		if _, err := c.Propose(ctx, id, fsm.Command{Ops: []fsm.Op{fsm.Put([]byte(kv[0]), []byte(kv[1]))}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var zedReads atomic.Int64
+	bump := func(key []byte) {
+		if string(key) != "zed" {
+			return
+		}
+		if n := zedReads.Add(1); n <= 3 {
+			if _, err := c.Propose(ctx, 2, fsm.Command{Ops: []fsm.Op{fsm.Put([]byte("zed"), []byte(strconv.FormatInt(n, 10)))}}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	c.afterRead.Store(&bump)
+	phases := c.phases.Load()
+	r, err := co.Execute(ctx, txn.Request{Then: []fsm.Op{fsm.Get([]byte("alice")), fsm.Get([]byte("zed"))}})
+	c.afterRead.Store(nil)
+	if err != nil || !r.Succeeded || string(r.Results[0].Value) != "a" || string(r.Results[1].Value) != "3" {
+		t.Fatalf("read: %+v %v; want alice a, zed 3", r, err)
+	}
+	if n := zedReads.Load(); n != 5 {
+		t.Errorf("zed read %d times, want 5 (each round compared with the one before)", n)
+	}
+	if n := c.phases.Load() - phases; n != 0 {
+		t.Errorf("%d transaction steps proposed, want none (no locks)", n)
 	}
 }
 
