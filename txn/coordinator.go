@@ -24,8 +24,8 @@ var (
 )
 
 // OutcomeUnknownError: the decision was proposed but its fate could not be
-// learned before the context ended. The transaction may have committed;
-// TxnID names it.
+// learned, or it committed and the answer with its versions was lost (Err
+// says which). The transaction may have committed; TxnID names it.
 type OutcomeUnknownError struct {
 	TxnID string
 	Err   error
@@ -189,10 +189,12 @@ type Response struct {
 var errRetry = errors.New("txn: lost a race")
 
 // Execute runs req atomically across shards (strictly serializable). Errors:
-// ErrConflict (nothing applied; retry), *OutcomeUnknownError (the decision's
-// fate is unknown), the node's unavailable errors (nothing applied; also
-// when a prepare went unanswered, since the transaction then never reaches
-// its commit point), a failpoint's error.
+// ErrConflict (nothing applied; retry), *OutcomeUnknownError (the commit
+// went unanswered and an abort proposed after it did not settle its fate,
+// or found it committed), the node's unavailable errors (nothing applied;
+// also when a prepare went unanswered, since the transaction then never
+// reaches its commit point, and when the abort that followed an unanswered
+// commit won), a failpoint's error.
 func (co *Coordinator) Execute(ctx context.Context, req Request) (resp Response, err error) {
 	defer func() { co.cfg.Metrics.Done(kindOf(resp, err), outcomeOf(err)) }()
 	var lastErr error
@@ -489,7 +491,7 @@ func (co *Coordinator) attempt(ctx context.Context, req Request) (Response, erro
 		Reads: p0.reads, Writes: p0.writes, Scans: p0.scans}})
 	co.cfg.Metrics.observe("decide", decStart)
 	if err != nil {
-		return Response{}, &OutcomeUnknownError{TxnID: id, Err: err}
+		return Response{}, co.commitUnanswered(cleanup, id, recordShard, others, err)
 	}
 	if res.Status != fsm.TxnCommitted {
 		// Its checks failed, or someone who met an intent of ours gave it
@@ -585,6 +587,37 @@ func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id strin
 		return ErrChanged
 	}
 	return prepErr
+}
+
+// commitUnanswered settles a transaction whose commit went unanswered
+// (cause). An abort proposed on the record's shard now comes after the
+// commit in that shard's log if the commit got there at all, and the one
+// applied first decides: the abort's result is the transaction's fate.
+// Aborted: nothing applied, the other participants' intents are dropped,
+// and the error wraps shard.ErrUnavailable. Otherwise *OutcomeUnknownError:
+// with no answer again, or committed (the versions the record's shard gave
+// its puts are not known here; the error says it committed, and the other
+// participants resolve in the background).
+func (co *Coordinator) commitUnanswered(ctx context.Context, id string, recordShard fsm.ShardID, others []*participant, cause error) error {
+	res, err := co.decide(ctx, id, recordShard, false, nil)
+	switch {
+	case err != nil:
+		return &OutcomeUnknownError{TxnID: id, Err: cause}
+	case res.Status == fsm.TxnAborted:
+		if all, err := co.resolveAll(ctx, id, others, false); err == nil && all {
+			co.forgetLater(id, recordShard)
+		}
+		return fmt.Errorf("%w: transaction %s aborted, nothing applied: its commit went unanswered (%v) and the abort proposed after it applied first",
+			shard.ErrUnavailable, id, cause)
+	case res.Status == fsm.TxnCommitted:
+		if len(others) == 0 {
+			co.forgetLater(id, recordShard)
+		} else {
+			co.resolveLater(id, recordShard, others)
+		}
+		return &OutcomeUnknownError{TxnID: id, Err: fmt.Errorf("committed, but the commit's answer, with the versions written, was lost: %w", cause)}
+	}
+	return &OutcomeUnknownError{TxnID: id, Err: cause}
 }
 
 // preparedVersions records the versions a prepare fixed for its puts.

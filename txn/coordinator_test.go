@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,6 +33,8 @@ type memCluster struct {
 	// the proposal fails with an unknown outcome, after it applied when
 	// the value is true.
 	losePrepares atomic.Pointer[bool]
+	// loseCommits does the same to every Commit.
+	loseCommits atomic.Pointer[bool]
 	// afterRead, when set, runs after each Read with the key read; phases
 	// counts the transaction steps proposed (prepares, commits, ...).
 	afterRead atomic.Pointer[func(key []byte)]
@@ -81,7 +84,12 @@ func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command)
 		c.resolved.Add(int64(1 + len(p.More)))
 	}
 	lost := c.losePrepares.Load()
-	if p := cmd.Phase; lost != nil && p != nil && p.Kind == fsm.PhasePrepare && !*lost {
+	if p := cmd.Phase; p != nil && p.Kind == fsm.PhaseCommit {
+		lost = c.loseCommits.Load()
+	} else if p == nil || p.Kind != fsm.PhasePrepare {
+		lost = nil
+	}
+	if lost != nil && !*lost {
 		return fsm.Result{}, &shard.OutcomeUnknownError{Shard: id, RequestID: cmd.RequestID, Err: context.DeadlineExceeded}
 	}
 	c.mu.Lock()
@@ -92,7 +100,7 @@ func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command)
 	f := c.shards[id]
 	l := &raft.Log{Index: f.Applied() + 1, Term: 1, Type: raft.LogCommand, Data: fsm.EncodeGroup([]fsm.Command{cmd})}
 	res := f.ApplyBatch([]*raft.Log{l})[0].([]fsm.Result)[0]
-	if p := cmd.Phase; lost != nil && p != nil && p.Kind == fsm.PhasePrepare {
+	if lost != nil {
 		return fsm.Result{}, &shard.OutcomeUnknownError{Shard: id, RequestID: cmd.RequestID, Err: context.DeadlineExceeded}
 	}
 	return res, nil
@@ -256,6 +264,39 @@ func TestExecutePrepareUnanswered(t *testing.T) {
 			it, found, err := c.Read(ctx, []byte(k))
 			if err != nil || !found || string(it.Value) != "1" {
 				t.Fatalf("applied %v: %s = %q (%v, found %v), want the value from before", applied, k, it.Value, err, found)
+			}
+		}
+	}
+}
+
+// A commit whose answer is lost is followed by an abort on the record's
+// shard, and whichever applied first decides: a commit that never applied
+// is aborted (an unavailable error, nothing visible, no lock left); one
+// that applied stays committed and is reported as such, with its writes
+// visible and the other shard resolved.
+func TestExecuteCommitUnanswered(t *testing.T) {
+	for _, applied := range []bool{false, true} {
+		co, c := newCoordinator(t, txn.Config{})
+		ctx := t.Context()
+		c.loseCommits.Store(&applied)
+		// The commit is proposed again until the context ends.
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		_, err := co.Execute(short, txn.Request{Then: []fsm.Op{fsm.Put([]byte("alice"), []byte("1")), fsm.Put([]byte("zed"), []byte("1"))}})
+		c.loseCommits.Store(nil)
+		var unknown *txn.OutcomeUnknownError
+		if applied {
+			if !errors.As(err, &unknown) || unknown.TxnID == "" || !strings.Contains(err.Error(), "committed") {
+				t.Fatalf("applied: %v; want an unknown outcome that says it committed", err)
+			}
+		} else if !errors.Is(err, shard.ErrUnavailable) || errors.Is(err, shard.ErrOutcomeUnknown) || errors.As(err, &unknown) {
+			t.Fatalf("not applied: %v; want shard.ErrUnavailable and no unknown outcome", err)
+		}
+		waitNoIntents(t, c)
+		for _, k := range []string{"alice", "zed"} {
+			it, found, err := c.Read(ctx, []byte(k))
+			if err != nil || found != applied || applied && string(it.Value) != "1" {
+				t.Fatalf("applied %v: %s = %q (found %v, %v)", applied, k, it.Value, found, err)
 			}
 		}
 	}
