@@ -55,6 +55,16 @@ type KV interface {
 	ShardTags(ctx context.Context) ([][]byte, error)
 }
 
+// ReadSessioner is a KV that can let the reads of one query share their
+// freshness: ReadSession returns a context under which each read still
+// reflects every write acknowledged before the query began, but several
+// reads of one shard need not each confirm it anew. A query promises no
+// single point in time across its reads anyway; each document it returns
+// was read, and checked against the filter, at a moment within the query.
+type ReadSessioner interface {
+	ReadSession(ctx context.Context) context.Context
+}
+
 // Options configure a DB.
 type Options struct {
 	// MaxDocSize bounds a stored document (its JSON), default 1 MiB.
@@ -517,6 +527,9 @@ func (c *Collection) Explain(ctx context.Context, q Query) (Explanation, error) 
 func (c *Collection) find(ctx context.Context, q Query, ex *Explanation) ([]Doc, string, error) {
 	if err := CheckName(c.name); err != nil {
 		return nil, "", err
+	}
+	if rs, ok := c.db.kv.(ReadSessioner); ok {
+		ctx = rs.ReadSession(ctx)
 	}
 	limit := q.Limit
 	if limit <= 0 || limit > MaxLimit {

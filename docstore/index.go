@@ -377,14 +377,20 @@ func (c *Collection) Indexes(ctx context.Context) ([]IndexSpec, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every shard's record at once: a query waits for one read, not one
+	// per shard.
+	schemas := make([]schema, len(tags))
+	if err := forEach(len(tags), func(i int) error {
+		var err error
+		schemas[i], err = c.db.readSchema(ctx, schemaKey(c.name, tags[i]), false)
+		return err
+	}); err != nil {
+		return nil, err
+	}
 	var out []IndexSpec
 	pos := map[string]int{}
 	readyOn := map[string]int{}
-	for _, tag := range tags {
-		s, err := c.db.readSchema(ctx, schemaKey(c.name, tag), false)
-		if err != nil {
-			return nil, err
-		}
+	for _, s := range schemas {
 		for _, idx := range s.indexes {
 			i, seen := pos[idx.Name]
 			if !seen {

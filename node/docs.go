@@ -58,6 +58,10 @@ func (n *Node) indexBuildLoop() {
 // and transactions.
 type docsKV struct{ n *Node }
 
+// ReadSession lets the reads of one document query share their freshness
+// per shard (readSession).
+func (d docsKV) ReadSession(ctx context.Context) context.Context { return withReadSession(ctx) }
+
 func (d docsKV) Get(ctx context.Context, key []byte) (fsm.Item, bool, error) {
 	it, err := d.n.Get(ctx, key, shard.ReadOptions{})
 	if errors.Is(err, fsm.ErrNotFound) {

@@ -57,7 +57,7 @@ func (h *peerHandler) Read(ctx context.Context, a *peer.ReadArgs, r *peer.ReadRe
 		req.scan = &fsm.ScanOptions{Prefix: a.Prefix, Start: a.Start, End: a.End, After: a.After, Limit: min(max(a.Limit, 0), MaxScanLimit),
 			Reverse: a.Reverse}
 	}
-	items, more, err := readLocal(ctx, s, req)
+	items, more, _, err := readLocal(ctx, s, req)
 	r.Items, r.More, r.Err = items, more, toPeerError(err)
 }
 

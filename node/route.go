@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -351,6 +352,69 @@ type readRequest struct {
 	opts shard.ReadOptions
 }
 
+// A readSession lets the linearizable reads of one operation that reads
+// many keys without promising one point in time across them (a document
+// query) share, per shard, the freshness this node's replica proved on
+// the operation's first read of that shard: later reads of the shard in
+// the operation are served from the same replica without another
+// leadership round or read-index fetch (shard.ReadOptions.After). The
+// replica's state only moves forward, so each of them still reflects
+// every write acknowledged before the operation began, and nothing that
+// was not committed: every key is read at some moment within the
+// operation. A read that is retried (it met an intent, say) starts afresh,
+// since the retry must see what happened since. Transactions never use a
+// session: their lock-free path compares reads made one after the other.
+type readSession struct {
+	mu sync.Mutex
+	at map[fsm.ShardID]sessionPoint
+}
+
+// sessionPoint is where a session's replica of a shard proved fresh: the
+// replica (a replaced one starts over) and its applied index then.
+type sessionPoint struct {
+	replica *shard.Shard
+	index   uint64
+}
+
+type readSessionKey struct{}
+
+// withReadSession returns ctx carrying a new read session.
+func withReadSession(ctx context.Context) context.Context {
+	return context.WithValue(ctx, readSessionKey{}, &readSession{at: map[fsm.ShardID]sessionPoint{}})
+}
+
+// withoutReadSession returns ctx without a read session.
+func withoutReadSession(ctx context.Context) context.Context {
+	if ctx.Value(readSessionKey{}) == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, readSessionKey{}, (*readSession)(nil))
+}
+
+func readSessionOf(ctx context.Context) *readSession {
+	rs, _ := ctx.Value(readSessionKey{}).(*readSession)
+	return rs
+}
+
+// point returns the index at which replica last proved fresh in the
+// session, 0 if it has not.
+func (rs *readSession) point(id fsm.ShardID, replica *shard.Shard) uint64 {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if p, ok := rs.at[id]; ok && p.replica == replica {
+		return p.index
+	}
+	return 0
+}
+
+func (rs *readSession) record(id fsm.ShardID, replica *shard.Shard, index uint64) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if p, ok := rs.at[id]; !ok || p.replica != replica || p.index < index {
+		rs.at[id] = sessionPoint{replica, index}
+	}
+}
+
 // read serves r on shard t.id: on this node's replica when it has one (a
 // follower serves linearizable reads through the leader's read index), else
 // on the leader (any replica for stale reads). Failures that leave nothing
@@ -361,6 +425,10 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 	avoid := map[string]bool{}
 	var lastErr error
 	pending := "" // a transaction found undecided by the last settle
+	rs := readSessionOf(ctx)
+	if r.opts.Consistency != shard.Linearizable {
+		rs = nil
+	}
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, false, unavailable(err, ctx)
@@ -369,7 +437,10 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 		if err != nil {
 			return nil, false, err
 		}
-		items, more, err := n.readOnce(ctx, t, r, avoid)
+		if attempt > 0 {
+			rs = nil // a retry reads afresh
+		}
+		items, more, err := n.readOnce(ctx, t, r, avoid, rs)
 		if err == nil {
 			return items, more, nil
 		}
@@ -423,13 +494,25 @@ func (n *Node) read(ctx context.Context, locate func(context.Context) (target, e
 // before it settles it.
 var testHookLockedRead atomic.Pointer[func()]
 
-func (n *Node) readOnce(ctx context.Context, t target, r readRequest, avoid map[string]bool) ([]fsm.Item, bool, error) {
+// readOnce makes one try at r on shard t.id. With a read session (rs), a
+// linearizable read of a replica here that already proved fresh in the
+// session reads it at once, and one that proves it records where.
+func (n *Node) readOnce(ctx context.Context, t target, r readRequest, avoid map[string]bool, rs *readSession) ([]fsm.Item, bool, error) {
 	if s := n.localShard(t.id); s != nil && bugLocalReads {
 		local := r
 		local.opts = shard.ReadOptions{Consistency: shard.Stale}
-		return readLocal(ctx, s, local)
+		items, more, _, err := readLocal(ctx, s, local)
+		return items, more, err
 	}
 	if s := n.localShard(t.id); s != nil {
+		if rs != nil {
+			if at := rs.point(t.id, s); at > 0 {
+				local := r
+				local.opts.After = at
+				items, more, _, err := readLocal(ctx, s, local)
+				return items, more, err
+			}
+		}
 		// A local follower serves the read (linearizable ones through the
 		// leader's read index) unless it is a non-voter: one that is still
 		// catching up could make linearizable reads wait long and would
@@ -438,7 +521,10 @@ func (n *Node) readOnce(ctx context.Context, t target, r readRequest, avoid map[
 		if self || (leader != "" || r.opts.Consistency == shard.Stale) && s.IsVoter() {
 			local := r
 			local.opts.NoWait = true
-			items, more, err := readLocal(ctx, s, local)
+			items, more, at, err := readLocal(ctx, s, local)
+			if rs != nil && at > 0 {
+				rs.record(t.id, s, at)
+			}
 			if !errors.Is(err, shard.ErrBehind) {
 				return items, more, err
 			}
@@ -473,14 +559,17 @@ func (n *Node) readOnce(ctx context.Context, t target, r readRequest, avoid map[
 	return rep.Items, rep.More, nil
 }
 
-func readLocal(ctx context.Context, s *shard.Shard, r readRequest) ([]fsm.Item, bool, error) {
+// readLocal serves r on this node's replica s and returns the replica's
+// applied index when it served it: also with an error from the state
+// machine (not found, a lock), 0 when the read barrier failed.
+func readLocal(ctx context.Context, s *shard.Shard, r readRequest) ([]fsm.Item, bool, uint64, error) {
 	if r.scan != nil {
-		res, _, err := s.Scan(ctx, *r.scan, r.opts)
-		return res.Items, res.More, err
+		res, info, err := s.Scan(ctx, *r.scan, r.opts)
+		return res.Items, res.More, info.Index, err
 	}
-	it, _, err := s.Get(ctx, r.key, r.opts)
+	it, info, err := s.Get(ctx, r.key, r.opts)
 	if err != nil {
-		return nil, false, err
+		return nil, false, info.Index, err
 	}
-	return []fsm.Item{it}, false, nil
+	return []fsm.Item{it}, false, info.Index, nil
 }

@@ -59,6 +59,7 @@ var errSpansShards = errors.New("node: keys span shards")
 // ran out; nothing applied), shard.ErrUnavailable, shard.ErrOutcomeUnknown
 // or *txn.OutcomeUnknownError.
 func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error) {
+	ctx = withoutReadSession(ctx)
 	cmd := fsm.Command{RequestID: req.RequestID, Txn: true, If: req.If, Ops: req.Then, Else: req.Else}
 	keys := cmd.Keys()
 	ctx, cancel := withDefaultTimeout(ctx)
@@ -146,7 +147,7 @@ func (n *Node) Txn(ctx context.Context, fn func(tx *txn.Tx) error) error {
 // written before Commit).
 func (n *Node) Begin() *txn.Tx {
 	return txn.NewTx(txnCluster{n}.Read, func(ctx context.Context, start, end []byte, limit int) ([]fsm.Item, bool, error) {
-		items, cursor, err := n.Scan(ctx, ScanOptions{Start: start, End: end, Limit: limit}, shard.ReadOptions{})
+		items, cursor, err := n.Scan(withoutReadSession(ctx), ScanOptions{Start: start, End: end, Limit: limit}, shard.ReadOptions{})
 		return items, cursor != nil, err
 	})
 }
@@ -249,7 +250,7 @@ func (c txnCluster) Shards(ctx context.Context) ([]fsm.ShardID, error) {
 }
 
 func (c txnCluster) Read(ctx context.Context, key []byte) (fsm.Item, bool, error) {
-	it, err := c.n.Get(ctx, key, shard.ReadOptions{})
+	it, err := c.n.Get(withoutReadSession(ctx), key, shard.ReadOptions{})
 	if errors.Is(err, fsm.ErrNotFound) {
 		return fsm.Item{}, false, nil
 	}

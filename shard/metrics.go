@@ -25,7 +25,7 @@ type Metrics struct {
 	reads          *prometheus.CounterVec
 	snapshots      *prometheus.CounterVec
 
-	isLeader, term, commitIndex, appliedIndex, lastContact *prometheus.Desc
+	isLeader, term, commitIndex, appliedIndex, lastContact, readRounds *prometheus.Desc
 }
 
 const metricsNamespace = "cairn"
@@ -70,6 +70,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		commitIndex:  desc("commit_index", "Raft commit index known to this replica."),
 		appliedIndex: desc("applied_index", "Last index whose effects are in the state machine."),
 		lastContact:  desc("last_contact_seconds", "Followers: seconds since the leader was last heard from (0 on the leader)."),
+		readRounds: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "shard", "read_rounds_total"),
+			"Rounds linearizable reads waited for, each shared by the reads waiting then: leadership (a quorum check run as leader) and read_index (a read index fetched from the leader). This replica's count, reset when it restarts.",
+			[]string{"shard", "kind"}, nil),
 	}
 	for _, c := range []prometheus.Collector{m.proposals, m.proposeSeconds, m.entryCommands, m.applySeconds, m.reads, m.snapshots, m} {
 		if err := reg.Register(c); err != nil {
@@ -81,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // Describe implements prometheus.Collector for the scrape-time gauges.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.isLeader, m.term, m.commitIndex, m.appliedIndex, m.lastContact} {
+	for _, d := range []*prometheus.Desc{m.isLeader, m.term, m.commitIndex, m.appliedIndex, m.lastContact, m.readRounds} {
 		ch <- d
 	}
 }
@@ -112,6 +115,9 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.commitIndex, float64(s.raft.CommitIndex()))
 		gauge(m.appliedIndex, float64(s.fsm.Applied()))
 		gauge(m.lastContact, contact)
+		leadership, fetched := s.ReadRounds()
+		ch <- prometheus.MustNewConstMetric(m.readRounds, prometheus.CounterValue, float64(leadership), id, "leadership")
+		ch <- prometheus.MustNewConstMetric(m.readRounds, prometheus.CounterValue, float64(fetched), id, "read_index")
 	}
 }
 

@@ -39,6 +39,17 @@ type ReadOptions struct {
 	// append, which under light writes can be a CommitTimeout away; the
 	// leader itself answers without that wait.
 	NoWait bool
+	// After (Linearizable): an applied index at which this replica served a
+	// linearizable read earlier in the same operation (ReadInfo.Index). The
+	// read then skips the leadership check or read-index fetch and is
+	// served once the replica has applied After, which it already has
+	// unless the replica was replaced. Every write acknowledged before the
+	// operation began is at or below After, so the read reflects them all:
+	// it is linearizable within the operation's span, not within its own.
+	// Only for operations that read many keys without promising one point
+	// in time across them (a document query); never for a read whose
+	// answer must come after something the operation did in between.
+	After uint64
 }
 
 // ReadInfo describes the point a read was served at.
@@ -72,6 +83,29 @@ func (s *Shard) Scan(ctx context.Context, so fsm.ScanOptions, o ReadOptions) (fs
 	return res, info, err
 }
 
+// ReadRounds reports how many leadership checks this replica ran as leader,
+// and how many read indexes it fetched from the leader, for linearizable
+// reads (each shared by the reads that waited for it).
+func (s *Shard) ReadRounds() (leadership, fetched uint64) {
+	return s.leaderRounds.Load(), s.fetchedIndexes.Load()
+}
+
+// HoldApplies stops this replica's state machine from applying entries
+// (raft goes on appending and committing them) until release is called,
+// so that tests can make a replica lag. release may be called more than
+// once.
+func (s *Shard) HoldApplies() (release func()) {
+	ch := make(chan struct{})
+	s.applyHold.Store(&ch)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.applyHold.Store(nil)
+			close(ch)
+		})
+	}
+}
+
 // ReadBarrier returns once the local FSM may serve a read with consistency o.
 // Reads of s.FSM() that start after it returns see at least that state.
 func (s *Shard) ReadBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error) {
@@ -102,6 +136,12 @@ func (s *Shard) readBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error
 		return ReadInfo{}, fmt.Errorf("%w: unknown consistency %d", fsm.ErrInvalid, o.Consistency)
 	}
 	if s.plantedLocalReads {
+		return ReadInfo{Index: s.fsm.Applied()}, nil
+	}
+	if o.After > 0 {
+		if err := s.waitLocal(ctx, o.After); err != nil {
+			return ReadInfo{}, err
+		}
 		return ReadInfo{Index: s.fsm.Applied()}, nil
 	}
 	var idx uint64
@@ -362,9 +402,10 @@ type verifier struct {
 	lastOK atomic.Int64 // unix nanos of the start of the last successful round
 }
 
-func newVerifier(r *raft.Raft) *verifier {
+func newVerifier(r *raft.Raft, count *atomic.Uint64) *verifier {
 	v := &verifier{}
 	v.fn = func() (struct{}, error) {
+		count.Add(1)
 		start := time.Now()
 		err := r.VerifyLeader().Error()
 		if err == nil {

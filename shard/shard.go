@@ -39,6 +39,12 @@ type Shard struct {
 	// readIndexes shares read-index requests to the leader among
 	// concurrent follower reads.
 	readIndexes rounds[uint64]
+	// leaderRounds and fetchedIndexes count the leadership checks run as
+	// leader and the read indexes fetched from the leader, for reads.
+	leaderRounds, fetchedIndexes atomic.Uint64
+	// applyHold, when set (HoldApplies), stops the state machine's applies
+	// until the channel is closed.
+	applyHold atomic.Pointer[chan struct{}]
 	// readyTerm is the term in which this replica, as leader, has applied an
 	// entry of its own term; until then it serves no linearizable read.
 	readyTerm    atomic.Uint64
@@ -163,8 +169,11 @@ func (s *Shard) open() error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
-	s.verifier = newVerifier(s.raft)
-	s.readIndexes.fn = s.fetchReadIndex
+	s.verifier = newVerifier(s.raft, &s.leaderRounds)
+	s.readIndexes.fn = func() (uint64, error) {
+		s.fetchedIndexes.Add(1)
+		return s.fetchReadIndex()
+	}
 	cfg.Metrics.track(s)
 	s.wg.Add(4)
 	go s.watchLeadership(notify)
@@ -360,6 +369,12 @@ type fsmAdapter Shard
 
 func (a *fsmAdapter) Apply(l *raft.Log) any { return a.fsm.Apply(l) }
 func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
+	if hold := a.applyHold.Load(); hold != nil {
+		select {
+		case <-*hold:
+		case <-a.ctx.Done():
+		}
+	}
 	start := time.Now()
 	resp := a.fsm.ApplyBatch(logs)
 	a.metrics.applied(time.Since(start))

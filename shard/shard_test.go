@@ -647,3 +647,60 @@ func TestFollowerReadNoWaitReportsBehind(t *testing.T) {
 		t.Fatalf("NoWait read on the leader: %v", err)
 	}
 }
+
+// A read with After (an index at which the replica served a linearizable
+// read earlier in the same operation) is served without another round: no
+// leadership check on the leader, no read-index fetch on a follower; a
+// plain linearizable read runs one each time. Held applies keep a
+// follower's reads with After at its own state (what the operation's
+// first read proved), while a plain read waits for the new write.
+func TestReadAfterSkipsTheRound(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.bootstrap(3)
+	ctx := t.Context()
+	l := c.leader(10 * time.Second)
+	f := c.follower(l)
+	mustOK(t)(l.shard.Propose(ctx, putCmd("k", "v1")))
+	for _, r := range []*replica{l, f} {
+		rounds := func() uint64 { a, b := r.shard.ReadRounds(); return a + b }
+		before := rounds()
+		it, info, err := r.shard.Get(ctx, []byte("k"), ReadOptions{})
+		if err != nil || string(it.Value) != "v1" || info.Index == 0 {
+			t.Fatalf("%s: plain read %q %+v %v", r.id, it.Value, info, err)
+		}
+		if rounds() == before {
+			t.Fatalf("%s: a plain linearizable read ran no round", r.id)
+		}
+		before = rounds()
+		for range 5 {
+			it, again, err := r.shard.Get(ctx, []byte("k"), ReadOptions{After: info.Index})
+			if err != nil || string(it.Value) != "v1" || again.Index < info.Index {
+				t.Fatalf("%s: read after %d: %q %+v %v", r.id, info.Index, it.Value, again, err)
+			}
+		}
+		if n := rounds() - before; n != 0 {
+			t.Fatalf("%s: %d rounds for reads with After, want none", r.id, n)
+		}
+	}
+	_, info, err := f.shard.Get(ctx, []byte("k"), ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := f.shard.HoldApplies()
+	defer release()
+	mustOK(t)(l.shard.Propose(ctx, putCmd("k", "v2")))
+	it, _, err := f.shard.Get(ctx, []byte("k"), ReadOptions{After: info.Index})
+	if err != nil || string(it.Value) != "v1" {
+		t.Fatalf("read after %d on a follower holding its applies: %q %v, want v1 (its own state)", info.Index, it.Value, err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, _, err := f.shard.Get(short, []byte("k"), ReadOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("plain read on a follower holding its applies: %v, want it to wait (unavailable at its deadline)", err)
+	}
+	release()
+	it, _, err = f.shard.Get(ctx, []byte("k"), ReadOptions{})
+	if err != nil || string(it.Value) != "v2" {
+		t.Fatalf("plain read after the release: %q %v, want v2", it.Value, err)
+	}
+}

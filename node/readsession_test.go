@@ -1,0 +1,179 @@
+package node
+
+import (
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cairndb/cairn/docstore"
+	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/shard"
+)
+
+// readRounds sums the read rounds (leadership checks and read-index
+// fetches) of every replica on the nodes.
+func readRounds(nodes ...*Node) uint64 {
+	var total uint64
+	for _, n := range nodes {
+		reps := []*shard.Shard{n.meta}
+		n.mu.RLock()
+		for _, s := range n.shards {
+			reps = append(reps, s)
+		}
+		n.mu.RUnlock()
+		for _, s := range reps {
+			if s != nil {
+				a, b := s.ReadRounds()
+				total += a + b
+			}
+		}
+	}
+	return total
+}
+
+// An indexed query reads the schema on every shard, the statistics, the
+// index on every shard and the documents it names, and each read reflects
+// every write acknowledged before the query. With a read session the
+// query pays for at most one round per shard: on a one-node cluster (every
+// read local, none behind a leader's commit), at most 5 per query (four
+// data shards and the meta group), where the same documents read one by
+// one cost a round each. On a follower a read that finds its replica behind
+// the read index is served by the leader, so there a session saves less
+// (TestReadSessionRetryReadsAfresh covers followers).
+func TestDocFindSharesReadRounds(t *testing.T) {
+	n := startReady(t, testNodeConfig(t.TempDir()))
+	defer n.Close()
+	ctx := t.Context()
+	c := n.Docs().Collection("people")
+	for i := range 40 {
+		if _, _, err := c.Insert(ctx, docstore.Doc{"_id": fmt.Sprintf("p%02d", i), "age": i % 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.CreateIndex(ctx, docstore.IndexSpec{Name: "by_age", Fields: []string{"age"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Insert(ctx, docstore.Doc{"_id": "late", "age": 3}); err != nil {
+		t.Fatal(err)
+	}
+	const queries = 5
+	before := readRounds(n)
+	for range queries {
+		docs, _, err := c.Find(ctx, docstore.Query{Filter: mustFilter(t, `{"age":{"$in":[3,4]}}`)})
+		if err != nil || len(docs) != 9 {
+			t.Fatalf("find: %d documents, %v; want 9 (8 and the late one)", len(docs), err)
+		}
+	}
+	perQuery := float64(readRounds(n)-before) / queries
+	ex, err := c.Explain(ctx, docstore.Query{Filter: mustFilter(t, `{"age":{"$in":[3,4]}}`)})
+	if err != nil || ex.Chosen.Index != "by_age" || ex.ActualRows != 9 {
+		t.Fatalf("explain: %+v %v; want the by_age index reading 9 documents", ex.Chosen, err)
+	}
+	// The same documents read one by one, outside a query.
+	var ids []string
+	for i := range 40 {
+		if i%10 == 3 || i%10 == 4 {
+			ids = append(ids, fmt.Sprintf("p%02d", i))
+		}
+	}
+	before = readRounds(n)
+	for _, id := range ids {
+		if _, err := c.Get(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oneByOne := readRounds(n) - before
+	t.Logf("%.1f read rounds per query; %d for %d of its documents read one by one", perQuery, oneByOne, len(ids))
+	if perQuery > 5 {
+		t.Fatalf("%.1f read rounds per query, want at most 5 (one per shard)", perQuery)
+	}
+	if oneByOne < uint64(len(ids)) {
+		t.Fatalf("%d rounds for %d separate reads: the count misses rounds", oneByOne, len(ids))
+	}
+}
+
+// A read in a session that meets a lock of a transaction which then
+// commits, resolves and forgets its record before the read settles it
+// must read afresh: the session's replica (a follower here, its applies
+// held so that it lags) proved fresh before the transaction, and read
+// again at that point it would still show the lock and answer the value
+// from before the transaction, which had committed before the read began
+// its retry.
+func TestReadSessionRetryReadsAfresh(t *testing.T) {
+	tc := startCluster(t, 3, 4)
+	tc.waitReady()
+	nodes := []*Node{tc.nodes["n1"], tc.nodes["n2"], tc.nodes["n3"]}
+	ctx := t.Context()
+	ring := nodes[0].Ring()
+	var ka, kb []byte
+	for i := 0; kb == nil; i++ {
+		k := []byte(fmt.Sprintf("sk-%d", i))
+		switch {
+		case ka == nil:
+			ka = k
+		case ring.Locate(k) != ring.Locate(ka):
+			kb = k
+		}
+	}
+	a, b := ring.Locate(ka), ring.Locate(kb)
+	// f: a node following shard b.
+	var f *Node
+	var fb *shard.Shard
+	waitFor(t, "a follower of the key's shard", 10*time.Second, func() error {
+		for _, n := range nodes {
+			if s := n.localShard(b); s != nil {
+				if _, addr, self := s.Leader(); !self && addr != "" {
+					f, fb = n, s
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no follower of %v with a known leader", b)
+	})
+	if _, err := f.Put(ctx, kb, []byte("old"), WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sctx := withReadSession(ctx)
+	if it, err := f.Get(sctx, kb, shard.ReadOptions{}); err != nil || string(it.Value) != "old" {
+		t.Fatalf("first read in the session: %q %v", it.Value, err)
+	}
+	c := txnCluster{f}
+	propose := func(id fsm.ShardID, p fsm.Phase) {
+		t.Helper()
+		if r, err := c.Propose(ctx, id, fsm.Command{Phase: &p}); err != nil || r.Code != fsm.OK {
+			t.Fatalf("%s on %v: %+v %v", p.Kind, id, r, err)
+		}
+	}
+	propose(b, fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "tx", RecordShard: a, Now: uint64(time.Now().UnixMilli()),
+		Writes: []fsm.Op{fsm.Put(kb, []byte("new"))}})
+	waitFor(t, "the follower holding the intent", 10*time.Second, func() error {
+		if in, _ := fb.FSM().Intents(10); len(in) == 0 {
+			return fmt.Errorf("no intent on %v's replica yet", b)
+		}
+		return nil
+	})
+	release := fb.HoldApplies()
+	defer release()
+	var met atomic.Bool
+	hook := func() {
+		if met.Swap(true) {
+			return
+		}
+		propose(a, fsm.Phase{Kind: fsm.PhaseCommit, TxnID: "tx", RecordShard: a, Participants: []fsm.ShardID{a, b},
+			Writes: []fsm.Op{fsm.Put(ka, []byte("x"))}})
+		propose(b, fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "tx", Commit: true, Keys: [][]byte{kb}})
+		propose(a, fsm.Phase{Kind: fsm.PhaseForget, TxnID: "tx"})
+		// The follower lags for a while more; a fresh read waits for it.
+		time.AfterFunc(200*time.Millisecond, release)
+	}
+	testHookLockedRead.Store(&hook)
+	defer testHookLockedRead.Store(nil)
+	it, err := f.Get(sctx, kb, shard.ReadOptions{})
+	if !met.Load() {
+		t.Fatal("the read never met the intent")
+	}
+	if err != nil || string(it.Value) != "new" {
+		t.Fatalf("read in the session after the transaction committed: %q, %v; want new", it.Value, err)
+	}
+}
