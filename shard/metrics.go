@@ -71,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		appliedIndex: desc("applied_index", "Last index whose effects are in the state machine."),
 		lastContact:  desc("last_contact_seconds", "Followers: seconds since the leader was last heard from (0 on the leader)."),
 		readRounds: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "shard", "read_rounds_total"),
-			"Rounds linearizable reads waited for, each shared by the reads waiting then: leadership (a quorum check run as leader) and read_index (a read index fetched from the leader). This replica's count, reset when it restarts.",
+			"Rounds linearizable reads waited for, each shared by the reads waiting then: leadership (a quorum check run as leader; also one per lease period while no read asks, which keeps stale reads' staleness known) and read_index (a read index fetched from the leader). This replica's count, reset when it restarts.",
 			[]string{"shard", "kind"}, nil),
 	}
 	for _, c := range []prometheus.Collector{m.proposals, m.proposeSeconds, m.entryCommands, m.applySeconds, m.reads, m.snapshots, m} {

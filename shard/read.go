@@ -83,9 +83,10 @@ func (s *Shard) Scan(ctx context.Context, so fsm.ScanOptions, o ReadOptions) (fs
 	return res, info, err
 }
 
-// ReadRounds reports how many leadership checks this replica ran as leader,
-// and how many read indexes it fetched from the leader, for linearizable
-// reads (each shared by the reads that waited for it).
+// ReadRounds reports how many leadership checks this replica ran as leader
+// (for linearizable reads, and the idle ones of keepLease), and how many
+// read indexes it fetched from the leader (each shared by the reads that
+// waited for it).
 func (s *Shard) ReadRounds() (leadership, fetched uint64) {
 	return s.leaderRounds.Load(), s.fetchedIndexes.Load()
 }

@@ -590,23 +590,25 @@ func (co *Coordinator) prepareFailed(ctx context.Context, mayHold bool, id strin
 }
 
 // commitUnanswered settles a transaction whose commit went unanswered
-// (cause). An abort proposed on the record's shard now comes after the
-// commit in that shard's log if the commit got there at all, and the one
-// applied first decides: the abort's result is the transaction's fate.
-// Aborted: nothing applied, the other participants' intents are dropped,
-// and the error wraps shard.ErrUnavailable. Otherwise *OutcomeUnknownError:
-// with no answer again, or committed (the versions the record's shard gave
-// its puts are not known here; the error says it committed, and the other
-// participants resolve in the background).
+// (cause) by proposing an abort on the record's shard. That shard's log
+// orders the abort and the commit (if the commit is still on its way, or
+// got there at all), and whichever applies first decides: a commit that
+// comes later finds the record aborted and applies nothing, an abort that
+// comes later finds it committed. So the abort's result is the
+// transaction's fate. Aborted: nothing applied, the other participants'
+// intents are dropped, and the error wraps shard.ErrUnavailable; the
+// record is kept (not forgotten), since a commit still on its way must
+// find it. Otherwise *OutcomeUnknownError: with no answer again, or
+// committed (the versions the record's shard gave its puts are not known
+// here; the error says it committed, and the other participants resolve
+// in the background).
 func (co *Coordinator) commitUnanswered(ctx context.Context, id string, recordShard fsm.ShardID, others []*participant, cause error) error {
 	res, err := co.decide(ctx, id, recordShard, false, nil)
 	switch {
 	case err != nil:
 		return &OutcomeUnknownError{TxnID: id, Err: cause}
 	case res.Status == fsm.TxnAborted:
-		if all, err := co.resolveAll(ctx, id, others, false); err == nil && all {
-			co.forgetLater(id, recordShard)
-		}
+		_, _ = co.resolveAll(ctx, id, others, false)
 		return fmt.Errorf("%w: transaction %s aborted, nothing applied: its commit went unanswered (%v) and the abort proposed after it applied first",
 			shard.ErrUnavailable, id, cause)
 	case res.Status == fsm.TxnCommitted:

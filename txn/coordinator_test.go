@@ -271,7 +271,8 @@ func TestExecutePrepareUnanswered(t *testing.T) {
 
 // A commit whose answer is lost is followed by an abort on the record's
 // shard, and whichever applied first decides: a commit that never applied
-// is aborted (an unavailable error, nothing visible, no lock left); one
+// is aborted (an unavailable error, nothing visible, no lock left), and
+// its record kept, so that the commit, arriving late, applies nothing; one
 // that applied stays committed and is reported as such, with its writes
 // visible and the other shard resolved.
 func TestExecuteCommitUnanswered(t *testing.T) {
@@ -293,6 +294,17 @@ func TestExecuteCommitUnanswered(t *testing.T) {
 			t.Fatalf("not applied: %v; want shard.ErrUnavailable and no unknown outcome", err)
 		}
 		waitNoIntents(t, c)
+		if !applied {
+			// The commit arrives after all, once the resolves are done and
+			// any record forgetting has had its chance.
+			co.Close()
+			id := strings.Fields(strings.TrimPrefix(err.Error(), shard.ErrUnavailable.Error()+": transaction "))[0]
+			res, perr := c.Propose(ctx, 1, fsm.Command{RequestID: id + "/late", Phase: &fsm.Phase{Kind: fsm.PhaseCommit, TxnID: id, RecordShard: 1,
+				Participants: []fsm.ShardID{1, 2}, Writes: []fsm.Op{fsm.Put([]byte("alice"), []byte("1"))}}})
+			if perr != nil || res.Status != fsm.TxnAborted {
+				t.Fatalf("late commit of %s: %+v %v; want it to find the record aborted", id, res, perr)
+			}
+		}
 		for _, k := range []string{"alice", "zed"} {
 			it, found, err := c.Read(ctx, []byte(k))
 			if err != nil || found != applied || applied && string(it.Value) != "1" {
