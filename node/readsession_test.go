@@ -2,12 +2,10 @@ package node
 
 import (
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cairndb/cairn/docstore"
-	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -138,15 +136,7 @@ func TestReadSessionRetryReadsAfresh(t *testing.T) {
 	if it, err := f.Get(sctx, kb, shard.ReadOptions{}); err != nil || string(it.Value) != "old" {
 		t.Fatalf("first read in the session: %q %v", it.Value, err)
 	}
-	c := txnCluster{f}
-	propose := func(id fsm.ShardID, p fsm.Phase) {
-		t.Helper()
-		if r, err := c.Propose(ctx, id, fsm.Command{Phase: &p}); err != nil || r.Code != fsm.OK {
-			t.Fatalf("%s on %v: %+v %v", p.Kind, id, r, err)
-		}
-	}
-	propose(b, fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "tx", RecordShard: a, Now: uint64(time.Now().UnixMilli()),
-		Writes: []fsm.Op{fsm.Put(kb, []byte("new"))}})
+	prepareTx(t, f, a, b, kb)
 	waitFor(t, "the follower holding the intent", 10*time.Second, func() error {
 		if in, _ := fb.FSM().Intents(10); len(in) == 0 {
 			return fmt.Errorf("no intent on %v's replica yet", b)
@@ -155,18 +145,9 @@ func TestReadSessionRetryReadsAfresh(t *testing.T) {
 	})
 	release := fb.HoldApplies()
 	defer release()
-	var met atomic.Bool
-	hook := func() {
-		if met.Swap(true) {
-			return
-		}
-		propose(a, fsm.Phase{Kind: fsm.PhaseCommit, TxnID: "tx", RecordShard: a, Participants: []fsm.ShardID{a, b},
-			Writes: []fsm.Op{fsm.Put(ka, []byte("x"))}})
-		propose(b, fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "tx", Commit: true, Keys: [][]byte{kb}})
-		propose(a, fsm.Phase{Kind: fsm.PhaseForget, TxnID: "tx"})
-		// The follower lags for a while more; a fresh read waits for it.
-		time.AfterFunc(200*time.Millisecond, release)
-	}
+	// After the transaction is done, the follower lags for a while more: a
+	// fresh read waits for it.
+	hook, met := commitUnderRead(t, f, a, b, ka, kb, func() { time.AfterFunc(200*time.Millisecond, release) })
 	testHookLockedRead.Store(&hook)
 	defer testHookLockedRead.Store(nil)
 	it, err := f.Get(sctx, kb, shard.ReadOptions{})

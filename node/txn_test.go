@@ -256,6 +256,43 @@ func TestTxnContextEndedIsUnavailable(t *testing.T) {
 	}
 }
 
+// proposePhase proposes p on shard id through n; the test fails unless it
+// applied.
+func proposePhase(t *testing.T, n *Node, id fsm.ShardID, p fsm.Phase) {
+	t.Helper()
+	if r, err := (txnCluster{n}).Propose(t.Context(), id, fsm.Command{Phase: &p}); err != nil || r.Code != fsm.OK {
+		t.Fatalf("%s on %v: %+v %v", p.Kind, id, r, err)
+	}
+}
+
+// prepareTx prepares transaction "tx", whose record goes on shard a,
+// writing kb = "new" on shard b.
+func prepareTx(t *testing.T, n *Node, a, b fsm.ShardID, kb []byte) {
+	t.Helper()
+	proposePhase(t, n, b, fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "tx", RecordShard: a, Now: uint64(time.Now().UnixMilli()),
+		Writes: []fsm.Op{fsm.Put(kb, []byte("new"))}})
+}
+
+// commitUnderRead returns a hook for testHookLockedRead that, the first
+// time a read meets an intent, commits "tx" (prepareTx; the commit writes
+// ka on a), resolves kb, forgets the record and then calls after (if
+// any); met reports whether it ran.
+func commitUnderRead(t *testing.T, n *Node, a, b fsm.ShardID, ka, kb []byte, after func()) (hook func(), met *atomic.Bool) {
+	met = new(atomic.Bool)
+	return func() {
+		if met.Swap(true) {
+			return
+		}
+		proposePhase(t, n, a, fsm.Phase{Kind: fsm.PhaseCommit, TxnID: "tx", RecordShard: a, Participants: []fsm.ShardID{a, b},
+			Writes: []fsm.Op{fsm.Put(ka, []byte("x"))}})
+		proposePhase(t, n, b, fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "tx", Commit: true, Keys: [][]byte{kb}})
+		proposePhase(t, n, a, fsm.Phase{Kind: fsm.PhaseForget, TxnID: "tx"})
+		if after != nil {
+			after()
+		}
+	}, met
+}
+
 // A get met an intent of a transaction that then committed, resolved its
 // intents and forgot its record before the get asked for its fate. A
 // missing record means either "not written yet" (the commit comes last)
@@ -277,25 +314,8 @@ func TestGetAfterRecordForgottenIsNotStale(t *testing.T) {
 	if _, err := n.Put(ctx, kb, []byte("old"), WriteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c := txnCluster{n}
-	propose := func(id fsm.ShardID, p fsm.Phase) {
-		t.Helper()
-		if r, err := c.Propose(ctx, id, fsm.Command{Phase: &p}); err != nil || r.Code != fsm.OK {
-			t.Fatalf("%s on %v: %+v %v", p.Kind, id, r, err)
-		}
-	}
-	propose(b, fsm.Phase{Kind: fsm.PhasePrepare, TxnID: "tx", RecordShard: a, Now: uint64(time.Now().UnixMilli()),
-		Writes: []fsm.Op{fsm.Put(kb, []byte("new"))}})
-	var met atomic.Bool
-	hook := func() {
-		if met.Swap(true) {
-			return
-		}
-		propose(a, fsm.Phase{Kind: fsm.PhaseCommit, TxnID: "tx", RecordShard: a, Participants: []fsm.ShardID{a, b},
-			Writes: []fsm.Op{fsm.Put(ka, []byte("x"))}})
-		propose(b, fsm.Phase{Kind: fsm.PhaseResolve, TxnID: "tx", Commit: true, Keys: [][]byte{kb}})
-		propose(a, fsm.Phase{Kind: fsm.PhaseForget, TxnID: "tx"})
-	}
+	prepareTx(t, n, a, b, kb)
+	hook, met := commitUnderRead(t, n, a, b, ka, kb, nil)
 	testHookLockedRead.Store(&hook)
 	defer testHookLockedRead.Store(nil)
 	it, err := n.Get(ctx, kb, shard.ReadOptions{})
