@@ -65,6 +65,12 @@ type ReadSessioner interface {
 	ReadSession(ctx context.Context) context.Context
 }
 
+// ManyGetter is a KV that reads many keys at once as it sees fit (found
+// false for an absent key); a KV without it has them read in parallel.
+type ManyGetter interface {
+	GetMany(ctx context.Context, keys [][]byte) (items []fsm.Item, found []bool, err error)
+}
+
 // Options configure a DB.
 type Options struct {
 	// MaxDocSize bounds a stored document (its JSON), default 1 MiB.
@@ -717,7 +723,16 @@ func (c *Collection) visitIndexed(ctx context.Context, a access, visit func(fsm.
 func (c *Collection) visitIDs(ctx context.Context, ids []string, visit func(fsm.Item) error) error {
 	items := make([]fsm.Item, len(ids))
 	found := make([]bool, len(ids))
-	if err := forEach(len(ids), func(i int) error {
+	if mg, ok := c.db.kv.(ManyGetter); ok {
+		keys := make([][]byte, len(ids))
+		for i, id := range ids {
+			keys[i] = docKey(c.name, id)
+		}
+		var err error
+		if items, found, err = mg.GetMany(ctx, keys); err != nil {
+			return err
+		}
+	} else if err := forEach(len(ids), func(i int) error {
 		var err error
 		items[i], found[i], err = c.db.kv.Get(ctx, docKey(c.name, ids[i]))
 		return err

@@ -62,6 +62,45 @@ type docsKV struct{ n *Node }
 // per shard (readSession).
 func (d docsKV) ReadSession(ctx context.Context) context.Context { return withReadSession(ctx) }
 
+// GetMany reads keys (found false for an absent one). A key whose shard
+// the query's read session has already proved fresh on a replica here is
+// a local lookup, cheaper than a goroutine to make it in: those are read
+// one after the other; the rest in parallel (32 at most at once).
+func (d docsKV) GetMany(ctx context.Context, keys [][]byte) ([]fsm.Item, []bool, error) {
+	items := make([]fsm.Item, len(keys))
+	found := make([]bool, len(keys))
+	var far []int
+	rs := readSessionOf(ctx)
+	v, err := d.n.routingView(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, k := range keys {
+		if id := v.ring.Locate(k); rs == nil || rs.point(id, d.n.localShard(id)) == 0 {
+			far = append(far, i)
+			continue
+		}
+		if items[i], found[i], err = d.Get(ctx, k); err != nil {
+			return nil, nil, err
+		}
+	}
+	errs := make([]error, len(far))
+	sem := make(chan struct{}, 32) // as many reads in flight at most
+	var wg sync.WaitGroup
+	for j, i := range far {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			items[i], found[i], errs[j] = d.Get(ctx, keys[i])
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	return items, found, nil
+}
+
 func (d docsKV) Get(ctx context.Context, key []byte) (fsm.Item, bool, error) {
 	it, err := d.n.Get(ctx, key, shard.ReadOptions{})
 	if errors.Is(err, fsm.ErrNotFound) {

@@ -1,11 +1,13 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/cairndb/cairn/docstore"
+	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -157,4 +159,63 @@ func TestReadSessionRetryReadsAfresh(t *testing.T) {
 	if err != nil || string(it.Value) != "new" {
 		t.Fatalf("read in the session after the transaction committed: %q, %v; want new", it.Value, err)
 	}
+}
+
+// GetMany (the document store's reads of a query's documents) returns
+// what Get returns for each key, absent ones included, with and without a
+// read session; once the session has proved every shard fresh here, it
+// reads them all locally without a round.
+func TestDocsGetMany(t *testing.T) {
+	n := startReady(t, testNodeConfig(t.TempDir()))
+	defer n.Close()
+	ctx := t.Context()
+	var keys [][]byte
+	for i := range 30 {
+		k := []byte(fmt.Sprintf("many-%02d", i))
+		keys = append(keys, k)
+		if i%6 != 5 { // every sixth key stays absent
+			if _, err := n.Put(ctx, k, []byte(fmt.Sprint("v", i)), WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	check := func(what string, items []fsm.Item, found []bool, err error) {
+		t.Helper()
+		if err != nil || len(items) != len(keys) || len(found) != len(keys) {
+			t.Fatalf("%s: %d items, %d found flags, %v", what, len(items), len(found), err)
+		}
+		for i, k := range keys {
+			want, err := n.Get(ctx, k, shard.ReadOptions{})
+			switch {
+			case errors.Is(err, fsm.ErrNotFound):
+				if found[i] {
+					t.Fatalf("%s: %s found (%q), want absent", what, k, items[i].Value)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case !found[i] || string(items[i].Value) != string(want.Value) || items[i].Version != want.Version:
+				t.Fatalf("%s: %s = %q@%d (found %v), want %q@%d", what, k, items[i].Value, items[i].Version, found[i], want.Value, want.Version)
+			}
+		}
+	}
+	kv := docsKV{n}
+	items, found, err := kv.GetMany(ctx, keys)
+	check("without a session", items, found, err)
+	sctx := withReadSession(ctx)
+	for _, id := range n.Ring().Shards() {
+		for _, k := range keys {
+			if n.Ring().Locate(k) == id {
+				if _, _, err := kv.Get(sctx, k); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+	before := readRounds(n)
+	items, found, err = kv.GetMany(sctx, keys)
+	if r := readRounds(n) - before; r != 0 {
+		t.Fatalf("%d read rounds for keys on shards the session proved fresh, want none", r)
+	}
+	check("in a session", items, found, err)
 }
