@@ -65,40 +65,54 @@ func (d docsKV) ReadSession(ctx context.Context) context.Context { return withRe
 // GetMany reads keys (found false for an absent one). A key whose shard
 // the query's read session has already proved fresh on a replica here is
 // a local lookup, cheaper than a goroutine to make it in: those are read
-// one after the other; the rest in parallel (32 at most at once).
+// one after the other, while the rest are read in parallel (32 at most at
+// once).
 func (d docsKV) GetMany(ctx context.Context, keys [][]byte) ([]fsm.Item, []bool, error) {
-	items := make([]fsm.Item, len(keys))
-	found := make([]bool, len(keys))
-	var far []int
-	rs := readSessionOf(ctx)
 	v, err := d.n.routingView(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
+	rs := readSessionOf(ctx)
+	var near, far []int
 	for i, k := range keys {
-		if id := v.ring.Locate(k); rs == nil || rs.point(id, d.n.localShard(id)) == 0 {
+		if id := v.ring.Locate(k); rs != nil && rs.point(id, d.n.localShard(id)) > 0 {
+			near = append(near, i)
+		} else {
 			far = append(far, i)
-			continue
-		}
-		if items[i], found[i], err = d.Get(ctx, k); err != nil {
-			return nil, nil, err
 		}
 	}
-	errs := make([]error, len(far))
-	sem := make(chan struct{}, 32) // as many reads in flight at most
+	items := make([]fsm.Item, len(keys))
+	found := make([]bool, len(keys))
+	errs := make([]error, len(keys))
 	var wg sync.WaitGroup
-	for j, i := range far {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			items[i], found[i], errs[j] = d.Get(ctx, keys[i])
-		})
+	if len(far) > 0 {
+		wg.Go(func() { d.readFar(ctx, keys, far, items, found, errs) })
+	}
+	for _, i := range near {
+		if items[i], found[i], errs[i] = d.Get(ctx, keys[i]); errs[i] != nil {
+			break
+		}
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, nil, err
 	}
 	return items, found, nil
+}
+
+// readFar reads keys[i] for each i of far in parallel, 32 at most at once,
+// into items, found and errs at i.
+func (d docsKV) readFar(ctx context.Context, keys [][]byte, far []int, items []fsm.Item, found []bool, errs []error) {
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for _, i := range far {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			items[i], found[i], errs[i] = d.Get(ctx, keys[i])
+		})
+	}
+	wg.Wait()
 }
 
 func (d docsKV) Get(ctx context.Context, key []byte) (fsm.Item, bool, error) {

@@ -162,9 +162,10 @@ func TestReadSessionRetryReadsAfresh(t *testing.T) {
 }
 
 // GetMany (the document store's reads of a query's documents) returns
-// what Get returns for each key, absent ones included, with and without a
-// read session; once the session has proved every shard fresh here, it
-// reads them all locally without a round.
+// what Get returns for each key, absent ones included: without a read
+// session (all read in parallel), in one that proved two shards (some
+// local, some parallel) and in one that proved every shard fresh here,
+// where it reads them all locally without a round.
 func TestDocsGetMany(t *testing.T) {
 	n := startReady(t, testNodeConfig(t.TempDir()))
 	defer n.Close()
@@ -201,6 +202,20 @@ func TestDocsGetMany(t *testing.T) {
 	kv := docsKV{n}
 	items, found, err := kv.GetMany(ctx, keys)
 	check("without a session", items, found, err)
+	// Some shards proved, some not: local reads and parallel ones at once.
+	half := withReadSession(ctx)
+	for _, id := range n.Ring().Shards()[:2] {
+		for _, k := range keys {
+			if n.Ring().Locate(k) == id {
+				if _, _, err := kv.Get(half, k); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+	}
+	items, found, err = kv.GetMany(half, keys)
+	check("in a session that proved two shards", items, found, err)
 	sctx := withReadSession(ctx)
 	for _, id := range n.Ring().Shards() {
 		for _, k := range keys {
