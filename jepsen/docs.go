@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/client"
@@ -20,6 +21,7 @@ import (
 
 const (
 	docSetColl  = "jepsen_set"
+	docSetIndex = "by_el"
 	docSetF     = "doc-" // put before the document set's event names
 	uniqueColl  = "jepsen_unique"
 	uniqueIndex = "by_value"
@@ -28,15 +30,34 @@ const (
 // newDocSet is the set workload on documents: each element is a document
 // (_id from the element), the set is read with paged queries of the
 // collection, and the events are named "doc-add", "doc-read" and
-// "doc-final-read" so that they stay apart from the key set's.
+// "doc-final-read" so that they stay apart from the key set's. Reads take
+// turns between two plans: a scan of the collection, and the collection
+// in element order through an index on el (the index's entries, then the
+// documents they name, every read of a shard after its first in a query
+// served without another leadership check). The plan rides in the
+// cursor, so a read keeps its plan from page to page.
 func newDocSet(e *env, readEvery time.Duration) *setWorkload {
+	var reads atomic.Uint64
 	return &setWorkload{e: e, fprefix: docSetF, every: readEvery,
 		add: func(ctx context.Context, c *client.Client, el int) error {
 			_, _, err := c.InsertDoc(ctx, docSetColl, map[string]any{"_id": fmt.Sprintf("e%010d", el), "el": el})
 			return err
 		},
 		page: func(ctx context.Context, c *client.Client, cursor string) ([]int, string, error) {
-			docs, next, err := c.FindDocs(ctx, docSetColl, client.FindRequest{Cursor: cursor, Fields: []string{"el"}})
+			plan := cursor
+			if plan == "" {
+				plan = "scan/"
+				if reads.Add(1)%2 == 0 {
+					plan = "index/"
+				}
+			} else if i := strings.IndexByte(cursor, '/'); i >= 0 {
+				plan, cursor = cursor[:i+1], cursor[i+1:]
+			}
+			q := client.FindRequest{Cursor: cursor, Fields: []string{"el"}}
+			if plan == "index/" {
+				q.Sort, q.Limit, q.Hint = []string{"el"}, 500, "_sort:"+docSetIndex
+			}
+			docs, next, err := c.FindDocs(ctx, docSetColl, q)
 			if err != nil {
 				return nil, "", err
 			}
@@ -46,8 +67,26 @@ func newDocSet(e *env, readEvery time.Duration) *setWorkload {
 					els[i] = -1 // an element nobody added: the checker reports it
 				}
 			}
+			if next != "" {
+				next = plan + next
+			}
 			return els, next, nil
 		},
+	}
+}
+
+// setupDocSet creates the document set's index on el.
+func setupDocSet(ctx context.Context, e *env) error {
+	for {
+		octx, cancel := e.opCtx(ctx)
+		_, err := e.clients[0].CreateIndex(octx, docSetColl, docSetIndex, "el")
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return fmt.Errorf("docset: create the index: %w", err)
+		}
 	}
 }
 

@@ -101,6 +101,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		case Append:
 			wls = append(wls, newAppend(e, 8))
 		case DocSet:
+			if err := setupDocSet(ctx, e); err != nil {
+				return nil, err
+			}
 			wls = append(wls, newDocSet(e, time.Second))
 		case Unique:
 			u := newUnique(e, max(o.Interval/4, 500*time.Millisecond))
