@@ -59,7 +59,6 @@ var errSpansShards = errors.New("node: keys span shards")
 // ran out; nothing applied), shard.ErrUnavailable, shard.ErrOutcomeUnknown
 // or *txn.OutcomeUnknownError.
 func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error) {
-	ctx = withoutReadSession(ctx)
 	cmd := fsm.Command{RequestID: req.RequestID, Txn: true, If: req.If, Ops: req.Then, Else: req.Else}
 	keys := cmd.Keys()
 	ctx, cancel := withDefaultTimeout(ctx)

@@ -33,8 +33,10 @@ type memCluster struct {
 	// the proposal fails with an unknown outcome, after it applied when
 	// the value is true.
 	losePrepares atomic.Pointer[bool]
-	// loseCommits does the same to every Commit.
+	// loseCommits does the same to every Commit; lostTxn is the
+	// transaction of the last answer lost.
 	loseCommits atomic.Pointer[bool]
+	lostTxn     atomic.Pointer[string]
 	// afterRead, when set, runs after each Read with the key read; phases
 	// counts the transaction steps proposed (prepares, commits, ...).
 	afterRead atomic.Pointer[func(key []byte)]
@@ -88,6 +90,9 @@ func (c *memCluster) Propose(_ context.Context, id fsm.ShardID, cmd fsm.Command)
 		lost = c.loseCommits.Load()
 	} else if p == nil || p.Kind != fsm.PhasePrepare {
 		lost = nil
+	}
+	if lost != nil {
+		c.lostTxn.Store(&cmd.Phase.TxnID)
 	}
 	if lost != nil && !*lost {
 		return fsm.Result{}, &shard.OutcomeUnknownError{Shard: id, RequestID: cmd.RequestID, Err: context.DeadlineExceeded}
@@ -298,7 +303,7 @@ func TestExecuteCommitUnanswered(t *testing.T) {
 			// The commit arrives after all, once the resolves are done and
 			// any record forgetting has had its chance.
 			co.Close()
-			id := strings.Fields(strings.TrimPrefix(err.Error(), shard.ErrUnavailable.Error()+": transaction "))[0]
+			id := *c.lostTxn.Load()
 			res, perr := c.Propose(ctx, 1, fsm.Command{RequestID: id + "/late", Phase: &fsm.Phase{Kind: fsm.PhaseCommit, TxnID: id, RecordShard: 1,
 				Participants: []fsm.ShardID{1, 2}, Writes: []fsm.Op{fsm.Put([]byte("alice"), []byte("1"))}}})
 			if perr != nil || res.Status != fsm.TxnAborted {
