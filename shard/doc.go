@@ -27,14 +27,22 @@
 // # Reads
 //
 // Linearizable reads write nothing to the log. The leader records its commit
-// index, confirms leadership with a VerifyLeader round that started after the
-// read arrived (concurrent reads share a round), waits until its FSM has
+// index, confirms leadership with a check that started after the read
+// arrived (concurrent reads share a check), waits until its FSM has
 // applied that index, and reads. A new leader serves no such read until a
 // barrier of its own term has applied, because its commit index may lag what
 // the previous leader acknowledged. A follower asks the leader for the read
 // index and waits for its own FSM. Raft never hands no-op and barrier entries
 // to the FSM, so the wait targets the last entry at or below the read index
 // that the FSM does receive, looked up in the committed log.
+//
+// The check asks followers for their current raft terms, as many as make a
+// quorum with the leader (one of two in a group of three), and passes when
+// all of them answer with at most the leader's term: a later leader would
+// need a vote from one of them, cast after that answer. raft's VerifyLeader
+// proves the same with a heartbeat to every follower through both ends'
+// raft loops; it is still used when a follower runs an older build that
+// does not answer term requests (confirm.go).
 //
 // Stale reads serve local state and report their staleness: on a leader, the
 // time since a quorum last confirmed its leadership (refreshed every lease

@@ -397,18 +397,19 @@ func (r *rounds[T]) run() {
 	}
 }
 
-// verifier shares VerifyLeader rounds among concurrent reads on a leader.
+// verifier shares leadership checks (confirmLeadership) among concurrent
+// reads on a leader.
 type verifier struct {
 	rounds[struct{}]
 	lastOK atomic.Int64 // unix nanos of the start of the last successful round
 }
 
-func newVerifier(r *raft.Raft, count *atomic.Uint64) *verifier {
+func newVerifier(confirm func() error, count *atomic.Uint64) *verifier {
 	v := &verifier{}
 	v.fn = func() (struct{}, error) {
 		count.Add(1)
 		start := time.Now()
-		err := r.VerifyLeader().Error()
+		err := confirm()
 		if err == nil {
 			v.lastOK.Store(start.UnixNano())
 		}

@@ -16,6 +16,7 @@ import (
 const (
 	rpcReadIndex byte = 1 // → index (u64); only the leader answers
 	rpcApplied   byte = 2 // → this replica's applied index (u64)
+	rpcTerm      byte = 3 // → this replica's current raft term (u64); see confirm.go
 
 	rpcOK        byte = 0
 	rpcNotLeader byte = 1 // payload: leader address, maybe empty
@@ -77,6 +78,8 @@ func (s *Shard) handleRPC(op byte) (byte, []byte) {
 		return rpcOK, binary.BigEndian.AppendUint64(nil, idx)
 	case rpcApplied:
 		return rpcOK, binary.BigEndian.AppendUint64(nil, s.fsm.Applied())
+	case rpcTerm:
+		return rpcOK, binary.BigEndian.AppendUint64(nil, s.raft.CurrentTerm())
 	}
 	return rpcUnknownOp, nil
 }

@@ -36,6 +36,8 @@ type Shard struct {
 	proposals chan *proposal
 	inflight  chan struct{}
 	verifier  *verifier
+	// confirmLat: how fast each follower answers term requests.
+	confirmLat confirmLat
 	// readIndexes shares read-index requests to the leader among
 	// concurrent follower reads.
 	readIndexes rounds[uint64]
@@ -169,7 +171,7 @@ func (s *Shard) open() error {
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
-	s.verifier = newVerifier(s.raft, &s.leaderRounds)
+	s.verifier = newVerifier(s.confirmLeadership, &s.leaderRounds)
 	s.readIndexes.fn = func() (uint64, error) {
 		s.fetchedIndexes.Add(1)
 		return s.fetchReadIndex()

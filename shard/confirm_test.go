@@ -1,0 +1,179 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// fakeTerms answers term requests for askTerms from a table, counting them.
+type fakeTerms struct {
+	mu     sync.Mutex
+	asked  map[string]int
+	answer func(addr string, n int) (uint64, error) // n: how often addr was asked before
+}
+
+func (f *fakeTerms) ask(ctx context.Context, addr string) (uint64, error) {
+	f.mu.Lock()
+	n := f.asked[addr]
+	f.asked[addr]++
+	f.mu.Unlock()
+	return f.answer(addr, n)
+}
+
+func (f *fakeTerms) count(addr string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.asked[addr]
+}
+
+func askTermsShard(t *testing.T, f *fakeTerms, hedge time.Duration) *Shard {
+	s := &Shard{cfg: testConfig()}
+	s.cfg.ElectionTimeout = 2 * time.Second
+	s.ctx, s.cancel = context.WithCancel(t.Context())
+	t.Cleanup(s.cancel)
+	f.asked = map[string]int{}
+	s.confirmLat.ask = f.ask
+	s.confirmLat.hedge = hedge
+	return s
+}
+
+func peersOf(addrs ...string) []raft.Server {
+	var ps []raft.Server
+	for _, a := range addrs {
+		ps = append(ps, raft.Server{ID: raft.ServerID(a), Address: raft.ServerAddress(a), Suffrage: raft.Voter})
+	}
+	return ps
+}
+
+// With three voters a check asks one follower, the one that answered
+// fastest before, and no other while that one answers.
+func TestAskTermsAsksOnlyTheQuorum(t *testing.T) {
+	f := &fakeTerms{answer: func(string, int) (uint64, error) { return 7, nil }}
+	s := askTermsShard(t, f, time.Hour)
+	s.confirmLat.note("b", 5*time.Millisecond)
+	s.confirmLat.note("c", time.Millisecond)
+	for range 20 {
+		if err := s.askTerms(7, peersOf("b", "c"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, c := f.count("b"), f.count("c"); b != 0 || c != 20 {
+		t.Fatalf("asked b %d and c %d times in 20 checks, want 0 and 20", b, c)
+	}
+	// Five voters: two followers of four per check.
+	f2 := &fakeTerms{answer: func(string, int) (uint64, error) { return 7, nil }}
+	s2 := askTermsShard(t, f2, time.Hour)
+	if err := s2.askTerms(7, peersOf("b", "c", "d", "e"), 2); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, a := range []string{"b", "c", "d", "e"} {
+		total += f2.count(a)
+	}
+	if total != 2 {
+		t.Fatalf("asked %d followers for a quorum of 2", total)
+	}
+}
+
+// A follower with a lower term than the leader's has not voted in any later
+// term, so it confirms; one with a higher term means leadership is lost.
+func TestAskTermsTermsDecide(t *testing.T) {
+	for _, tc := range []struct {
+		terms   map[string]uint64
+		wantErr error
+	}{
+		{map[string]uint64{"b": 5, "c": 5}, nil},
+		{map[string]uint64{"b": 4, "c": 4}, nil},
+		{map[string]uint64{"b": 6, "c": 5}, raft.ErrLeadershipLost},
+		{map[string]uint64{"b": 6, "c": 6}, raft.ErrLeadershipLost},
+	} {
+		f := &fakeTerms{answer: func(addr string, _ int) (uint64, error) { return tc.terms[addr], nil }}
+		s := askTermsShard(t, f, time.Hour)
+		s.confirmLat.note("c", time.Second) // b first
+		err := s.askTerms(5, peersOf("b", "c"), 1)
+		if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil && err != nil) {
+			t.Fatalf("terms %v, leader's 5: got %v, want %v", tc.terms, err, tc.wantErr)
+		}
+	}
+}
+
+// A follower that fails is replaced by the next one at once; a quorum that
+// cannot be had fails at the election timeout after asking again.
+func TestAskTermsFailures(t *testing.T) {
+	down := errors.New("connection refused")
+	f := &fakeTerms{answer: func(addr string, _ int) (uint64, error) {
+		if addr == "b" {
+			return 0, down
+		}
+		return 3, nil
+	}}
+	s := askTermsShard(t, f, time.Hour)
+	s.confirmLat.note("c", time.Second) // b first
+	if err := s.askTerms(3, peersOf("b", "c"), 1); err != nil {
+		t.Fatalf("one follower down: %v", err)
+	}
+	if b, c := f.count("b"), f.count("c"); b != 1 || c != 1 {
+		t.Fatalf("asked b %d and c %d times, want once each", b, c)
+	}
+
+	f2 := &fakeTerms{answer: func(string, int) (uint64, error) { return 0, down }}
+	s2 := askTermsShard(t, f2, time.Hour)
+	s2.cfg.ElectionTimeout = 200 * time.Millisecond
+	err := s2.askTerms(3, peersOf("b", "c"), 1)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("all followers down: got %v, want ErrUnavailable", err)
+	}
+	if n := f2.count("b"); n < 2 {
+		t.Fatalf("b asked %d times within the election timeout, want it asked again", n)
+	}
+
+	// A follower that comes back is asked again and confirms.
+	f3 := &fakeTerms{answer: func(_ string, n int) (uint64, error) {
+		if n < 3 {
+			return 0, down
+		}
+		return 3, nil
+	}}
+	s3 := askTermsShard(t, f3, time.Hour)
+	if err := s3.askTerms(3, peersOf("b", "c"), 1); err != nil {
+		t.Fatalf("followers back after 3 failures each: %v", err)
+	}
+
+	f4 := &fakeTerms{answer: func(string, int) (uint64, error) { return 0, errOldPeer }}
+	s4 := askTermsShard(t, f4, time.Hour)
+	if err := s4.askTerms(3, peersOf("b", "c"), 1); !errors.Is(err, errOldPeer) {
+		t.Fatalf("follower on an older build: got %v, want errOldPeer", err)
+	}
+}
+
+// A follower slow to answer gets company: after the hedge delay the others
+// are asked too, and the first quorum decides.
+func TestAskTermsHedges(t *testing.T) {
+	release := make(chan struct{})
+	var slowDone atomic.Bool
+	f := &fakeTerms{answer: func(addr string, _ int) (uint64, error) {
+		if addr == "b" {
+			<-release
+			slowDone.Store(true)
+		}
+		return 2, nil
+	}}
+	s := askTermsShard(t, f, 20*time.Millisecond)
+	s.confirmLat.note("c", time.Second) // b first
+	if err := s.askTerms(2, peersOf("b", "c"), 1); err != nil {
+		t.Fatal(err)
+	}
+	if slowDone.Load() {
+		t.Fatal("check waited for the slow follower")
+	}
+	if c := f.count("c"); c != 1 {
+		t.Fatalf("c asked %d times after b was slow, want 1", c)
+	}
+	close(release)
+}
