@@ -155,7 +155,6 @@ func (s *Shard) askTerms(term uint64, peers []raft.Server, need int) error {
 	type answer struct {
 		i    int
 		term uint64
-		took time.Duration
 		err  error
 	}
 	answers := make(chan answer, len(peers))
@@ -174,13 +173,22 @@ func (s *Shard) askTerms(term uint64, peers []raft.Server, need int) error {
 			}
 			state[i] = waiting
 			inflight++
-			addr := string(peers[i].Address)
+			peer := peers[i]
 			go func() {
 				ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ElectionTimeout)
 				defer cancel()
 				start := time.Now()
-				t, err := ask(ctx, addr)
-				answers <- answer{i, t, time.Since(start), err}
+				t, err := ask(ctx, string(peer.Address))
+				took := time.Since(start)
+				// Late answers count too, and a failure as a long one, so
+				// that a follower that turned slow or went away is no
+				// longer asked first.
+				if err != nil {
+					s.confirmLat.note(peer.ID, s.cfg.ElectionTimeout)
+				} else {
+					s.confirmLat.note(peer.ID, took)
+				}
+				answers <- answer{i, t, err}
 			}()
 			return true
 		}
@@ -216,7 +224,6 @@ func (s *Shard) askTerms(term uint64, peers []raft.Server, need int) error {
 				return raft.ErrLeadershipLost
 			default:
 				state[a.i] = confirmed
-				s.confirmLat.note(peers[a.i].ID, a.took)
 				ok++
 				if ok >= need {
 					return nil

@@ -121,6 +121,15 @@ func TestAskTermsFailures(t *testing.T) {
 	if b, c := f.count("b"), f.count("c"); b != 1 || c != 1 {
 		t.Fatalf("asked b %d and c %d times, want once each", b, c)
 	}
+	// The failure counts against b: the next checks go to c alone.
+	for range 3 {
+		if err := s.askTerms(3, peersOf("b", "c"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, c := f.count("b"), f.count("c"); b != 1 || c != 4 {
+		t.Fatalf("after b failed: asked b %d and c %d times in all, want 1 and 4", b, c)
+	}
 
 	f2 := &fakeTerms{answer: func(string, int) (uint64, error) { return 0, down }}
 	s2 := askTermsShard(t, f2, time.Hour)
