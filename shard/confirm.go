@@ -125,6 +125,26 @@ func (s *Shard) confirmLeadership() error {
 	return nil
 }
 
+// completesQuorum reports whether id is a voter of the latest configuration
+// that, with this replica, makes a quorum of it.
+func (s *Shard) completesQuorum(id raft.ServerID) bool {
+	f := s.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	voters, found := 0, 0
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if srv.ID == id || string(srv.ID) == s.cfg.NodeID {
+			found++
+		}
+	}
+	return id != raft.ServerID(s.cfg.NodeID) && found == 2 && 2 >= voters/2+1
+}
+
 // askTerms asks followers for their terms until need of them have answered
 // with at most term. Followers whose answers came fastest before are asked
 // first; the rest join when one of those fails or is slow to answer.
@@ -251,7 +271,7 @@ func (s *Shard) askTerms(term uint64, peers []raft.Server, need int) error {
 
 // peerTerm asks the replica of this shard at addr for its current term.
 func (s *Shard) peerTerm(ctx context.Context, addr string) (uint64, error) {
-	status, payload, err := s.call(ctx, addr, rpcTerm)
+	status, payload, err := s.call(ctx, addr, rpcTerm, nil)
 	switch {
 	case err != nil:
 		return 0, err

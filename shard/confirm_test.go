@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -185,4 +186,40 @@ func TestAskTermsHedges(t *testing.T) {
 		t.Fatalf("c asked %d times after b was slow, want 1", c)
 	}
 	close(release)
+}
+
+// A follower's read-index request carries its term, which in a group of
+// three completes the leader's quorum: the leader answers without a check of
+// its own. In a group of five it still runs one. Either way the follower
+// reads the latest write.
+func TestFollowerReadIndexCountsTheAsker(t *testing.T) {
+	for _, voters := range []int{3, 5} {
+		t.Run(fmt.Sprintf("voters=%d", voters), func(t *testing.T) {
+			c := newCluster(t, voters, nil)
+			c.bootstrap(voters)
+			ctx := t.Context()
+			l := c.leader(10 * time.Second)
+			f := c.follower(l)
+			leaderRounds := func() uint64 { n, _ := l.shard.ReadRounds(); return n }
+			const reads = 50
+			before := leaderRounds()
+			for i := range reads {
+				v := fmt.Sprintf("v%d", i)
+				mustOK(t)(l.shard.Propose(ctx, putCmd("k", v)))
+				it, _, err := f.shard.Get(ctx, []byte("k"), ReadOptions{})
+				if err != nil || string(it.Value) != v {
+					t.Fatalf("follower read after writing %s: %q %v", v, it.Value, err)
+				}
+			}
+			// The leader's idle checks (keepLease, one per lease period
+			// without reads of its own) also count; they are few.
+			n := leaderRounds() - before
+			if voters == 3 && n > reads/5 {
+				t.Fatalf("%d leader checks for %d follower reads, want few (none of them for the reads)", n, reads)
+			}
+			if voters == 5 && n < reads {
+				t.Fatalf("%d leader checks for %d follower reads in a group of five, want one each", n, reads)
+			}
+		})
+	}
 }

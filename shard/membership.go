@@ -35,7 +35,7 @@ func (s *Shard) AddReplica(ctx context.Context, id, addr string, maxLag uint64) 
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		status, payload, err := s.call(ctx, addr, rpcApplied)
+		status, payload, err := s.call(ctx, addr, rpcApplied, nil)
 		if err == nil && status == rpcOK && len(payload) == 8 {
 			applied := binary.BigEndian.Uint64(payload)
 			if applied+maxLag >= s.raft.CommitIndex() {

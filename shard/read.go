@@ -170,6 +170,23 @@ func (s *Shard) readBarrier(ctx context.Context, o ReadOptions) (ReadInfo, error
 // an entry of its own term, since before that its commit index may lag the
 // previous leader's.
 func (s *Shard) leaderReadIndex(ctx context.Context) (uint64, error) {
+	return s.leaderReadIndexFor(ctx, nil)
+}
+
+// askedBy identifies a follower asking for a read index, with its term as
+// it stood when it sent the request (after every read waiting for the
+// answer had arrived).
+type askedBy struct {
+	id   raft.ServerID
+	term uint64
+}
+
+// leaderReadIndexFor is leaderReadIndex for a read index requested by a
+// follower. The follower's term, no higher than this leader's, is the
+// answer a term request to it would have given, at a moment after the read
+// arrived (confirm.go); when it completes a quorum with this leader (a
+// group of three), no further check is needed.
+func (s *Shard) leaderReadIndexFor(ctx context.Context, by *askedBy) (uint64, error) {
 	var term uint64
 	for {
 		if err := s.leaderCheck(); err != nil {
@@ -195,7 +212,15 @@ func (s *Shard) leaderReadIndex(ctx context.Context) (uint64, error) {
 		t.Stop()
 	}
 	idx := s.raft.CommitIndex()
-	if err := s.verifier.verify(ctx); err != nil {
+	var err error
+	switch {
+	case by != nil && by.term > term:
+		err = raft.ErrLeadershipLost
+	case by != nil && s.completesQuorum(by.id):
+	default:
+		err = s.verifier.verify(ctx)
+	}
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, s.leaderCheckOr(err)
 		}
@@ -227,7 +252,11 @@ func (s *Shard) fetchReadIndex() (uint64, error) {
 	if addr == "" {
 		return 0, fmt.Errorf("%w: %v has no leader", ErrUnavailable, s.cfg.ID)
 	}
-	status, payload, err := s.call(ctx, string(addr), rpcReadIndex)
+	// The term is read after every read sharing this request arrived, so
+	// the leader may count it as this replica's answer to a term request.
+	req := binary.BigEndian.AppendUint64(nil, s.raft.CurrentTerm())
+	req = append(req, s.cfg.NodeID...)
+	status, payload, err := s.call(ctx, string(addr), rpcReadIndex, req)
 	if err != nil {
 		return 0, fmt.Errorf("%w: read index from %s: %w", ErrUnavailable, id, err)
 	}

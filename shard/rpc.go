@@ -9,12 +9,14 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Peer RPC for one shard, on the node's raft port (KindRPC). A request is
 // [op][uvarint len][payload]; a response is [status][uvarint len][payload].
 const (
-	rpcReadIndex byte = 1 // → index (u64); only the leader answers
+	rpcReadIndex byte = 1 // [term u64, node ID] (optional) → index (u64); only the leader answers
 	rpcApplied   byte = 2 // → this replica's applied index (u64)
 	rpcTerm      byte = 3 // → this replica's current raft term (u64); see confirm.go
 
@@ -48,11 +50,11 @@ func (s *Shard) serveRPCConn(conn net.Conn) {
 	defer stop()
 	bc := bufConn{Conn: conn, r: bufio.NewReader(conn), w: bufio.NewWriter(conn)}
 	for {
-		op, _, err := readFrame(bc.r)
+		op, req, err := readFrame(bc.r)
 		if err != nil {
 			return
 		}
-		status, payload := s.handleRPC(op)
+		status, payload := s.handleRPC(op, req)
 		if err := writeFrame(bc.w, status, payload); err != nil {
 			return
 		}
@@ -62,12 +64,16 @@ func (s *Shard) serveRPCConn(conn net.Conn) {
 	}
 }
 
-func (s *Shard) handleRPC(op byte) (byte, []byte) {
+func (s *Shard) handleRPC(op byte, req []byte) (byte, []byte) {
 	switch op {
 	case rpcReadIndex:
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ReadTimeout)
 		defer cancel()
-		idx, err := s.leaderReadIndex(ctx)
+		var by *askedBy
+		if len(req) > 8 {
+			by = &askedBy{term: binary.BigEndian.Uint64(req), id: raft.ServerID(req[8:])}
+		}
+		idx, err := s.leaderReadIndexFor(ctx, by)
 		var nl *NotLeaderError
 		switch {
 		case errors.As(err, &nl):
@@ -113,8 +119,8 @@ func readFrame(r *bufio.Reader) (byte, []byte, error) {
 	return b, p, err
 }
 
-// call sends op to the shard on the node at addr.
-func (s *Shard) call(ctx context.Context, addr string, op byte) (byte, []byte, error) {
+// call sends op with its payload to the shard on the node at addr.
+func (s *Shard) call(ctx context.Context, addr string, op byte, req []byte) (byte, []byte, error) {
 	c, err := s.peerConn(ctx, addr)
 	if err != nil {
 		return 0, nil, err
@@ -126,7 +132,7 @@ func (s *Shard) call(ctx context.Context, addr string, op byte) (byte, []byte, e
 	_ = c.SetDeadline(dl)
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	status, payload, err := func() (byte, []byte, error) {
-		if err := writeFrame(c.w, op, nil); err != nil {
+		if err := writeFrame(c.w, op, req); err != nil {
 			return 0, nil, err
 		}
 		if err := c.w.Flush(); err != nil {
