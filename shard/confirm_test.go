@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -221,5 +222,52 @@ func TestFollowerReadIndexCountsTheAsker(t *testing.T) {
 				t.Fatalf("%d leader checks for %d follower reads in a group of five, want one each", n, reads)
 			}
 		})
+	}
+}
+
+// The leader takes a follower's term from a read-index request only as the
+// answer of a voter other than itself: a higher term than its own refuses
+// the read index, and an unknown or non-voting ID (or its own) gets a check
+// of the leader's own.
+func TestReadIndexRequestTerms(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.bootstrap(3)
+	l := c.leader(10 * time.Second)
+	f := c.follower(l)
+	mustOK(t)(l.shard.Propose(t.Context(), putCmd("k", "v")))
+	term := l.shard.raft.CurrentTerm()
+	req := func(term uint64, id string) []byte {
+		return append(binary.BigEndian.AppendUint64(nil, term), id...)
+	}
+	rounds := func() uint64 { n, _ := l.shard.ReadRounds(); return n }
+
+	if status, _ := l.shard.handleRPC(rpcReadIndex, req(term+1, f.id)); status != rpcNotLeader {
+		t.Fatalf("read index for a follower with a higher term: status %d, want rpcNotLeader", status)
+	}
+	for _, tc := range []struct {
+		term   uint64
+		id     string
+		checks bool
+	}{
+		{term, f.id, false},
+		{term - 1, f.id, false}, // a follower behind in terms has voted in none later
+		{term, "stranger", true},
+		{term, l.id, true},
+		{0, "", true}, // a request without a payload, as from an older build
+	} {
+		before := rounds()
+		var payload []byte
+		if tc.id != "" {
+			payload = req(tc.term, tc.id)
+		}
+		status, idx := l.shard.handleRPC(rpcReadIndex, payload)
+		if status != rpcOK || len(idx) != 8 || binary.BigEndian.Uint64(idx) < l.shard.fsm.Applied() {
+			t.Fatalf("read index asked by %q at term %d: status %d, index %x (applied %d)", tc.id, tc.term, status, idx, l.shard.fsm.Applied())
+		}
+		// The leader's idle checks may add one now and then; a check of
+		// its own for this request adds at least one.
+		if n := rounds() - before; tc.checks && n == 0 {
+			t.Fatalf("read index asked by %q: the leader ran no check of its own", tc.id)
+		}
 	}
 }
