@@ -235,11 +235,7 @@ func (s *Shard) askTerms(term uint64, peers []raft.Server, need int) error {
 			case a.err != nil:
 				state[a.i] = failed
 				lastErr = a.err
-				if !askNext() && inflight == 0 {
-					// Everyone was asked: ask the ones that failed
-					// again shortly (a peer may be restarting).
-					retry = time.After(confirmRetry)
-				}
+				askNext()
 			case a.term > term:
 				return raft.ErrLeadershipLost
 			default:
@@ -248,6 +244,12 @@ func (s *Shard) askTerms(term uint64, peers []raft.Server, need int) error {
 				if ok >= need {
 					return nil
 				}
+			}
+			if inflight == 0 && !askNext() && retry == nil {
+				// Everyone was asked and too few confirmed: ask the
+				// ones that failed again shortly (a peer may be
+				// restarting).
+				retry = time.After(confirmRetry)
 			}
 		case <-hedge.C:
 			for askNext() {

@@ -163,6 +163,39 @@ func TestAskTermsFailures(t *testing.T) {
 	}
 }
 
+// In a group of five, when the last answer to come in is a confirmation
+// that leaves the check one short, the followers that failed are asked
+// again, and the check passes once they answer.
+func TestAskTermsRetriesAfterLastConfirmation(t *testing.T) {
+	down := errors.New("connection refused")
+	var f *fakeTerms
+	f = &fakeTerms{answer: func(addr string, n int) (uint64, error) {
+		if addr == "d" {
+			// d is slow: it answers well after the others failed.
+			for f.count("e") == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond)
+			return 4, nil
+		}
+		if n == 0 {
+			return 0, down
+		}
+		return 4, nil
+	}}
+	s := askTermsShard(t, f, time.Hour)
+	s.cfg.ElectionTimeout = 5 * time.Second
+	s.confirmLat.note("d", 3*time.Millisecond)
+	s.confirmLat.note("e", 4*time.Millisecond) // b and c first, then d, e
+	start := time.Now()
+	if err := s.askTerms(4, peersOf("b", "c", "d", "e"), 2); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the check took %v: the failed followers were not asked again until the deadline", took)
+	}
+}
+
 // A follower slow to answer gets company: after the hedge delay the others
 // are asked too, and the first quorum decides.
 func TestAskTermsHedges(t *testing.T) {
