@@ -27,6 +27,7 @@ import (
 	"github.com/cairndb/cairn/docstore/keyenc"
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/internal/keys"
+	"github.com/cairndb/cairn/internal/par"
 	"github.com/cairndb/cairn/ring"
 )
 
@@ -146,20 +147,7 @@ func (db *DB) scanRange(ctx context.Context, start, end []byte, fn func(fsm.Item
 
 // forEach runs fn(0) … fn(n-1), at most 32 at once, and joins their
 // errors.
-func forEach(n int, fn func(i int) error) error {
-	errs := make([]error, n)
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			errs[i] = fn(i)
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
+func forEach(n int, fn func(i int) error) error { return par.ForEach(n, 32, fn) }
 
 // catalogEntry is a collection's record.
 type catalogEntry struct {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cairndb/cairn/docstore"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/par"
 	"github.com/cairndb/cairn/ring"
 	"github.com/cairndb/cairn/shard"
 )
@@ -83,36 +84,26 @@ func (d docsKV) GetMany(ctx context.Context, keys [][]byte) ([]fsm.Item, []bool,
 	}
 	items := make([]fsm.Item, len(keys))
 	found := make([]bool, len(keys))
-	errs := make([]error, len(keys))
+	get := func(i int) (err error) {
+		items[i], found[i], err = d.Get(ctx, keys[i])
+		return err
+	}
+	var farErr error
 	var wg sync.WaitGroup
 	if len(far) > 0 {
-		wg.Go(func() { d.readFar(ctx, keys, far, items, found, errs) })
+		wg.Go(func() { farErr = par.ForEach(len(far), 32, func(j int) error { return get(far[j]) }) })
 	}
+	var nearErr error
 	for _, i := range near {
-		if items[i], found[i], errs[i] = d.Get(ctx, keys[i]); errs[i] != nil {
+		if nearErr = get(i); nearErr != nil {
 			break
 		}
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(nearErr, farErr); err != nil {
 		return nil, nil, err
 	}
 	return items, found, nil
-}
-
-// readFar reads keys[i] for each i of far in parallel, 32 at most at once,
-// into items, found and errs at i.
-func (d docsKV) readFar(ctx context.Context, keys [][]byte, far []int, items []fsm.Item, found []bool, errs []error) {
-	sem := make(chan struct{}, 32)
-	var wg sync.WaitGroup
-	for _, i := range far {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			items[i], found[i], errs[i] = d.Get(ctx, keys[i])
-		})
-	}
-	wg.Wait()
 }
 
 func (d docsKV) Get(ctx context.Context, key []byte) (fsm.Item, bool, error) {

@@ -86,26 +86,9 @@ func (s *Shard) confirmLeadership() error {
 		return raft.ErrNotLeader
 	}
 	term := s.raft.CurrentTerm()
-	f := s.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return fmt.Errorf("%w: configuration of %v: %w", ErrUnavailable, s.cfg.ID, err)
-	}
-	var peers []raft.Server
-	voters, self := 0, false
-	for _, srv := range f.Configuration().Servers {
-		if srv.Suffrage != raft.Voter {
-			continue
-		}
-		voters++
-		if string(srv.ID) == s.cfg.NodeID {
-			self = true
-			continue
-		}
-		peers = append(peers, srv)
-	}
-	need := voters/2 + 1
-	if self {
-		need--
+	peers, need, err := s.quorumPeers()
+	if err != nil {
+		return err
 	}
 	if need > len(peers) {
 		return fmt.Errorf("%w: %v has %d voters besides itself, a quorum needs %d", ErrUnavailable, s.cfg.ID, len(peers), need)
@@ -125,24 +108,41 @@ func (s *Shard) confirmLeadership() error {
 	return nil
 }
 
-// completesQuorum reports whether id is a voter of the latest configuration
-// that, with this replica, makes a quorum of it.
-func (s *Shard) completesQuorum(id raft.ServerID) bool {
+// quorumPeers returns the other voters of the latest configuration and
+// how many of them make a quorum with this replica (which counts itself
+// when it is a voter).
+func (s *Shard) quorumPeers() (peers []raft.Server, need int, err error) {
 	f := s.raft.GetConfiguration()
-	if f.Error() != nil {
-		return false
+	if err := f.Error(); err != nil {
+		return nil, 0, fmt.Errorf("%w: configuration of %v: %w", ErrUnavailable, s.cfg.ID, err)
 	}
-	voters, found := 0, 0
+	voters, self := 0, false
 	for _, srv := range f.Configuration().Servers {
 		if srv.Suffrage != raft.Voter {
 			continue
 		}
 		voters++
-		if srv.ID == id || string(srv.ID) == s.cfg.NodeID {
-			found++
+		if string(srv.ID) == s.cfg.NodeID {
+			self = true
+			continue
 		}
+		peers = append(peers, srv)
 	}
-	return id != raft.ServerID(s.cfg.NodeID) && found == 2 && 2 >= voters/2+1
+	need = voters/2 + 1
+	if self {
+		need--
+	}
+	return peers, need, nil
+}
+
+// completesQuorum reports whether the voter id alone makes a quorum of the
+// latest configuration with this replica.
+func (s *Shard) completesQuorum(id raft.ServerID) bool {
+	peers, need, err := s.quorumPeers()
+	if err != nil || need != 1 {
+		return false
+	}
+	return slices.ContainsFunc(peers, func(p raft.Server) bool { return p.ID == id })
 }
 
 // askTerms asks followers for their terms until need of them have answered

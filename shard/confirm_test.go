@@ -168,14 +168,16 @@ func TestAskTermsFailures(t *testing.T) {
 // again, and the check passes once they answer.
 func TestAskTermsRetriesAfterLastConfirmation(t *testing.T) {
 	down := errors.New("connection refused")
-	var f *fakeTerms
-	f = &fakeTerms{answer: func(addr string, n int) (uint64, error) {
+	var s *Shard
+	f := &fakeTerms{answer: func(addr string, n int) (uint64, error) {
 		if addr == "d" {
-			// d is slow: it answers well after the others failed.
-			for f.count("e") == 0 {
+			// d answers only once e's failure is in: its request counts
+			// e's failure as a long answer just before it hands the
+			// failure to the check, so the check sees e fail, then d
+			// confirm, last.
+			for s.confirmLat.get("e") < time.Second {
 				time.Sleep(time.Millisecond)
 			}
-			time.Sleep(50 * time.Millisecond)
 			return 4, nil
 		}
 		if n == 0 {
@@ -183,7 +185,7 @@ func TestAskTermsRetriesAfterLastConfirmation(t *testing.T) {
 		}
 		return 4, nil
 	}}
-	s := askTermsShard(t, f, time.Hour)
+	s = askTermsShard(t, f, time.Hour)
 	s.cfg.ElectionTimeout = 5 * time.Second
 	s.confirmLat.note("d", 3*time.Millisecond)
 	s.confirmLat.note("e", 4*time.Millisecond) // b and c first, then d, e
