@@ -10,8 +10,11 @@
 //	[shard][gen=0]['R']            restore in progress: the staging generation
 //	[shard][gen]['a']              applied index, term and applied-command counter
 //	[shard][gen]['d'][user key]    user data: [version uint64][value]
-//	[shard][gen]['e'][len uint16][request id][index]  dedupe record: [command number uint64][encoded result]
-//	[shard][gen]['q'][index][id]   dedupe records in index order, for pruning: [command number uint64]
+//	[shard][gen]['b'][command number uint64]  a batch of dedupe records, keyed by its last record's
+//	                               command number: [its index uint64] then records of [uvarint len][request id]
+//	                               [index uint64][command number uint64][uvarint len][encoded result]
+//	[shard][gen]['e'][len uint16][request id][index]  dedupe record of a build before batches: [command number uint64][encoded result]
+//	[shard][gen]['q'][index][id]   those records in index order, for pruning: [command number uint64]
 //	[shard][gen]['r'][request id]  dedupe record of a build before the command bound: [index uint64][encoded result]
 //	                               (its 'q' entry has an empty value)
 //	[shard][gen]['i'][user key]    intent of a cross-shard transaction: [txn id][record shard][op][value]

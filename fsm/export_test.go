@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -23,6 +25,7 @@ const (
 	SpaceDedupe     = spaceDedupe
 	SpaceDedupeOld  = spaceDedupeOld
 	SpaceDedupeIdx  = spaceDedupeIdx
+	SpaceDedupeBat  = spaceDedupeBat
 )
 
 // DedupePruneSlack is how long apply lets expired dedupe records wait for
@@ -116,42 +119,122 @@ func (f *FSM) PutOldIntent(txnID string, recordShard ShardID, key, value []byte)
 // (nil: stop).
 func (f *FSM) OnViewOpened(fn func()) { f.viewOpened = fn }
 
-// MakeDedupeOld rewrites the current generation's dedupe records as builds
-// before the command bound wrote them: keyed by ID alone, [index][result],
-// with an empty index entry.
+// MakeDedupeOld rewrites the current generation's batched dedupe records as
+// builds before the command bound wrote them: keyed by ID alone,
+// [index][result], with an empty index entry, and reloads what apply knows
+// of them as a replica does when it opens.
 func (f *FSM) MakeDedupeOld() error {
+	return f.rewriteBatches(func(txn *badger.Txn, ks keyspace, r dedupeRecord) error {
+		return errors.Join(
+			txn.Set(ks.dedupeOld(r.id), append(binary.BigEndian.AppendUint64(nil, r.index), r.result...)),
+			txn.Set(ks.dedupeIdx(r.index, r.id), nil))
+	})
+}
+
+// MakeDedupePerID rewrites them as the builds before batches wrote them: a
+// record per ID and entry, [command number][result], and an index entry
+// holding the command number, and reloads the same way.
+func (f *FSM) MakeDedupePerID() error {
+	return f.rewriteBatches(func(txn *badger.Txn, ks keyspace, r dedupeRecord) error {
+		seq := binary.BigEndian.AppendUint64(nil, r.seq)
+		return errors.Join(
+			txn.Set(ks.dedupe(r.id, r.index), append(seq, r.result...)),
+			txn.Set(ks.dedupeIdx(r.index, r.id), seq))
+	})
+}
+
+func (f *FSM) rewriteBatches(write func(*badger.Txn, keyspace, dedupeRecord) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	ks := newKeyspace(f.id, f.gen)
-	prefix := ks.key(spaceDedupe)
-	return f.db.Update(func(txn *badger.Txn) error {
-		type rec struct {
-			key, val []byte
-		}
-		var recs []rec
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	err := f.db.Update(func(txn *badger.Txn) error {
+		var keys [][]byte
+		var recs []dedupeRecord
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: ks.dedupeBatchPrefix()})
 		for it.Rewind(); it.Valid(); it.Next() {
-			v, err := it.Item().ValueCopy(nil)
+			keys = append(keys, it.Item().KeyCopy(nil))
+			err := it.Item().Value(func(v []byte) error {
+				return decodeDedupeBatch(bytes.Clone(v), func(r dedupeRecord) bool {
+					recs = append(recs, r)
+					return true
+				})
+			})
 			if err != nil {
 				it.Close()
 				return err
 			}
-			recs = append(recs, rec{it.Item().KeyCopy(nil), v})
 		}
 		it.Close()
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
 		for _, r := range recs {
-			k := r.key[len(prefix):]
-			id, index := string(k[2:len(k)-8]), binary.BigEndian.Uint64(k[len(k)-8:])
-			for _, err := range []error{
-				txn.Delete(r.key),
-				txn.Set(ks.dedupeOld(id), append(binary.BigEndian.AppendUint64(nil, index), r.val[8:]...)),
-				txn.Set(ks.dedupeIdx(index, id), nil),
-			} {
-				if err != nil {
-					return err
-				}
+			if err := write(txn, ks, r); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	m := f.meta
+	d, err := f.loadDedupeFilter(f.gen, m.Index)
+	if err != nil {
+		return err
+	}
+	recent, err := f.loadDedupeIndex(f.gen, m)
+	if err != nil {
+		return err
+	}
+	f.dedupes.Store(d)
+	f.recent.Store(recent)
+	return nil
+}
+
+// DedupeBatches counts the current generation's batched dedupe records:
+// those live for the entry and command after the applied ones, all of
+// them, and the batches whose records have all expired (which pruning
+// removes).
+func (f *FSM) DedupeBatches() (live, records, expired int, err error) {
+	err = f.view(func(txn *badger.Txn, ks keyspace) error {
+		m, err := f.readMeta(txn, f.gen)
+		if err != nil {
+			return err
+		}
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: ks.dedupeBatchPrefix()})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var last dedupeRecord
+			err := it.Item().Value(func(v []byte) error {
+				return decodeDedupeBatch(v, func(r dedupeRecord) bool {
+					records++
+					if !r.expired(m.Index+1, m.Commands+1) {
+						live++
+					}
+					last = r
+					return true
+				})
+			})
+			if err != nil {
+				return err
+			}
+			if last.expired(m.Index+1, m.Commands+1) {
+				expired++
+			}
+		}
+		return nil
+	})
+	return live, records, expired, err
+}
+
+// SetIndexHash replaces the hash by which apply finds a request ID's
+// batched record (nil: the real one).
+func SetIndexHash(h func(string) uint64) {
+	if h == nil {
+		h = dedupeHash
+	}
+	indexHash = h
 }

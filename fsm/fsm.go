@@ -87,7 +87,10 @@ type FSM struct {
 	// through its tables. Owned by the apply goroutine (Open and Restore
 	// set it when apply is not running).
 	locked map[string]struct{}
-	// dedupes spares apply the Badger read for request IDs never seen.
+	// recent points apply at the batched dedupe record of a request ID.
+	recent atomic.Pointer[dedupeIndex]
+	// dedupes spares apply the Badger read for request IDs that older
+	// builds' records (written one per ID) do not hold.
 	dedupes atomic.Pointer[dedupeFilter]
 	meta    appliedMeta // owned by the apply goroutine
 	// pruneFrom is the last dedupe index entry prune deleted, and the
@@ -96,6 +99,11 @@ type FSM struct {
 	// walk over the deletion markers of every entry pruned before, which
 	// stay in Badger until compaction drops them.
 	pruneFrom struct {
+		gen uint32
+		key []byte
+	}
+	// pruneBatchFrom is the same for batches of dedupe records.
+	pruneBatchFrom struct {
 		gen uint32
 		key []byte
 	}
@@ -259,7 +267,12 @@ func (f *FSM) recover() error {
 	if err != nil {
 		return err
 	}
+	recent, err := f.loadDedupeIndex(gen, m)
+	if err != nil {
+		return err
+	}
 	f.dedupes.Store(d)
+	f.recent.Store(recent)
 	f.setApplied(m)
 	return nil
 }
@@ -369,6 +382,9 @@ type applier struct {
 	bytes  int64
 	count  int64
 	pruned bool
+	// pending holds the dedupe records of this transaction, written as
+	// batches when it commits.
+	pending []dedupeRecord
 	// released counts intents removed in this transaction (and
 	// releasedLocks the range locks among them); subtracted from
 	// FSM.intents (FSM.rangeLocks) once it has committed.
@@ -400,6 +416,7 @@ func (a *applier) commit() {
 		a.txn.Discard()
 		return
 	}
+	a.writeRecords()
 	a.prune()
 	a.must(a.txn.Set(a.ks.applied(), a.meta.encode()))
 	a.must(a.txn.Commit())
@@ -427,8 +444,8 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 		// again changes nothing, and a duplicate could not repeat what it
 		// read (a retry of a read-only transaction must read afresh).
 		dedupe := cmd.RequestID != "" && cmd.writes()
-		if dedupe && a.f.dedupes.Load().mayHave(index, cmd.RequestID) {
-			if r, ok := a.dedupe(index, cmd.RequestID); ok {
+		if dedupe {
+			if r, ok := a.lookup(index, cmd.RequestID); ok {
 				r.Duplicate = true
 				results[i] = r
 				pos += cmd.positions()
@@ -445,15 +462,35 @@ func (a *applier) applyEntry(index uint64, cmds []Command) []Result {
 		// A conflict applied nothing and is not remembered: a retry
 		// under the same ID runs again once the key is free.
 		if dedupe && results[i].Code != Conflict {
-			seq := binary.BigEndian.AppendUint64(nil, a.meta.Commands)
-			a.must(a.txn.Set(a.ks.dedupe(cmd.RequestID, index), append(seq, results[i].encode(cmd)...)))
-			a.must(a.txn.Set(a.ks.dedupeIdx(index, cmd.RequestID), seq))
-			a.f.dedupes.Load().add(index, cmd.RequestID)
+			a.remember(index, cmd.RequestID, results[i].encode(cmd))
 		}
 	}
 	return results
 }
 
+// lookup finds a live record of id for the current command, at entry
+// index: a batched one, else one that an older build wrote. Every batched
+// record is newer than those: if id's newest batched record has expired,
+// so have they.
+func (a *applier) lookup(index uint64, id string) (Result, bool) {
+	if seq, ok := a.f.recent.Load().find(a.meta.Commands, id); ok {
+		if rec, ok := a.lookupRecord(seq, id); ok {
+			if rec.expired(index, a.meta.Commands) {
+				return Result{}, false
+			}
+			r, err := decodeResult(rec.result)
+			a.must(err)
+			return r, true
+		}
+	}
+	if a.f.dedupes.Load().mayHave(index, id) {
+		return a.dedupe(index, id)
+	}
+	return Result{}, false
+}
+
+// dedupe looks id up among the records of older builds: one per request ID
+// and entry (spaceDedupe), or one per request ID (spaceDedupeOld).
 func (a *applier) dedupe(index uint64, id string) (Result, bool) {
 	// The newest record is the last; it is newer than any record of an
 	// older build, so if it has expired, so has that.
@@ -643,10 +680,9 @@ func (a *applier) header(key []byte) uint64 {
 }
 
 // prune forgets dedupe records that no later command can match: older than
-// DedupeWindow entries, or than DedupeCommands commands. Index entries sort
-// by index, and so by command number except among the commands of one
-// entry (those sort by ID), so the first live one ends it: an expired one
-// left behind it goes in the next prune.
+// DedupeWindow entries, or than DedupeCommands commands. It runs only once
+// the oldest live record has been expired for the prune slack, so that one
+// pass removes many (each pass opens iterators).
 func (a *applier) prune() {
 	if a.pruned {
 		return
@@ -660,6 +696,31 @@ func (a *applier) prune() {
 	if a.meta.Index > DedupeWindow {
 		cutoff = a.meta.Index - DedupeWindow
 	}
+	oldIndex, oldSeq, oldMore := a.pruneIndexed(cutoff)
+	index, commands, more := a.pruneBatches(cutoff)
+	a.f.pruneAt.gen = a.f.gen
+	if oldMore || more {
+		a.f.pruneAt.index, a.f.pruneAt.commands = 0, 0 // more may have expired: go on next batch
+		return
+	}
+	// The oldest live record expires once the applied index passes its
+	// index+DedupeWindow, or the command count reaches its
+	// number+DedupeCommands; an older build's record (number 0) only by
+	// entries. (Records of one entry in the older index sort by ID, not by
+	// number, so another of that entry's may expire a few commands sooner:
+	// it waits for the next prune.)
+	a.f.pruneAt.index = min(oldIndex, index) + DedupeWindow + 1 + a.f.pruneSlack
+	a.f.pruneAt.commands = commands + DedupeCommands + a.f.pruneSlack
+	if oldSeq != 0 {
+		a.f.pruneAt.commands = min(a.f.pruneAt.commands, oldSeq+DedupeCommands+a.f.pruneSlack)
+	}
+}
+
+// pruneIndexed prunes the records of older builds, one per request ID with
+// an index entry each, which a replica upgraded in place still holds. It
+// returns where the oldest live one sits (its index and command number), or
+// more if it stopped at dedupePrunePerBatch.
+func (a *applier) pruneIndexed(cutoff uint64) (liveIndex, liveSeq uint64, more bool) {
 	prefix := a.ks.dedupeIdxPrefix()
 	it := a.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	from := prefix
@@ -671,9 +732,9 @@ func (a *applier) prune() {
 		old bool // an older build's: its record is under spaceDedupeOld
 	}
 	var doomed []entry
-	// Where the oldest live record sits: none yet means any record to
-	// come, recorded after this batch.
-	liveIndex, liveSeq := a.meta.Index+1, a.meta.Commands+1
+	// Where the oldest live record sits: none means none is left (records
+	// are no longer written this way).
+	liveIndex, liveSeq = math.MaxUint64-DedupeWindow-1-a.f.pruneSlack, 0
 	for it.Seek(from); it.Valid() && len(doomed) < dedupePrunePerBatch; it.Next() {
 		k := it.Item().KeyCopy(nil)
 		var seq uint64
@@ -690,22 +751,6 @@ func (a *applier) prune() {
 		doomed = append(doomed, entry{k, seq == 0})
 	}
 	it.Close()
-	a.f.pruneAt.gen = a.f.gen
-	if len(doomed) == dedupePrunePerBatch {
-		a.f.pruneAt.index, a.f.pruneAt.commands = 0, 0 // more may have expired: go on next batch
-	} else {
-		// The oldest live record expires once the applied index passes
-		// liveIndex+DedupeWindow, or the command count reaches
-		// liveSeq+DedupeCommands; an older build's record (seq 0) only
-		// by entries. Records of one entry sort by ID, not by number, so
-		// another of liveIndex's may expire a few commands sooner: it
-		// waits for the next prune.
-		a.f.pruneAt.index = liveIndex + DedupeWindow + 1 + a.f.pruneSlack
-		a.f.pruneAt.commands = math.MaxUint64
-		if liveSeq != 0 {
-			a.f.pruneAt.commands = liveSeq + DedupeCommands + a.f.pruneSlack
-		}
-	}
 	for _, d := range doomed {
 		index, id := binary.BigEndian.Uint64(d.key[len(prefix):]), string(d.key[len(prefix)+8:])
 		a.must(a.txn.Delete(d.key))
@@ -722,4 +767,5 @@ func (a *applier) prune() {
 	if len(doomed) > 0 {
 		a.f.pruneFrom.gen, a.f.pruneFrom.key = a.f.gen, doomed[len(doomed)-1].key
 	}
+	return liveIndex, liveSeq, len(doomed) == dedupePrunePerBatch
 }

@@ -198,5 +198,16 @@ func rawKeys(t testing.TB, f *fsm.FSM) map[uint32]map[byte]int {
 	return m
 }
 
+// dedupeBatches counts f's batched dedupe records: live ones, all, and
+// batches of expired ones only.
+func dedupeBatches(t testing.TB, f *fsm.FSM) (live, records, expired int) {
+	t.Helper()
+	live, records, expired, err := f.DedupeBatches()
+	if err != nil {
+		t.Fatalf("dedupe batches: %v", err)
+	}
+	return live, records, expired
+}
+
 func kv(k, v string) fsm.Op { return fsm.Put([]byte(k), []byte(v)) }
 func del(k string) fsm.Op   { return fsm.Delete([]byte(k)) }

@@ -23,6 +23,7 @@ const (
 	spaceDedupe    = 'e'
 	spaceDedupeOld = 'r' // records as builds before the command bound wrote them
 	spaceDedupeIdx = 'q'
+	spaceDedupeBat = 'b' // batches of dedupe records (dedupebatch.go)
 	spaceIntent    = 'i'
 	spaceTxn       = 't'
 	spaceRangeLock = 'l'
@@ -80,6 +81,13 @@ func (k keyspace) dedupeOld(id string) []byte { return k.key(spaceDedupeOld, []b
 func (k keyspace) dedupeIdxPrefix() []byte    { return k.key(spaceDedupeIdx) }
 func (k keyspace) dedupeIdx(index uint64, id string) []byte {
 	return k.key(spaceDedupeIdx, binary.BigEndian.AppendUint64(nil, index), []byte(id))
+}
+
+// dedupeBatch is the key of a batch of dedupe records whose last record is
+// command number seq.
+func (k keyspace) dedupeBatchPrefix() []byte { return k.key(spaceDedupeBat) }
+func (k keyspace) dedupeBatch(seq uint64) []byte {
+	return k.key(spaceDedupeBat, binary.BigEndian.AppendUint64(nil, seq))
 }
 
 func (k keyspace) intent(user []byte) []byte  { return k.key(spaceIntent, user) }

@@ -292,7 +292,10 @@ func dedupeLapsed(k, v []byte, m appliedMeta) bool {
 // state (data, live dedupe records, applied-command count) read from one
 // snapshot. Replicas at the same applied index must have the same hash.
 // Expired dedupe records and index entries (by entries or by commands) are
-// left out: when pruning removes them depends on batch boundaries.
+// left out: when pruning removes them depends on batch boundaries. Dedupe
+// records are hashed as the build that applied them wrote them, so replicas
+// that applied the same entries with builds of different record formats (a
+// rolling upgrade) hash differently until those records expire.
 func (f *FSM) StateHash() (index uint64, sum [32]byte, err error) {
 	err = f.view(func(txn *badger.Txn, ks keyspace) error {
 		m, err := f.readMeta(txn, f.gen)
@@ -312,16 +315,29 @@ func (f *FSM) StateHash() (index uint64, sum [32]byte, err error) {
 			if k[0] == spaceApplied {
 				continue
 			}
-			if err := it.Item().Value(func(v []byte) error {
-				if dedupeLapsed(k, v, m) {
-					return nil
-				}
+			write := func(k, v []byte) {
 				binary.BigEndian.PutUint64(n[:], uint64(len(k)))
 				h.Write(n[:])
 				h.Write(k)
 				binary.BigEndian.PutUint64(n[:], uint64(len(v)))
 				h.Write(n[:])
 				h.Write(v)
+			}
+			if err := it.Item().Value(func(v []byte) error {
+				if k[0] == spaceDedupeBat {
+					// Each live record on its own: which records share
+					// a batch differs between replicas.
+					return decodeDedupeBatch(v, func(r dedupeRecord) bool {
+						if !r.expired(m.Index+1, m.Commands+1) {
+							write(r.append([]byte{spaceDedupeBat}), nil)
+						}
+						return true
+					})
+				}
+				if dedupeLapsed(k, v, m) {
+					return nil
+				}
+				write(k, v)
 				return nil
 			}); err != nil {
 				return err

@@ -239,7 +239,7 @@ func TestDedupeRecordsOfOlderBuilds(t *testing.T) {
 	if err := f.MakeDedupeOld(); err != nil {
 		t.Fatal(err)
 	}
-	if raw := rawKeys(t, f)[f.Generation()]; raw[fsm.SpaceDedupeOld] != 1 || raw[fsm.SpaceDedupe] != 0 {
+	if raw := rawKeys(t, f)[f.Generation()]; raw[fsm.SpaceDedupeOld] != 1 || raw[fsm.SpaceDedupeIdx] != 1 || raw[fsm.SpaceDedupeBat] != 0 {
 		t.Fatalf("after MakeDedupeOld: %v", raw)
 	}
 	put("new", "first")                                        // entry 2
@@ -267,9 +267,50 @@ func TestDedupeRecordsOfOlderBuilds(t *testing.T) {
 		t.Fatalf("data %q, want %q", got, want)
 	}
 	raw := rawKeys(t, f)[f.Generation()]
-	if raw[fsm.SpaceDedupeOld] != 0 || raw[fsm.SpaceDedupe] != 2 || raw[fsm.SpaceDedupeIdx] != 2 {
-		t.Fatalf("%d older records, %d records, %d index entries; want 0, 2 (new at 5, old at w+3), 2",
-			raw[fsm.SpaceDedupeOld], raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx])
+	live, records, _ := dedupeBatches(t, f)
+	if raw[fsm.SpaceDedupeOld] != 0 || raw[fsm.SpaceDedupeIdx] != 0 || live != 2 || records != 2 {
+		t.Fatalf("%d older records, %d index entries, %d batched records (%d live); want 0, 0, 2 (new at 5, old at w+3) and 2",
+			raw[fsm.SpaceDedupeOld], raw[fsm.SpaceDedupeIdx], records, live)
+	}
+}
+
+// Records of the builds before batches (one per ID and entry, each with an
+// index entry) still answer retries in a replica upgraded in place, expire
+// by entries and commands like batched ones, and pruning removes them.
+func TestDedupeRecordsPerID(t *testing.T) {
+	f := memShard(t)
+	f.SetPruneSlack(0)
+	put := func(id, v string) fsm.Result {
+		t.Helper()
+		return apply(t, f, fsm.Command{RequestID: id, Ops: []fsm.Op{kv(id, v)}})[0]
+	}
+	first := put("prev", "first") // entry 1, command 1
+	if err := f.MakeDedupePerID(); err != nil {
+		t.Fatal(err)
+	}
+	if raw := rawKeys(t, f)[f.Generation()]; raw[fsm.SpaceDedupe] != 1 || raw[fsm.SpaceDedupeIdx] != 1 || raw[fsm.SpaceDedupeBat] != 0 {
+		t.Fatalf("after MakeDedupePerID: %v", raw)
+	}
+	if r := put("prev", "retry"); !r.Duplicate || r.Ops[0].Version != first.Ops[0].Version {
+		t.Fatalf("retry of a per-ID record: %+v, want the duplicate of %+v", r, first)
+	}
+	// Command 2 was the retry; commands 3 to DedupeCommands leave the
+	// record (command 1) exactly DedupeCommands behind the next.
+	apply(t, f, make([]fsm.Command, fsm.DedupeCommands-2)...) // entry 3
+	if r := put("prev", "again"); !r.Duplicate {
+		t.Fatalf("retry %d commands after a per-ID record: %+v, want a duplicate", fsm.DedupeCommands, r)
+	}
+	if r := put("prev", "later"); r.Duplicate || r.Ops[0].Version != ver(5, 1) {
+		t.Fatalf("retry %d commands after a per-ID record: %+v, want it applied again", fsm.DedupeCommands+1, r)
+	}
+	raw := rawKeys(t, f)[f.Generation()]
+	live, records, _ := dedupeBatches(t, f)
+	if raw[fsm.SpaceDedupe] != 0 || raw[fsm.SpaceDedupeIdx] != 0 || live != 1 || records != 1 {
+		t.Fatalf("%d per-ID records, %d index entries, %d batched records (%d live); want 0, 0, 1 and 1",
+			raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx], records, live)
+	}
+	if got, want := fmtItems(scanAll(t, f)), []string{"prev=later@" + fmtVer(ver(5, 1))}; !slices.Equal(got, want) {
+		t.Fatalf("data %q, want %q", got, want)
 	}
 }
 
@@ -297,9 +338,10 @@ func TestDedupePruneCadence(t *testing.T) {
 		}
 		return cmds
 	}
+	// records counts the batched records and the expired ones among them.
 	records := func() (int, int) {
-		raw := rawKeys(t, f)[f.Generation()]
-		return raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx]
+		live, n, _ := dedupeBatches(t, f)
+		return n, n - live
 	}
 	// Commands 1 to live record r-0 to r-(live-1); commands without an ID
 	// (which record nothing) bring the count to c.
@@ -310,8 +352,8 @@ func TestDedupePruneCadence(t *testing.T) {
 	if p := f.PrunePasses(); p != 1 {
 		t.Fatalf("%d prune passes over the first %d commands, want 1: nothing could expire", p, c)
 	}
-	if n, idx := records(); n != live || idx != live {
-		t.Fatalf("%d records and %d index entries after %d recorded commands", n, idx, live)
+	if n, expired := records(); n != live || expired != 0 {
+		t.Fatalf("%d records, %d of them expired, after %d recorded commands", n, expired, live)
 	}
 	// From here each recorded command expires the oldest record: command
 	// c+j is the c-th after r-(j-1)'s. So live records stay at live.
@@ -321,9 +363,13 @@ func TestDedupePruneCadence(t *testing.T) {
 		if i%250 != 249 {
 			continue
 		}
-		n, idx := records()
-		if n != idx || n < live || n > live+slack+perEntry {
-			t.Fatalf("after %d recorded commands: %d records and %d index entries, want between %d and %d", next, n, idx, live, live+slack+perEntry)
+		// A batch goes once its last record has expired: besides the
+		// slack, it may keep up to a batch's worth of expired records
+		// (fewer than batchMost of these).
+		const batchMost = 64
+		n, expired := records()
+		if n-expired != live || n > live+slack+perEntry+batchMost {
+			t.Fatalf("after %d recorded commands: %d records, %d of them expired; want %d live and at most %d in all", next, n, expired, live, live+slack+perEntry+batchMost)
 		}
 		lingered = lingered || n > live
 	}
@@ -452,8 +498,12 @@ func (d *dedupeLog) check(t *testing.T, n int) {
 			t.Fatalf("%s: data %q, model %q", r.name, got, d.m.items())
 		}
 		raw := rawKeys(t, r.f)[r.f.Generation()]
-		if raw[fsm.SpaceDedupe] != live || raw[fsm.SpaceDedupeIdx] != live {
-			t.Fatalf("%s: %d dedupe records and %d index entries, want the %d live ones", r.name, raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx], live)
+		if raw[fsm.SpaceDedupe] != 0 || raw[fsm.SpaceDedupeIdx] != 0 {
+			t.Fatalf("%s: %d records and %d index entries of the per-ID format, want none", r.name, raw[fsm.SpaceDedupe], raw[fsm.SpaceDedupeIdx])
+		}
+		got, _, expired := dedupeBatches(t, r.f)
+		if got != live || expired != 0 {
+			t.Fatalf("%s: %d live dedupe records and %d batches of expired ones, want the %d live ones and no such batch", r.name, got, expired, live)
 		}
 	}
 }

@@ -135,8 +135,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	old := f.gen
 	staged, stagedLocks, stagedKeys, err := f.countIntents(stage)
 	var dedupes *dedupeFilter
+	var recent *dedupeIndex
 	if err == nil {
 		dedupes, err = f.loadDedupeFilter(stage, meta.Index)
+	}
+	if err == nil {
+		recent, err = f.loadDedupeIndex(stage, meta)
 	}
 	if err != nil {
 		_ = f.db.Update(func(txn *badger.Txn) error { return txn.Delete(marker) })
@@ -159,6 +163,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.rangeLocks.Store(stagedLocks)
 		f.locked = stagedKeys
 		f.dedupes.Store(dedupes)
+		f.recent.Store(recent)
 	}
 	f.mu.Unlock()
 	if err == nil {
