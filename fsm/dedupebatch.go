@@ -73,7 +73,7 @@ func decodeDedupeBatch(v []byte, fn func(dedupeRecord) bool) error {
 	for len(b) > 0 {
 		var r dedupeRecord
 		n, k := binary.Uvarint(b)
-		if k <= 0 || uint64(len(b)-k) < n+16 {
+		if k <= 0 || n > uint64(len(b)-k) || uint64(len(b)-k)-n < 16 {
 			return errDedupeBatch
 		}
 		b = b[k:]

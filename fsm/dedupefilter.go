@@ -11,9 +11,11 @@ import (
 )
 
 // dedupeFilter tells apply, without reading Badger, that a request ID has
-// no live dedupe record, which is the answer for nearly every write: a miss
-// costs Badger a search of every memtable and level. It is a Bloom filter
-// per half window of entry indexes (the generation of a record is its
+// no live dedupe record of the kind older builds wrote (one per ID, see
+// dedupebatch.go for the batches written now), which is the answer for
+// nearly every write: a miss costs Badger a search of every memtable and
+// level. A replica fills it from such records when it opens or restores.
+// It is a Bloom filter per half window of entry indexes (the generation of a record is its
 // index / dedupeGen), three generations kept: a record live at entry e
 // (index ≥ e − DedupeWindow) lies in e's generation or one of the two
 // before it, and a slot is reused, three generations on, only once every
