@@ -113,35 +113,30 @@ func dedupeBatchLast(key, v []byte) (index, seq uint64, err error) {
 // DedupeCommands*3/2 hashes. A replica rebuilds it from its batches when it
 // opens or restores a snapshot.
 type dedupeIndex struct {
-	mu     sync.Mutex
-	slots  [3]map[uint64]uint64
-	gens   [3]uint64
-	used   [3]bool
-	newest uint64
+	mu    sync.Mutex
+	slots [3]map[uint64]uint64
+	generations
 }
 
 const dedupeIndexGen = DedupeCommands / 2
 
-func newDedupeIndex(cmd uint64) *dedupeIndex { return &dedupeIndex{newest: cmd / dedupeIndexGen} }
+func newDedupeIndex(cmd uint64) *dedupeIndex {
+	return &dedupeIndex{generations: generations{newest: cmd / dedupeIndexGen}}
+}
 
 // add records that id's newest record is command seq.
 func (d *dedupeIndex) add(seq uint64, id string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	gen := seq / dedupeIndexGen
-	if gen+2 < d.newest {
-		return // expired for every command still to come
+	i, reset, ok := d.slot(seq / dedupeIndexGen)
+	switch {
+	case !ok:
+		return
+	case d.slots[i] == nil:
+		d.slots[i] = make(map[uint64]uint64)
+	case reset:
+		clear(d.slots[i])
 	}
-	i := gen % 3
-	if !d.used[i] || d.gens[i] != gen {
-		if d.slots[i] == nil {
-			d.slots[i] = make(map[uint64]uint64)
-		} else {
-			clear(d.slots[i])
-		}
-		d.gens[i], d.used[i] = gen, true
-	}
-	d.newest = max(d.newest, gen)
 	d.slots[i][indexHash(id)] = seq
 }
 
@@ -157,7 +152,7 @@ func (d *dedupeIndex) find(cmd uint64, id string) (uint64, bool) {
 	var seq uint64
 	var ok bool
 	for i := range d.slots {
-		if d.used[i] && d.gens[i] <= cur && d.gens[i]+2 >= cur {
+		if d.live(i, cur) {
 			if s, found := d.slots[i][h]; found && s > seq {
 				seq, ok = s, true
 			}

@@ -24,11 +24,37 @@ import (
 type dedupeFilter struct {
 	mu    sync.Mutex
 	slots [3]*z.Bloom
-	gens  [3]uint64 // the generation each slot holds
-	used  [3]bool
+	generations
+}
+
+// generations assigns three slots to consecutive generations of records,
+// each slot reused three generations on.
+type generations struct {
+	gens [3]uint64 // the generation each slot holds
+	used [3]bool
 	// newest is the newest generation given a slot: an older one than
 	// newest−2 is never given one (its records have all expired).
 	newest uint64
+}
+
+// slot returns the slot of generation gen and whether it held another
+// generation, whose contents must be dropped; ok is false if gen is too
+// old for any.
+func (g *generations) slot(gen uint64) (i int, reset, ok bool) {
+	if gen+2 < g.newest {
+		return 0, false, false // expired for every record still to come
+	}
+	i = int(gen % 3)
+	if !g.used[i] || g.gens[i] != gen {
+		g.gens[i], g.used[i], reset = gen, true, true
+	}
+	g.newest = max(g.newest, gen)
+	return i, reset, true
+}
+
+// live reports whether slot i may hold records live in generation cur.
+func (g *generations) live(i int, cur uint64) bool {
+	return g.used[i] && g.gens[i] <= cur && g.gens[i]+2 >= cur
 }
 
 const (
@@ -45,20 +71,15 @@ func dedupeHash(id string) uint64 { return xxhash.Sum64String(id) }
 func (d *dedupeFilter) add(index uint64, id string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	gen := index / dedupeGen
-	if gen+2 < d.newest {
-		return // expired for every entry still to come
+	i, reset, ok := d.slot(index / dedupeGen)
+	switch {
+	case !ok:
+		return
+	case d.slots[i] == nil:
+		d.slots[i] = z.NewBloomFilter(float64(dedupeFilterEntries), 0.01)
+	case reset:
+		d.slots[i].Clear()
 	}
-	i := gen % 3
-	if !d.used[i] || d.gens[i] != gen {
-		if d.slots[i] == nil {
-			d.slots[i] = z.NewBloomFilter(float64(dedupeFilterEntries), 0.01)
-		} else {
-			d.slots[i].Clear()
-		}
-		d.gens[i], d.used[i] = gen, true
-	}
-	d.newest = max(d.newest, gen)
 	d.slots[i].Add(dedupeHash(id))
 }
 
@@ -69,7 +90,7 @@ func (d *dedupeFilter) mayHave(index uint64, id string) bool {
 	h := dedupeHash(id)
 	cur := index / dedupeGen
 	for i := range d.slots {
-		if d.used[i] && d.gens[i] <= cur && d.gens[i]+2 >= cur && d.slots[i].Has(h) {
+		if d.live(i, cur) && d.slots[i].Has(h) {
 			return true
 		}
 	}
@@ -80,7 +101,7 @@ func (d *dedupeFilter) mayHave(index uint64, id string) bool {
 // are live for the entry after applied (by entries: the filter only spares
 // lookups, so one expired by commands may stay in it).
 func (f *FSM) loadDedupeFilter(gen uint32, applied uint64) (*dedupeFilter, error) {
-	d := &dedupeFilter{newest: (applied + 1) / dedupeGen}
+	d := &dedupeFilter{generations: generations{newest: (applied + 1) / dedupeGen}}
 	ks := newKeyspace(f.id, gen)
 	add := func(index uint64, id string) {
 		if !dedupeExpired(index, applied+1) {
