@@ -15,8 +15,8 @@ import (
 // dedupebatch.go for the batches written now), which is the answer for
 // nearly every write: a miss costs Badger a search of every memtable and
 // level. A replica fills it from such records when it opens or restores.
-// It is a Bloom filter per half window of entry indexes (the generation of a record is its
-// index / dedupeGen), three generations kept: a record live at entry e
+// It is a Bloom filter per half window of entry indexes (the generation of
+// a record is its index / dedupeGen), three generations kept: a record live at entry e
 // (index ≥ e − DedupeWindow) lies in e's generation or one of the two
 // before it, and a slot is reused, three generations on, only once every
 // record in it has expired. A "maybe" is answered by Badger as before, so

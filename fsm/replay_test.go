@@ -450,10 +450,11 @@ func (d *dedupeLog) retries(index uint64) {
 
 // check applies the first n entries and then the rest to three replicas,
 // each in batches of its own size: each must answer as the model does, replicas at the same
-// index must hash alike, and at the end each must hold the model's data and
-// exactly the dedupe records a later command could still match. The
-// replicas prune as soon as a record has expired (slack 0), which makes the
-// count exact; TestDedupePruneCadence covers the default slack.
+// index must hash alike, and at the end each must hold the model's data,
+// exactly the dedupe records a later command could still match, and no
+// batch of records that all have expired. The replicas prune as soon as a
+// batch has expired (slack 0), which makes the count exact;
+// TestDedupePruneCadence covers the default slack.
 func (d *dedupeLog) check(t *testing.T, n int) {
 	t.Helper()
 	prefix, tail := d.logs[:n], d.logs[n:]
