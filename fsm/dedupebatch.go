@@ -161,6 +161,18 @@ func (d *dedupeIndex) find(cmd uint64, id string) (uint64, bool) {
 	return seq, ok
 }
 
+// loadDedupes builds what apply knows of generation gen's dedupe records
+// after meta: the filter of older builds' records and the index of batched
+// ones.
+func (f *FSM) loadDedupes(gen uint32, meta appliedMeta) (*dedupeFilter, *dedupeIndex, error) {
+	filter, err := f.loadDedupeFilter(gen, meta.Index)
+	if err != nil {
+		return nil, nil, err
+	}
+	index, err := f.loadDedupeIndex(gen, meta)
+	return filter, index, err
+}
+
 // loadDedupeIndex builds the index of generation gen's batched records
 // that are live after meta.
 func (f *FSM) loadDedupeIndex(gen uint32, meta appliedMeta) (*dedupeIndex, error) {

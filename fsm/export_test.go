@@ -180,12 +180,7 @@ func (f *FSM) rewriteBatches(write func(*badger.Txn, keyspace, dedupeRecord) err
 	if err != nil {
 		return err
 	}
-	m := f.meta
-	d, err := f.loadDedupeFilter(f.gen, m.Index)
-	if err != nil {
-		return err
-	}
-	recent, err := f.loadDedupeIndex(f.gen, m)
+	d, recent, err := f.loadDedupes(f.gen, f.meta)
 	if err != nil {
 		return err
 	}

@@ -263,11 +263,7 @@ func (f *FSM) recover() error {
 	}); err != nil {
 		return err
 	}
-	d, err := f.loadDedupeFilter(gen, m.Index)
-	if err != nil {
-		return err
-	}
-	recent, err := f.loadDedupeIndex(gen, m)
+	d, recent, err := f.loadDedupes(gen, m)
 	if err != nil {
 		return err
 	}

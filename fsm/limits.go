@@ -73,6 +73,10 @@ func footprint(cmd Command, threshold int64) (bytes, count int64) {
 		count++
 	}
 	if cmd.RequestID != "" && cmd.writes() {
+		// Counted as a record and an index entry, as older builds wrote
+		// them: more than a record adds to a batch (its ID, index,
+		// number and result, and at most one entry), so it still bounds
+		// it.
 		bytes += 2*(int64(len(cmd.RequestID))+genPrefixLen+1) + 16 + int64(cmd.positions())*12 + 2*entryOverhead
 		count += 2
 	}

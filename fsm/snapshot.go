@@ -137,10 +137,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	var dedupes *dedupeFilter
 	var recent *dedupeIndex
 	if err == nil {
-		dedupes, err = f.loadDedupeFilter(stage, meta.Index)
-	}
-	if err == nil {
-		recent, err = f.loadDedupeIndex(stage, meta)
+		dedupes, recent, err = f.loadDedupes(stage, meta)
 	}
 	if err != nil {
 		_ = f.db.Update(func(txn *badger.Txn) error { return txn.Delete(marker) })
