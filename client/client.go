@@ -36,6 +36,10 @@ var (
 	ErrOutcomeUnknown  = errors.New("client: outcome unknown")
 	ErrExists          = errors.New("client: already exists")
 	ErrUniqueViolation = errors.New("client: unique index violation")
+	// ErrDiskFull: a node's data disk is below its minimum free space, so
+	// writes that add data are refused (nothing was written). Not retried:
+	// it lasts until someone frees space.
+	ErrDiskFull = errors.New("client: disk full")
 )
 
 // APIError is an error answer of the server, or a write whose fate the
@@ -60,6 +64,7 @@ func (e *APIError) Is(target error) bool {
 		"bad_request": ErrBadRequest, "not_found": ErrNotFound, "version_mismatch": ErrVersionMismatch,
 		"too_large": ErrTooLarge, "conflict": ErrConflict, "unavailable": ErrUnavailable,
 		"outcome_unknown": ErrOutcomeUnknown, "already_exists": ErrExists, "unique_violation": ErrUniqueViolation,
+		"disk_full": ErrDiskFull,
 	}
 	return m[e.Code] == target
 }

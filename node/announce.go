@@ -26,12 +26,23 @@ type announcement struct {
 	Epoch     uint64
 	// Leads are the shards whose leader is this node (as many as fit).
 	Leads []fsm.ShardID
+	// DiskLow: the node's data disk is below its MinFreeDisk, so every
+	// node refuses writes that add data (disk.go).
+	DiskLow bool
 }
 
 const announcementVersion = 1
 
+// announceDiskLow is the one flag of the optional flags byte that follows
+// the leads. The byte is written only when a flag is set, so a node with
+// room on its disk announces exactly what builds before the flag did.
+const announceDiskLow = 1
+
 // encode appends as many leads as fit in max bytes.
 func (a announcement) encode(max int) []byte {
+	if a.DiskLow {
+		max-- // room for the flags byte
+	}
 	b := []byte{announcementVersion, 0}
 	if a.InCluster {
 		b[1] = 1
@@ -53,7 +64,11 @@ func (a announcement) encode(max int) []byte {
 		body, prev, count = next, id, count+1
 	}
 	b = binary.AppendUvarint(b, uint64(count))
-	return append(b, body...)
+	b = append(b, body...)
+	if a.DiskLow {
+		b = append(b, announceDiskLow)
+	}
+	return b
 }
 
 var errAnnouncement = errors.New("node: bad gossip announcement")
@@ -100,8 +115,11 @@ func decodeAnnouncement(b []byte) (announcement, error) {
 		prev += d
 		a.Leads = append(a.Leads, fsm.ShardID(prev))
 	}
-	if len(b) != 0 {
-		return a, errAnnouncement
+	if len(b) > 0 { // the flags byte
+		if len(b) > 1 || b[0]&^announceDiskLow != 0 {
+			return a, errAnnouncement
+		}
+		a.DiskLow = b[0]&announceDiskLow != 0
 	}
 	return a, nil
 }
@@ -122,7 +140,7 @@ func (n *Node) announceLoop() {
 }
 
 func (n *Node) announce() {
-	a := announcement{InCluster: n.inCluster(), Expect: n.cfg.BootstrapExpect, Proposal: n.forming.Load()}
+	a := announcement{InCluster: n.inCluster(), Expect: n.cfg.BootstrapExpect, Proposal: n.forming.Load(), DiskLow: n.disk.low.Load()}
 	if v := n.view.Load(); v.hasLayout() {
 		a.RingEpoch, a.Epoch = v.ring.Epoch(), v.place.Epoch
 	}
@@ -143,6 +161,7 @@ func (n *Node) watchGossip() {
 	for {
 		changed := n.gossip.Changed()
 		hints := map[fsm.ShardID]string{}
+		var diskLow []string
 		for _, m := range n.gossip.Members() {
 			if m.Name == n.cfg.Name {
 				continue
@@ -154,10 +173,14 @@ func (n *Node) watchGossip() {
 			for _, id := range a.Leads {
 				hints[id] = m.RaftAddr
 			}
+			if a.DiskLow {
+				diskLow = append(diskLow, m.Name)
+			}
 		}
 		if old := n.gossiped.Load(); old == nil || !maps.Equal(*old, hints) {
 			n.gossiped.Store(&hints)
 		}
+		n.disk.others.Store(&diskLow)
 		n.wake()
 		select {
 		case <-n.ctx.Done():

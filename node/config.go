@@ -79,6 +79,18 @@ type Config struct {
 	// failure detection; tests and kvnode demo).
 	GossipLocal bool
 
+	// MinFreeDisk is the free space the node keeps on its data disk: below
+	// it, writes that add data (puts, transactions and document writes that
+	// put) are refused on every node with ErrDiskFull before anything is
+	// proposed, until space is freed; reads and deletes still work. Badger
+	// writes through memory mappings, where running out of space crashes
+	// the process, and compactions and snapshots need room, so keep a
+	// margin. 0 turns the check off. Default 1 GiB.
+	MinFreeDisk int64
+	// diskFree measures a directory's free space (tests fake it); nil:
+	// statfs.
+	diskFree func(dir string) (int64, error)
+
 	// Logger: default discard. Registry: where metrics go; nil for none.
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
@@ -120,6 +132,7 @@ func DefaultConfig() Config {
 		ReconcileInterval:     time.Second,
 		LeaderBalanceInterval: 10 * time.Second,
 		RequestTimeout:        DefaultTimeout,
+		MinFreeDisk:           1 << 30,
 		ResolveInterval:       2 * time.Second,
 		IndexResumeInterval:   15 * time.Second,
 		IndexResumeAge:        time.Minute,
@@ -174,6 +187,9 @@ func (c Config) Validate() error {
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("node: ReconcileInterval must be positive"))
+	}
+	if c.MinFreeDisk < 0 {
+		errs = append(errs, errors.New("node: MinFreeDisk must not be negative"))
 	}
 	if c.LeaderBalanceInterval < 0 {
 		errs = append(errs, errors.New("node: LeaderBalanceInterval must not be negative"))

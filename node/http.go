@@ -140,6 +140,8 @@ func writeErr(w http.ResponseWriter, err error, requestID string) {
 		status, code = http.StatusConflict, "conflict"
 	case errors.Is(err, shard.ErrOutcomeUnknown):
 		status, code = http.StatusGatewayTimeout, "outcome_unknown"
+	case errors.Is(err, ErrDiskFull):
+		status, code = http.StatusInsufficientStorage, "disk_full"
 	default:
 		// Not leader, no quorum, too stale, not hosted, closed, a deadline
 		// before proposing: nothing was proposed, so retrying is safe.

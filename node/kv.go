@@ -38,6 +38,11 @@ func (n *Node) write(ctx context.Context, op fsm.Op, o WriteOptions) (fsm.OpResu
 		return fsm.OpResult{}, fmt.Errorf("%w: empty key", fsm.ErrInvalid)
 	}
 	op.IfVersion = o.IfVersion
+	if op.Type == fsm.OpPut {
+		if err := n.checkDisk(); err != nil {
+			return fsm.OpResult{}, err
+		}
+	}
 	res, err := n.proposeSettling(ctx, n.keyTarget(op.Key), fsm.Command{RequestID: o.RequestID, Ops: []fsm.Op{op}})
 	if err != nil {
 		return fsm.OpResult{}, err
@@ -53,7 +58,8 @@ func (n *Node) write(ctx context.Context, op fsm.Op, o WriteOptions) (fsm.OpResu
 //
 // Errors: fsm.ErrInvalid / fsm.ErrTooLarge (bad input, nothing proposed),
 // fsm.ErrVersionMismatch (condition failed), shard.ErrUnavailable (nothing
-// was proposed before ctx ended: no leader, no quorum), and
+// was proposed before ctx ended: no leader, no quorum), ErrDiskFull (a
+// node's data disk is below MinFreeDisk; nothing proposed), and
 // shard.ErrOutcomeUnknown (the write may have applied; retrying with the
 // same RequestID applies it at most once).
 func (n *Node) Put(ctx context.Context, key, value []byte, o WriteOptions) (uint64, error) {

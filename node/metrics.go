@@ -27,12 +27,15 @@ type httpMetrics struct {
 type nodeMetrics struct {
 	n                         *Node
 	members, ringEpoch, place *prometheus.Desc
+	diskFree, diskLow         *prometheus.Desc
 }
 
 func (m nodeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.members
 	ch <- m.ringEpoch
 	ch <- m.place
+	ch <- m.diskFree
+	ch <- m.diskLow
 }
 
 func (m nodeMetrics) Collect(ch chan<- prometheus.Metric) {
@@ -43,6 +46,17 @@ func (m nodeMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.ringEpoch, prometheus.GaugeValue, float64(v.ring.Epoch()))
 		ch <- prometheus.MustNewConstMetric(m.place, prometheus.GaugeValue, float64(v.place.Epoch))
 	}
+	if free := m.n.disk.free.Load(); free >= 0 {
+		ch <- prometheus.MustNewConstMetric(m.diskFree, prometheus.GaugeValue, float64(free))
+	}
+	low := 0
+	if m.n.disk.low.Load() {
+		low++
+	}
+	if others := m.n.disk.others.Load(); others != nil {
+		low += len(*others)
+	}
+	ch <- prometheus.MustNewConstMetric(m.diskLow, prometheus.GaugeValue, float64(low))
 }
 
 // registerMetrics registers the shard, store, node and HTTP metrics with
@@ -78,6 +92,8 @@ func (n *Node) registerMetrics() error {
 		members:   prometheus.NewDesc("cairn_node_gossip_members", "Alive members this node sees through gossip, itself included.", nil, nil),
 		ringEpoch: prometheus.NewDesc("cairn_node_ring_epoch", "Epoch of the ring this node routes with.", nil, nil),
 		place:     prometheus.NewDesc("cairn_node_placement_epoch", "Epoch of the placement this node acts on.", nil, nil),
+		diskFree:  prometheus.NewDesc("cairn_node_disk_free_bytes", "Free space on this node's data disk, measured every second.", nil, nil),
+		diskLow:   prometheus.NewDesc("cairn_node_disk_low_nodes", "Nodes, this one included, whose data disk is below their minimum free space (--min-free-disk); while it is above 0, writes that add data are refused.", nil, nil),
 	}
 	cs := []prometheus.Collector{n.http.requests, n.http.seconds, nm,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -67,6 +67,9 @@ type Node struct {
 	kick    chan struct{} // wakes the reconciler
 	// balancer spreads data shard leaderships (balance.go).
 	balancer leaderBalancer
+	// disk is the free space of this node's data disk and which nodes
+	// report theirs below the minimum (disk.go).
+	disk diskState
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -111,6 +114,13 @@ func (n *Node) start(ctx context.Context) error {
 	if err := claimDataDir(n.cfg.DataDir, n.cfg.Name); err != nil {
 		return err
 	}
+	if n.cfg.diskFree == nil {
+		n.cfg.diskFree = statFree
+	}
+	if err := n.checkBootSpace(); err != nil {
+		return err
+	}
+	n.measureDisk()
 	var err error
 	so := n.cfg.Store
 	so.Dir = filepath.Join(n.cfg.DataDir, "badger")
@@ -178,7 +188,8 @@ func (n *Node) start(ctx context.Context) error {
 	tcfg.Metrics = n.txnMetrics
 	n.coord = txn.New(txnCluster{n}, tcfg)
 	n.docs = docstore.New(docsKV{n}, docstore.Options{MaxDocSize: n.store.Limits().MaxValueSize})
-	n.wg.Add(6)
+	n.wg.Add(7)
+	go n.diskLoop()
 	go n.watchMeta()
 	go n.watchGossip()
 	go n.announceLoop()

@@ -41,6 +41,9 @@ type NodeStatus struct {
 	// that it has applied (alive nodes only).
 	RingEpoch      uint64 `json:"ring_epoch,omitempty"`
 	PlacementEpoch uint64 `json:"placement_epoch,omitempty"`
+	// DiskLow: the node's data disk is below its minimum free space, so
+	// the cluster refuses writes that add data (see Config.MinFreeDisk).
+	DiskLow bool `json:"disk_low,omitempty"`
 }
 
 // ShardStatus is a shard: where it is placed, who leads it, and this
@@ -82,7 +85,10 @@ func (n *Node) Cluster() ClusterStatus {
 		}
 		ns.Alive = true
 		if a, err := decodeAnnouncement(m.State); err == nil {
-			ns.RingEpoch, ns.PlacementEpoch = a.RingEpoch, a.Epoch
+			ns.RingEpoch, ns.PlacementEpoch, ns.DiskLow = a.RingEpoch, a.Epoch, a.DiskLow
+		}
+		if m.Name == n.cfg.Name {
+			ns.DiskLow = n.disk.low.Load() // fresher than its announcement
 		}
 	}
 	ids := []fsm.ShardID{MetaShard}

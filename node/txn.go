@@ -54,7 +54,9 @@ var errSpansShards = errors.New("node: keys span shards")
 // transaction whose outcome is unknown is reported with its transaction ID
 // (a *txn.OutcomeUnknownError) rather than retried.
 //
-// Errors: fsm.ErrInvalid / fsm.ErrTooLarge (nothing proposed), txn.ErrConflict
+// Errors: fsm.ErrInvalid / fsm.ErrTooLarge (nothing proposed), ErrDiskFull
+// (the transaction puts while a node's data disk is below MinFreeDisk;
+// nothing proposed), txn.ErrConflict
 // (lost races with other transactions until the context or the attempts
 // ran out; nothing applied), shard.ErrUnavailable, shard.ErrOutcomeUnknown
 // or *txn.OutcomeUnknownError.
@@ -71,6 +73,11 @@ func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error
 	}
 	if err := n.store.Check(cmd); err != nil {
 		return TxnResponse{}, err
+	}
+	if addsData(req.Then, req.Else) {
+		if err := n.checkDisk(); err != nil {
+			return TxnResponse{}, err
+		}
 	}
 	locate := n.oneShardTarget(keys)
 	if _, err := locate(ctx); err == nil {
@@ -107,6 +114,11 @@ func (n *Node) transactScans(ctx context.Context, req TxnRequest) (TxnResponse, 
 		cmd := fsm.Command{Txn: true, If: req.If, Ops: req.Then}
 		if err := n.store.Check(cmd); err != nil {
 			return TxnResponse{}, err
+		}
+		if addsData(req.Then) {
+			if err := n.checkDisk(); err != nil {
+				return TxnResponse{}, err
+			}
 		}
 	}
 	return n.execute(ctx, txn.Request{If: req.If, Then: req.Then, Scans: req.scans})
