@@ -197,7 +197,11 @@ func cmdStatus(c *client.Client, o cliOpts, args []string, out io.Writer) error 
 		if !nd.Registered {
 			alive += "*"
 		}
-		fmt.Fprintf(out, "%-12s %-6s %-22s %-22s %s\n", nd.Name, alive, nd.RaftAddr, nd.HTTPAddr, joinIDs(nd.Leads))
+		leads := joinIDs(nd.Leads)
+		if nd.DiskLow {
+			leads += "  (disk below its minimum free space: writes refused)"
+		}
+		fmt.Fprintf(out, "%-12s %-6s %-22s %-22s %s\n", nd.Name, alive, nd.RaftAddr, nd.HTTPAddr, leads)
 	}
 	fmt.Fprintf(out, "\n%-6s %-12s %-24s %-9s %6s %8s %8s\n", "SHARD", "LEADER", "REPLICAS", "LOCAL", "TERM", "COMMIT", "APPLIED")
 	for _, sh := range st.Shards {

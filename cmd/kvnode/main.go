@@ -93,6 +93,7 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	memLimit := fs.String("memory-limit", "auto", "soft limit on the Go heap (GC works harder near it): a size, 0 for none, or auto: 80% of the memory limit of the node's cgroup (a container's limit) when it has one, else 256MiB; $GOMEMLIMIT, when set, takes precedence")
 	tableSize := fs.String("table-size", humanize.IBytes(uint64(cfg.Store.BaseTableSize)), "size of the tables Badger's compactions write below level 0 (smaller: less memory while compacting, slower writes)")
 	valueThreshold := fs.String("value-threshold", humanize.IBytes(uint64(cfg.Store.ValueThreshold)), "values at least this large are written once to Badger's value log instead of its LSM tree (smaller: fewer bytes rewritten by compaction and faster loads of new keys; overwritten values then hold disk until value-log GC)")
+	minFreeDisk := fs.String("min-free-disk", humanize.IBytes(uint64(cfg.MinFreeDisk)), "free space to keep on the data disk: below it, every node refuses writes that add data (507 disk_full) until space is freed; reads and deletes still work (0: no check)")
 	fs.DurationVar(&o.memoryRelease, "memory-release-interval", 5*time.Second, "how often the node checks whether it has gone quiet with a heap grown by a burst of work, which it then collects and returns to the OS (0: never)")
 	fs.IntVar(&o.gcPercent, "gc-percent", 25, "how far the Go heap may grow past its live size before a collection, in percent (lower: less memory, more collections; $GOGC, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
@@ -135,6 +136,11 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 		return cfg, o, fmt.Errorf("--value-threshold %q: want a size from 64B to 1MiB, such as 128B", *valueThreshold)
 	}
 	cfg.Store.ValueThreshold = int64(vt)
+	mfd, err := humanize.ParseBytes(*minFreeDisk)
+	if err != nil || mfd > math.MaxInt64 {
+		return cfg, o, fmt.Errorf("--min-free-disk %q: want a size such as 1GiB, or 0", *minFreeDisk)
+	}
+	cfg.MinFreeDisk = int64(mfd)
 	if o.memoryRelease < 0 {
 		return cfg, o, fmt.Errorf("--memory-release-interval %v: want a duration of 0 or more", o.memoryRelease)
 	}
