@@ -456,7 +456,9 @@ func TestProcessClusterSurvivesLeaderKillAndHandsOffOnSIGTERM(t *testing.T) {
 }
 
 // Five nodes place every shard on three of them, evenly, and the raft
-// groups match the placement.
+// groups match the placement. Then two of them are killed: gossip marks
+// them dead, and for as long as the test watches (several reconcile
+// passes), no placement, voter set or raft configuration changes.
 func TestProcessFiveNodesPlaceShardsEvenly(t *testing.T) {
 	const shards = 5
 	pc := startProcCluster(t, 5, shards)
@@ -470,6 +472,65 @@ func TestProcessFiveNodesPlaceShardsEvenly(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(200 * time.Millisecond) // polling interval
+	}
+
+	before := pc.status("n1")
+	placed := map[uint64][]string{}
+	for _, sh := range before.Shards {
+		placed[sh.Shard] = sh.Replicas
+	}
+	pc.procs["n4"].kill()
+	pc.procs["n5"].kill()
+	survivors := []string{"n1", "n2", "n3"}
+	// unchanged checks what a survivor sees against what was placed.
+	unchanged := func(name string) error {
+		st := pc.status(name)
+		if st.PlacementEpoch != before.PlacementEpoch {
+			return fmt.Errorf("%s: placement epoch %d, was %d", name, st.PlacementEpoch, before.PlacementEpoch)
+		}
+		for _, sh := range st.Shards {
+			if !slices.Equal(sh.Replicas, placed[sh.Shard]) {
+				return fmt.Errorf("%s: shard %d placed on %v, was %v", name, sh.Shard, sh.Replicas, placed[sh.Shard])
+			}
+			if sh.Local == nil {
+				continue
+			}
+			var members []string
+			for _, r := range sh.Local.Replicas {
+				if !r.Voter {
+					return fmt.Errorf("%s: shard %d has non-voter %s", name, sh.Shard, r.ID)
+				}
+				members = append(members, r.ID)
+			}
+			slices.Sort(members)
+			if want := slices.Sorted(slices.Values(placed[sh.Shard])); !slices.Equal(members, want) {
+				return fmt.Errorf("%s: shard %d's raft configuration %v, placed on %v", name, sh.Shard, members, want)
+			}
+		}
+		return nil
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for dead := false; !dead; {
+		dead = true
+		for _, nd := range pc.status("n1").Nodes {
+			if (nd.Name == "n4" || nd.Name == "n5") && nd.Alive {
+				dead = false
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("gossip still sees n4 or n5 alive")
+		}
+		time.Sleep(100 * time.Millisecond) // polling interval
+	}
+	// Watch for five reconcile intervals (1 s each) and some gossip rounds:
+	// nothing may change in that time.
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); {
+		for _, name := range survivors {
+			if err := unchanged(name); err != nil {
+				t.Fatalf("with n4 and n5 dead: %v", err)
+			}
+		}
+		time.Sleep(250 * time.Millisecond) // observation interval
 	}
 }
 
