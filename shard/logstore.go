@@ -41,8 +41,9 @@ const nodeLogMarker = "nodelog"
 
 // walSegmentSize is the size raft-wal preallocates for each segment file.
 // A node holds one open segment per shard, so this is what an idle replica
-// costs on disk; 16 MiB holds thousands of group-commit entries.
-const walSegmentSize = 16 << 20
+// costs on disk; 16 MiB holds thousands of group-commit entries. A
+// variable only so that tests can rotate segments sooner.
+var walSegmentSize = 16 << 20
 
 // ParseLogStore checks a format name ("" means the default, wal).
 func ParseLogStore(s string) (LogStore, error) {
