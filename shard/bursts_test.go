@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path/filepath"
@@ -35,7 +36,7 @@ func dirBytes(t *testing.T, dir string) int64 {
 // TestRaftLogBoundedAfterBursts: bursts of writes over the same keys,
 // each followed by a snapshot on every replica, leave each replica's raft
 // directory (log and snapshots) no larger after the fourth burst than after
-// the second, give or take two segments, where a log that kept what
+// the first two, give or take two segments, where a log that kept what
 // snapshots compacted away would grow by a burst's 11.7 MiB each time (as
 // bbolt's file did under Consul, hashicorp/consul#5181). The first
 // bursts set the level.
@@ -68,13 +69,36 @@ func raftLogBoundedAfterBursts(t *testing.T, format LogStore, segment int64) {
 	value := strings.Repeat("v", 4<<10)
 	var settled int64
 	for b := range bursts {
-		l := c.leader(10 * time.Second)
+		leader := c.leader(10 * time.Second).shard
+		var mu sync.Mutex
+		// propose sends cmd to the leader, following a change of leader
+		// (elections happen when the machine is busy; a put is repeated
+		// harmlessly, the test only weighs the log).
+		propose := func(key string) error {
+			for attempt := 0; ; attempt++ {
+				mu.Lock()
+				l := leader
+				mu.Unlock()
+				_, err := l.Propose(ctx, putCmd(key, value))
+				if err == nil || attempt == 100 || !(errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOutcomeUnknown)) {
+					return err
+				}
+				time.Sleep(20 * time.Millisecond) // an election takes a few hundred ms
+				for _, r := range c.replicas {
+					if sh := c.shardOf(r); sh != nil && sh.Status().Role == "leader" {
+						mu.Lock()
+						leader = sh
+						mu.Unlock()
+					}
+				}
+			}
+		}
 		start := time.Now()
 		var wg sync.WaitGroup
 		for w := range writers {
 			wg.Go(func() {
 				for i := w; i < puts; i += writers {
-					if _, err := l.shard.Propose(ctx, putCmd(fmt.Sprintf("k%03d", (b*puts+i)%keys), value)); err != nil {
+					if err := propose(fmt.Sprintf("k%03d", (b*puts+i)%keys)); err != nil {
 						t.Error(err)
 						return
 					}
@@ -96,8 +120,8 @@ func raftLogBoundedAfterBursts(t *testing.T, format LogStore, segment int64) {
 		}
 		t.Logf("burst %d: %d puts of 4 KiB in %v; largest raft directory %.1f MiB", b+1, puts, took.Round(time.Millisecond), float64(largest)/(1<<20))
 		switch {
-		case b == 1:
-			settled = largest
+		case b <= 1:
+			settled = max(settled, largest)
 		case b > 1 && largest > settled+2*segment+1<<20:
 			t.Fatalf("after burst %d the largest raft directory holds %.1f MiB, after the second %.1f MiB",
 				b+1, float64(largest)/(1<<20), float64(settled)/(1<<20))
