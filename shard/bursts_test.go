@@ -123,7 +123,7 @@ func raftLogBoundedAfterBursts(t *testing.T, format LogStore, segment int64) {
 		case b <= 1:
 			settled = max(settled, largest)
 		case b > 1 && largest > settled+2*segment+1<<20:
-			t.Fatalf("after burst %d the largest raft directory holds %.1f MiB, after the second %.1f MiB",
+			t.Fatalf("after burst %d the largest raft directory holds %.1f MiB, after the first two at most %.1f MiB",
 				b+1, float64(largest)/(1<<20), float64(settled)/(1<<20))
 		}
 	}
