@@ -65,7 +65,7 @@ func writeOutcome(err error) history.Type {
 	var ae *client.APIError
 	if errors.As(err, &ae) {
 		switch ae.Code {
-		case "unavailable", "bad_request", "too_large", "version_mismatch", "not_found", "conflict":
+		case "unavailable", "bad_request", "too_large", "version_mismatch", "not_found", "conflict", "disk_full":
 			return history.Fail
 		}
 	}

@@ -212,6 +212,18 @@ func (n *nemesis) start(ctx context.Context, kind string) error {
 		n.rec.Nemesis("transfer-result", result)
 		n.logf("nemesis: %s", result)
 		return nil
+	case NemesisDisk:
+		// Fill a node's data disk below its minimum free space: the
+		// whole cluster must refuse writes that add data, cleanly
+		// (disk_full: certainly not applied), and take them again once
+		// the filler is gone.
+		i := n.rng.IntN(nodes)
+		if err := n.c.FillDisk(i+1, diskLeave); err != nil {
+			return err
+		}
+		free, _ := n.c.DiskFree(i + 1)
+		desc := fmt.Sprintf("fill the disk of %s (%d MiB left, its minimum %d MiB)", n.nodeName(i), free>>20, diskMinFree>>20)
+		return n.began(kind, desc, func() error { return n.c.FreeDisk(i + 1) })
 	case NemesisMove:
 		// Kill a node and remove it from the cluster: its replicas move to
 		// the others while clients write. Healing restarts it with its old

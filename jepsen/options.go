@@ -31,10 +31,20 @@ const (
 	NemesisNetem     = "netem"
 	NemesisTransfer  = "transfer"
 	NemesisMove      = "move"
+	NemesisDisk      = "disk"
 )
 
 // AllNemeses lists every nemesis in a stable order.
-var AllNemeses = []string{NemesisPartition, NemesisKill, NemesisPause, NemesisNetem, NemesisTransfer, NemesisMove}
+var AllNemeses = []string{NemesisPartition, NemesisKill, NemesisPause, NemesisNetem, NemesisTransfer, NemesisMove, NemesisDisk}
+
+// The disk nemesis: every node's data directory is a tmpfs of diskSize
+// bytes, nodes keep diskMinFree free (--min-free-disk), and a fault leaves
+// diskLeave free on one node.
+const (
+	diskSize    = 1 << 30
+	diskMinFree = 256 << 20
+	diskLeave   = 128 << 20
+)
 
 // Options describe one run.
 type Options struct {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -51,11 +52,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	mode := map[string]cluster.Mode{"auto": cluster.Auto, "netns": cluster.Netns, "loopback": cluster.Loopback}[o.Mode]
-	c, err := cluster.Start(ctx, cluster.Config{Nodes: o.Nodes, Binary: bin, Dir: filepath.Join(dir, "nodes"), Mode: mode, Shards: o.Shards,
+	ccfg := cluster.Config{Nodes: o.Nodes, Binary: bin, Dir: filepath.Join(dir, "nodes"), Mode: mode, Shards: o.Shards,
 		// Nodes give up on a request before the client does, so that a
 		// node cut off from its leaders answers "unavailable" (certainly
 		// not applied) instead of leaving the client with a timeout.
-		ExtraArgs: []string{"--request-timeout=" + (o.OpTimeout * 3 / 4).String()}})
+		ExtraArgs: []string{"--request-timeout=" + (o.OpTimeout * 3 / 4).String()}}
+	if slices.Contains(o.Nemeses, NemesisDisk) {
+		ccfg.DiskSize = diskSize
+		ccfg.ExtraArgs = append(ccfg.ExtraArgs, "--min-free-disk="+strconv.Itoa(diskMinFree))
+	}
+	c, err := cluster.Start(ctx, ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("start cluster: %w", err)
 	}
@@ -69,7 +75,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			continue
 		}
 		if !c.Supports(n) {
-			return nil, fmt.Errorf("nemesis %s is not available in %v mode (partitions and netem need root and network namespaces)", n, c.Mode())
+			return nil, fmt.Errorf("nemesis %s is not available in %v mode (partitions and netem need root and network namespaces, disks need root)", n, c.Mode())
 		}
 	}
 	var names, addrs []string

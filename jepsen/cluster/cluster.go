@@ -64,6 +64,10 @@ type Config struct {
 	Shards, Replicas int
 	// ExtraArgs are appended to every node's flags.
 	ExtraArgs []string
+	// DiskSize, when positive, gives every node a tmpfs of that many bytes
+	// as the file system of its data directory (mounted under
+	// Dir/n<i>/disk, which needs root), so that FillDisk can fill it.
+	DiskSize int64
 	// Log receives what the harness does (nil: discarded).
 	Log *slog.Logger
 	// StartTimeout bounds how long Start waits for a healthy cluster, unless
@@ -123,6 +127,8 @@ type Cluster struct {
 	cuts  map[[2]int]bool // current cuts, a < b
 	netem map[int]bool    // nodes with a netem qdisc
 	loss  map[int]bool    // nodes with an iptables loss rule
+
+	mounted []string // the nodes' tmpfs disks (DiskSize)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -219,6 +225,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: unknown mode %v", mode)
 	}
 	c.log.Info("cluster: starting", "mode", c.mode, "nodes", cfg.Nodes, "dir", cfg.Dir, "binary", cfg.Binary)
+	if err := c.mountDisks(); err != nil {
+		return nil, errors.Join(err, c.Close())
+	}
 	c.buildArgs()
 	for i := 1; i <= cfg.Nodes; i++ {
 		n := c.nodes[i-1]
@@ -258,10 +267,14 @@ func (c *Cluster) setupLoopback() error {
 
 func (c *Cluster) node(i int, ip, httpAddr, raftAddr, gossipAddr string) Node {
 	dir := filepath.Join(c.cfg.Dir, "n"+strconv.Itoa(i))
+	data := filepath.Join(dir, "data")
+	if c.cfg.DiskSize > 0 {
+		data = filepath.Join(c.diskDir(i), "data")
+	}
 	return Node{
 		Index: i, Name: "n" + strconv.Itoa(i), IP: ip,
 		HTTPAddr: httpAddr, RaftAddr: raftAddr, GossipAddr: gossipAddr,
-		DataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, "kvnode.log"),
+		DataDir: data, LogPath: filepath.Join(dir, "kvnode.log"),
 	}
 }
 
@@ -327,7 +340,8 @@ func (c *Cluster) Client(i int, opts ...client.Option) *client.Client {
 // Supports reports whether a fault can be injected here: "kill", "stop",
 // "restart" and "pause" always; "partition" (Partition, Cut, Heal) and "loss"
 // (Netem with loss only) in Netns mode; "netem" and "delay" (Netem with a
-// delay) in Netns mode on a kernel with the sch_netem qdisc.
+// delay) in Netns mode on a kernel with the sch_netem qdisc; "disk"
+// (FillDisk, FreeDisk) with Config.DiskSize.
 func (c *Cluster) Supports(fault string) bool {
 	switch fault {
 	case "kill", "stop", "restart", "pause":
@@ -338,6 +352,8 @@ func (c *Cluster) Supports(fault string) bool {
 		return c.net != nil && (c.net.netem || c.net.iptables)
 	case "netem", "delay":
 		return c.net != nil && c.net.netem
+	case "disk":
+		return len(c.mounted) > 0
 	}
 	return false
 }
@@ -614,6 +630,7 @@ func (c *Cluster) Close() error {
 		if c.net != nil {
 			errs = append(errs, c.teardownNetns())
 		}
+		errs = append(errs, c.unmountDisks())
 		c.hc.CloseIdleConnections()
 		c.closeErr = errors.Join(errs...)
 		c.log.Info("cluster: closed", "error", c.closeErr)

@@ -675,8 +675,11 @@ func Cleanup() error {
 			}
 		}
 	}
+	if os.Geteuid() == 0 {
+		errs = append(errs, cleanupDisks(dead))
+	}
 	if _, err := exec.LookPath("ip"); err != nil || os.Geteuid() != 0 {
-		return nil
+		return errors.Join(errs...)
 	}
 	// Namespaces ("name" or "name (id: N)").
 	if out, err := run("ip", "netns", "list"); err == nil {

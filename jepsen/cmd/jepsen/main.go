@@ -26,7 +26,7 @@ func main() {
 	o := jepsen.DefaultOptions()
 	fs := flag.NewFlagSet("jepsen", flag.ExitOnError)
 	workloads := fs.String("workload", "register", "comma-separated workloads: register, set, bank, append")
-	nemeses := fs.String("nemesis", "", "comma-separated faults: partition, kill, pause, netem, or all (default none)")
+	nemeses := fs.String("nemesis", "", "comma-separated faults: partition, kill, pause, netem, transfer, move (5 nodes), disk, or all (default none)")
 	fs.IntVar(&o.Nodes, "nodes", o.Nodes, "cluster size: 3 or 5")
 	fs.DurationVar(&o.Duration, "time", o.Duration, "how long clients run")
 	fs.Float64Var(&o.Rate, "rate", o.Rate, "client operations per second, all clients together")
@@ -41,7 +41,7 @@ func main() {
 	fs.BoolVar(&o.Race, "race", false, "build kvnode with the race detector")
 	fs.StringVar(&o.Mode, "mode", o.Mode, "auto (network namespaces when root), netns or loopback")
 	fs.IntVar(&o.Shards, "shards", 0, "data shards (default: kvnode's)")
-	cleanup := fs.Bool("cleanup", false, "remove network namespaces and rules left by killed harness runs, then exit")
+	cleanup := fs.Bool("cleanup", false, "remove processes, network namespaces, rules and disk mounts left by killed harness runs, then exit")
 	fs.Parse(os.Args[1:])
 
 	if *cleanup {
