@@ -66,9 +66,14 @@
 //     packets: then Supports("netem") and Supports("delay") are false and a
 //     delay fails with errors.ErrUnsupported, but loss alone still works,
 //     through a random-drop iptables rule on the node's input (CAIRN-LOSS).
+//   - FillDisk / FreeDisk (any mode, root, Config.DiskSize): every node's
+//     data directory is on a tmpfs of its own, mounted under Dir/n<i>/disk
+//     with a source naming the harness's PID; FillDisk allocates a file
+//     there that leaves the asked-for space free.
 //
 // Close resumes paused nodes, kills every node, and removes the namespaces,
-// veths, bridge and FORWARD rule; Dir stays for inspection. Cleanup removes
+// veths, bridge and FORWARD rule and unmounts the disks; Dir stays for
+// inspection. Cleanup removes
 // what earlier harness processes that are gone now left behind, and never
 // touches the resources of a harness that is still running.
 package cluster
