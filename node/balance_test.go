@@ -54,8 +54,17 @@ func TestLeaderBalance(t *testing.T) {
 	waitFor(t, "placement realized", 60*time.Second, tc.realized)
 	n1 := tc.nodes["n1"]
 
-	// Hand every data shard to n1, faster than the balancer may act (the
-	// counts must hold still for a second first).
+	// Hand every data shard to n1, with the balancers held meanwhile: on a
+	// busy machine a transfer can take longer than the interval, and a
+	// balancer would start spreading the pile before it is complete.
+	hold := func(until time.Time) {
+		for _, n := range tc.nodes {
+			n.balancer.mu.Lock()
+			n.balancer.lastMove = until
+			n.balancer.mu.Unlock()
+		}
+	}
+	hold(time.Now().Add(time.Hour))
 	for id := fsm.ShardID(1); id <= shards; id++ {
 		waitFor(t, fmt.Sprintf("n1 leads shard %v", id), 30*time.Second, func() error {
 			for _, n := range tc.nodes {
@@ -72,14 +81,14 @@ func TestLeaderBalance(t *testing.T) {
 		})
 	}
 	// A shard can be between leaders for a moment (the tests' election
-	// timeout is 150 ms); the pile must show well before the balancer may
-	// act.
-	waitFor(t, "leaders piled on n1", interval/2, func() error {
+	// timeout is 150 ms).
+	waitFor(t, "leaders piled on n1", 10*time.Second, func() error {
 		if c := tc.leaderCounts(shards); c["n1"] < shards-1 {
 			return fmt.Errorf("leaders after handing every shard to n1: %v", c)
 		}
 		return nil
 	})
+	hold(time.Time{})
 	balanced := func() error {
 		if c := tc.leaderCounts(shards); spread(c) > 1 {
 			return fmt.Errorf("leaders per node %v", c)
