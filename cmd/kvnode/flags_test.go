@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -55,5 +56,28 @@ func TestMemoryFlags(t *testing.T) {
 		if _, _, err := serverFlags(args); err == nil {
 			t.Errorf("%q was accepted", args)
 		}
+	}
+}
+
+// kvnode -h lists the subcommands and then every flag of a node, with its
+// default, but never the gossip key from the environment.
+func TestHelpListsFlags(t *testing.T) {
+	const key = "MDEyMzQ1Njc4OWFiY2RlZg=="
+	t.Setenv("CAIRN_GOSSIP_KEY", key)
+	var b strings.Builder
+	printHelp(&b)
+	out := b.String()
+	for _, want := range []string{"kvnode demo", "-data-dir", "-min-free-disk", "(default \"1.0 GiB\")", "-shards", "-value-threshold"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, key) {
+		t.Errorf("help prints the gossip key from the environment:\n%s", out)
+	}
+	// The environment still supplies the key when the flag is not given.
+	cfg, _, err := serverFlags(nil)
+	if err != nil || string(cfg.GossipKey) != "0123456789abcdef" {
+		t.Fatalf("gossip key from the environment: %q, %v", cfg.GossipKey, err)
 	}
 }

@@ -58,7 +58,7 @@ func run(args []string) error {
 		case "demo":
 			return runDemo(args[1:], os.Stdout)
 		case "help", "-h", "--help":
-			fmt.Fprintln(os.Stderr, cliUsage)
+			printHelp(os.Stderr)
 			return nil
 		}
 	}
@@ -67,11 +67,27 @@ func run(args []string) error {
 	return serve(ctx, args, os.Stderr)
 }
 
+// printHelp writes the subcommands, then a node's flags with their
+// defaults.
+func printHelp(w io.Writer) {
+	fmt.Fprintln(w, cliUsage)
+	fmt.Fprintln(w, "\nflags of a node (kvnode [flags]):")
+	_, _, _ = parseServerFlags(w, []string{"-h"})
+}
+
 // serverFlags parses a node's flags into its configuration.
 func serverFlags(args []string) (node.Config, serverOpts, error) {
+	return parseServerFlags(os.Stderr, args)
+}
+
+// parseServerFlags is serverFlags writing the flag package's messages
+// (usage, a bad flag) to out.
+func parseServerFlags(out io.Writer, args []string) (node.Config, serverOpts, error) {
 	cfg := node.DefaultConfig()
 	var o serverOpts
 	fs := flag.NewFlagSet("kvnode", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { fs.PrintDefaults() }
 	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name (raft server ID), unique in the cluster")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP API address")
@@ -82,7 +98,9 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "with --join: nodes that form a new cluster together (1: only join an existing one)")
 	fs.IntVar(&cfg.Shards, "shards", cfg.Shards, "data shards created at bootstrap")
 	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, "replicas per shard")
-	gossipKey := fs.String("gossip-key", os.Getenv("CAIRN_GOSSIP_KEY"), "base64 key (16, 24 or 32 bytes) that encrypts gossip (default $CAIRN_GOSSIP_KEY)")
+	// The key's default is read after parsing, so that the flag listing
+	// (kvnode -h, a bad flag) never prints it.
+	gossipKey := fs.String("gossip-key", "", "base64 key (16, 24 or 32 bytes) that encrypts gossip (default $CAIRN_GOSSIP_KEY)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to hand leadership away and drain requests")
@@ -104,6 +122,9 @@ func serverFlags(args []string) (node.Config, serverOpts, error) {
 	}
 	if *join != "" {
 		cfg.Join = strings.Split(*join, ",")
+	}
+	if *gossipKey == "" {
+		*gossipKey = os.Getenv("CAIRN_GOSSIP_KEY")
 	}
 	if *gossipKey != "" {
 		k, err := base64.StdEncoding.DecodeString(*gossipKey)
