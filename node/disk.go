@@ -108,13 +108,13 @@ func (n *Node) checkDisk() error {
 	return nil
 }
 
-// addsData reports whether ops write a value (a put): what a full disk
-// refuses. Deletes and reads do not count, so that space can be freed.
-func addsData(ops ...[]fsm.Op) bool {
+// checkDiskFor is checkDisk for a write of ops: only one that puts a
+// value is refused; deletes and reads go on, so that space can be freed.
+func (n *Node) checkDiskFor(ops ...[]fsm.Op) error {
 	for _, l := range ops {
 		if slices.ContainsFunc(l, func(op fsm.Op) bool { return op.Type == fsm.OpPut }) {
-			return true
+			return n.checkDisk()
 		}
 	}
-	return false
+	return nil
 }

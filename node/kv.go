@@ -38,10 +38,8 @@ func (n *Node) write(ctx context.Context, op fsm.Op, o WriteOptions) (fsm.OpResu
 		return fsm.OpResult{}, fmt.Errorf("%w: empty key", fsm.ErrInvalid)
 	}
 	op.IfVersion = o.IfVersion
-	if op.Type == fsm.OpPut {
-		if err := n.checkDisk(); err != nil {
-			return fsm.OpResult{}, err
-		}
+	if err := n.checkDiskFor([]fsm.Op{op}); err != nil {
+		return fsm.OpResult{}, err
 	}
 	res, err := n.proposeSettling(ctx, n.keyTarget(op.Key), fsm.Command{RequestID: o.RequestID, Ops: []fsm.Op{op}})
 	if err != nil {

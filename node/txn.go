@@ -74,10 +74,8 @@ func (n *Node) Transact(ctx context.Context, req TxnRequest) (TxnResponse, error
 	if err := n.store.Check(cmd); err != nil {
 		return TxnResponse{}, err
 	}
-	if addsData(req.Then, req.Else) {
-		if err := n.checkDisk(); err != nil {
-			return TxnResponse{}, err
-		}
+	if err := n.checkDiskFor(req.Then, req.Else); err != nil {
+		return TxnResponse{}, err
 	}
 	locate := n.oneShardTarget(keys)
 	if _, err := locate(ctx); err == nil {
@@ -115,10 +113,8 @@ func (n *Node) transactScans(ctx context.Context, req TxnRequest) (TxnResponse, 
 		if err := n.store.Check(cmd); err != nil {
 			return TxnResponse{}, err
 		}
-		if addsData(req.Then) {
-			if err := n.checkDisk(); err != nil {
-				return TxnResponse{}, err
-			}
+		if err := n.checkDiskFor(req.Then); err != nil {
+			return TxnResponse{}, err
 		}
 	}
 	return n.execute(ctx, txn.Request{If: req.If, Then: req.Then, Scans: req.scans})

@@ -61,7 +61,7 @@ func TestProcessDiskFullRefusesWritesAndRecovers(t *testing.T) {
 	value := func(k string) []byte { return bytes.Repeat([]byte(k), (32<<10)/len(k)+1)[:32<<10] }
 	var (
 		mu      sync.Mutex
-		acked   = map[string]bool{}
+		acked   = map[string][]byte{} // key → value written
 		refused atomic.Bool
 		failure atomic.Pointer[error]
 		wg      sync.WaitGroup
@@ -72,11 +72,12 @@ func TestProcessDiskFullRefusesWritesAndRecovers(t *testing.T) {
 		wg.Go(func() {
 			for i := 0; !refused.Load() && ctx.Err() == nil; i++ {
 				k := fmt.Sprintf("w%d-%06d", w, i)
-				_, err := p.client.Put(ctx, k, value(k))
+				v := value(k)
+				_, err := p.client.Put(ctx, k, v)
 				switch {
 				case err == nil:
 					mu.Lock()
-					acked[k] = true
+					acked[k] = v
 					mu.Unlock()
 				case errors.Is(err, client.ErrDiskFull):
 					refused.Store(true)
@@ -108,9 +109,9 @@ func TestProcessDiskFullRefusesWritesAndRecovers(t *testing.T) {
 
 	checkAll := func(when string) {
 		t.Helper()
-		for k := range acked {
+		for k, want := range acked {
 			v, _, err := p.client.Get(ctx, k)
-			if err != nil || !bytes.Equal(v, value(k)) {
+			if err != nil || !bytes.Equal(v, want) {
 				t.Fatalf("%s: acknowledged key %s: %d bytes, %v", when, k, len(v), err)
 			}
 		}
@@ -141,13 +142,7 @@ func TestProcessDiskFullRefusesWritesAndRecovers(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond) // the node measures its disk every second
 	}
-	acked["late"] = true
-	value = func(k string) []byte {
-		if k == "late" {
-			return []byte("x")
-		}
-		return bytes.Repeat([]byte(k), (32<<10)/len(k)+1)[:32<<10]
-	}
+	acked["late"] = []byte("x")
 
 	if err := p.stop(30 * time.Second); err != nil {
 		t.Fatalf("stop: %v", err)
