@@ -169,7 +169,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Writ
 		return 0, err
 	}
 	var r struct{ Version uint64 }
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := unmarshal(b, &r); err != nil {
 		return 0, fmt.Errorf("client: put response: %w", err)
 	}
 	return r.Version, nil
@@ -215,6 +215,15 @@ type ScanPage struct {
 	Cursor string `json:"cursor"`
 }
 
+// scanAnswer is the body of GET /v1/kv.
+type scanAnswer struct {
+	Items []struct {
+		Item
+		KeyBase64 []byte `json:"key_base64"` // the exact key, when it is not UTF-8
+	} `json:"items"`
+	Cursor string `json:"cursor"`
+}
+
 // Scan returns one page of keys in order (descending with Reverse).
 func (c *Client) Scan(ctx context.Context, sr ScanRequest, opts ...ReadOption) (ScanPage, error) {
 	q := url.Values{}
@@ -232,16 +241,10 @@ func (c *Client) Scan(ctx context.Context, sr ScanRequest, opts ...ReadOption) (
 	for _, f := range opts {
 		f(q)
 	}
-	var page struct {
-		Items []struct {
-			Item
-			KeyBase64 []byte `json:"key_base64"`
-		} `json:"items"`
-		Cursor string `json:"cursor"`
-	}
+	var page scanAnswer
 	b, err := c.do(ctx, http.MethodGet, "/v1/kv", q, nil, "")
 	if err == nil {
-		err = json.Unmarshal(b, &page)
+		err = unmarshal(b, &page)
 	}
 	if err != nil {
 		return ScanPage{}, err
@@ -273,7 +276,7 @@ func (c *Client) Locate(ctx context.Context, key string) (uint64, error) {
 	var r struct {
 		Shard uint64 `json:"shard"`
 	}
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := unmarshal(b, &r); err != nil {
 		return 0, fmt.Errorf("client: locate: %w", err)
 	}
 	return r.Shard, nil
@@ -293,7 +296,7 @@ func (c *Client) TransferLeader(ctx context.Context, shard uint64, to string) (s
 	var r struct {
 		Leader string `json:"leader"`
 	}
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := unmarshal(b, &r); err != nil {
 		return "", fmt.Errorf("client: transfer-leader answer: %w", err)
 	}
 	return r.Leader, nil
@@ -411,7 +414,7 @@ func decodeError(status int, b []byte, requestID string) *APIError {
 			RequestID string `json:"request_id"`
 		} `json:"error"`
 	}
-	if err := json.Unmarshal(b, &e); err != nil || e.Error.Code == "" {
+	if err := unmarshal(b, &e); err != nil || e.Error.Code == "" {
 		return &APIError{Status: status, Code: fmt.Sprintf("http_%d", status), Message: strings.TrimSpace(string(b)), RequestID: requestID}
 	}
 	if e.Error.RequestID != "" {

@@ -1,7 +1,6 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,9 +29,7 @@ func versionQuery(ifVersion *uint64) url.Values {
 }
 
 func decodeJSON(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
+	if err := unmarshalNumbers(b, v); err != nil {
 		return fmt.Errorf("client: bad response: %w", err)
 	}
 	return nil
@@ -57,7 +54,7 @@ func (c *Client) InsertDoc(ctx context.Context, coll string, doc any) (string, u
 		var named struct {
 			ID any `json:"_id"`
 		}
-		if json.Unmarshal(body, &named) == nil {
+		if unmarshal(body, &named) == nil {
 			if id, ok := named.ID.(string); ok {
 				base = c.baseForDoc(id)
 			}

@@ -2,7 +2,7 @@ package client
 
 import (
 	"context"
-	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -105,7 +105,10 @@ func (r *router) refresh() {
 			Leader string `json:"leader"`
 		} `json:"shards"`
 	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&cs) != nil {
+	if resp.StatusCode != http.StatusOK {
+		return
+	}
+	if b, err := io.ReadAll(resp.Body); err != nil || unmarshal(b, &cs) != nil {
 		return
 	}
 	t := &routeTable{at: time.Now(), leaders: map[ring.ShardID]string{}}

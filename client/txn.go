@@ -150,7 +150,7 @@ func (c *Client) Txn(ctx context.Context, t Txn, opts ...WriteOption) (TxnRespon
 		return TxnResponse{}, err
 	}
 	var r TxnResponse
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := unmarshal(b, &r); err != nil {
 		return TxnResponse{}, fmt.Errorf("client: txn response: %w", err)
 	}
 	return r, nil
@@ -179,7 +179,7 @@ func (c *Client) Intents(ctx context.Context) ([]Intent, error) {
 	var r struct {
 		Intents []Intent `json:"intents"`
 	}
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("client: intents: %w", err)
 	}
 	return r.Intents, nil
@@ -197,7 +197,7 @@ func (c *Client) ResolveTxn(ctx context.Context, id string, recordShard uint64) 
 	var r struct {
 		Status string `json:"status"`
 	}
-	if err := json.Unmarshal(b, &r); err != nil {
+	if err := unmarshal(b, &r); err != nil {
 		return "", fmt.Errorf("client: resolve: %w", err)
 	}
 	return r.Status, nil
