@@ -151,3 +151,56 @@ func TestProcessDiskFullRefusesWritesAndRecovers(t *testing.T) {
 	pc.waitReady(90 * time.Second)
 	checkAll("after a restart")
 }
+
+// A stop must end even when the node cannot close its storage cleanly. With
+// its Badger directory gone, Badger retries flushing its memtable forever
+// and the node's Close never returns; the node must still exit within its
+// two stages of --shutdown-timeout, with status 1 and the reason logged.
+func TestProcessStopEndsWhenStorageCannotClose(t *testing.T) {
+	pc := &procCluster{t: t, bin: kvnodeBinary(t), procs: map[string]*proc{}, names: []string{"n1"}}
+	p := &proc{t: t, name: "n1", http: freeAddr(t), raft: freeAddr(t), gossip: freeAddr(t)}
+	p.dir, p.log = filepath.Join(t.TempDir(), "n1"), filepath.Join(t.TempDir(), "n1.log")
+	p.client = client.New(p.http, client.WithRetries(0, 0))
+	p.args = []string{"--name=n1", "--data-dir=" + p.dir, "--http-addr=" + p.http, "--raft-addr=" + p.raft,
+		"--gossip-addr=" + p.gossip, "--gossip-local", "--shards=1", "--shutdown-timeout=2s"}
+	pc.procs["n1"] = p
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("--- tail of %s ---\n%s", p.log, b)
+		}
+	})
+	p.start()
+	pc.waitReady(90 * time.Second)
+	for i := range 200 {
+		k := fmt.Sprintf("k%03d", i)
+		if _, err := p.client.Put(t.Context(), k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, _, err := p.client.Get(t.Context(), "k199"); err != nil || string(v) != "k199" {
+		t.Fatalf("get k199: %q %v", v, err)
+	}
+	if err := os.RemoveAll(filepath.Join(p.dir, "badger")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := p.stop(40 * time.Second)
+	took := time.Since(start)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("stop: %v after %v, want exit status 1 within the two 2 s stages", err, took)
+	}
+	if took > 20*time.Second {
+		t.Fatalf("the node took %v to stop, want about two 2 s stages", took)
+	}
+	b, _ := os.ReadFile(p.log)
+	if !bytes.Contains(b, []byte("did not close within 2s")) {
+		t.Fatalf("the log does not say why the node stopped without a clean close")
+	}
+	t.Logf("stopped in %v", took.Round(10*time.Millisecond))
+}

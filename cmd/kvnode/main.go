@@ -103,7 +103,7 @@ func parseServerFlags(out io.Writer, args []string) (node.Config, serverOpts, er
 	gossipKey := fs.String("gossip-key", "", "base64 key (16, 24 or 32 bytes) that encrypts gossip (default $CAIRN_GOSSIP_KEY)")
 	fs.BoolVar(&o.pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to hand leadership away and drain requests")
+	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long each stage of a stop may take: handing leadership away and draining requests, then closing the storage (past it the node exits as after a crash)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "how long a request may wait for a shard leader and quorum before it fails (503, or 504 for a write already proposed)")
 	fs.DurationVar(&cfg.LeaderBalanceInterval, "leader-balance-interval", cfg.LeaderBalanceInterval, "hand a shard's leadership to a node that leads at least two data shards fewer, once the leader counts have held still this long (at most one move per node per interval; 0: never)")
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
@@ -247,7 +247,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	select {
 	case err := <-errc:
-		n.Close()
+		_ = closeWithin(n.Close, o.shutdownTimeout)
 		if !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
@@ -264,7 +264,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := srv.Shutdown(stopCtx); err != nil {
 		cfg.Logger.Warn("http shutdown", "error", err)
 	}
-	err = n.Close()
+	err = closeWithin(n.Close, o.shutdownTimeout)
 	cfg.Logger.Info("stopped", "error", err)
 	return err
+}
+
+// closeWithin runs close and waits for it at most d. A node whose data
+// disk fails its writes never finishes closing (Badger retries flushing
+// its memtables until they are written), and a stop must end all the same:
+// past d the process exits without a clean close, as after a crash, which
+// loses nothing acknowledged (the raft logs hold it, and the next start
+// applies it again).
+func closeWithin(close func() error, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() { done <- close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		return fmt.Errorf("the node did not close within %v (does its data disk fail writes? see the log); exiting without a clean close, as after a crash: the next start applies the raft logs again", d)
+	}
 }
