@@ -36,27 +36,9 @@ func TestProcessDiskFullRefusesWritesAndRecovers(t *testing.T) {
 			t.Errorf("umount: %v: %s", err, out)
 		}
 	})
-	pc := &procCluster{t: t, bin: kvnodeBinary(t), procs: map[string]*proc{}, names: []string{"n1"}}
-	p := &proc{t: t, name: "n1", http: freeAddr(t), raft: freeAddr(t), gossip: freeAddr(t)}
-	p.dir, p.log = filepath.Join(mnt, "n1"), filepath.Join(t.TempDir(), "n1.log")
-	p.client = client.New(p.http, client.WithRetries(0, 0))
 	// One data shard: its raft log and Badger's memtables can take about
 	// 70 MiB between two measures, well inside the 128 MiB kept free.
-	p.args = []string{"--name=n1", "--data-dir=" + p.dir, "--http-addr=" + p.http, "--raft-addr=" + p.raft,
-		"--gossip-addr=" + p.gossip, "--gossip-local", "--shards=1", "--min-free-disk=128MiB"}
-	pc.procs["n1"] = p
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(p.log)
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("--- tail of %s ---\n%s", p.log, b)
-		}
-	})
-	p.start()
-	pc.waitReady(90 * time.Second)
+	pc, p := startOneNode(t, filepath.Join(mnt, "n1"), "--min-free-disk=128MiB")
 
 	value := func(k string) []byte { return bytes.Repeat([]byte(k), (32<<10)/len(k)+1)[:32<<10] }
 	var (
@@ -157,25 +139,7 @@ func TestProcessDiskFullRefusesWritesAndRecovers(t *testing.T) {
 // and the node's Close never returns; the node must still exit within its
 // two stages of --shutdown-timeout, with status 1 and the reason logged.
 func TestProcessStopEndsWhenStorageCannotClose(t *testing.T) {
-	pc := &procCluster{t: t, bin: kvnodeBinary(t), procs: map[string]*proc{}, names: []string{"n1"}}
-	p := &proc{t: t, name: "n1", http: freeAddr(t), raft: freeAddr(t), gossip: freeAddr(t)}
-	p.dir, p.log = filepath.Join(t.TempDir(), "n1"), filepath.Join(t.TempDir(), "n1.log")
-	p.client = client.New(p.http, client.WithRetries(0, 0))
-	p.args = []string{"--name=n1", "--data-dir=" + p.dir, "--http-addr=" + p.http, "--raft-addr=" + p.raft,
-		"--gossip-addr=" + p.gossip, "--gossip-local", "--shards=1", "--shutdown-timeout=2s"}
-	pc.procs["n1"] = p
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			b, _ := os.ReadFile(p.log)
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("--- tail of %s ---\n%s", p.log, b)
-		}
-	})
-	p.start()
-	pc.waitReady(90 * time.Second)
+	_, p := startOneNode(t, filepath.Join(t.TempDir(), "n1"), "--shutdown-timeout=2s")
 	for i := range 200 {
 		k := fmt.Sprintf("k%03d", i)
 		if _, err := p.client.Put(t.Context(), k, []byte(k)); err != nil {
@@ -203,4 +167,30 @@ func TestProcessStopEndsWhenStorageCannotClose(t *testing.T) {
 		t.Fatalf("the log does not say why the node stopped without a clean close")
 	}
 	t.Logf("stopped in %v", took.Round(10*time.Millisecond))
+}
+
+// startOneNode starts a one-node cluster of one data shard keeping its data
+// in dir, with more flags, and shows the tail of its log if the test fails.
+func startOneNode(t *testing.T, dir string, flags ...string) (*procCluster, *proc) {
+	t.Helper()
+	pc := &procCluster{t: t, bin: kvnodeBinary(t), procs: map[string]*proc{}, names: []string{"n1"}}
+	p := &proc{t: t, name: "n1", http: freeAddr(t), raft: freeAddr(t), gossip: freeAddr(t)}
+	p.dir, p.log = dir, filepath.Join(t.TempDir(), "n1.log")
+	p.client = client.New(p.http, client.WithRetries(0, 0))
+	p.args = append([]string{"--name=n1", "--data-dir=" + p.dir, "--http-addr=" + p.http, "--raft-addr=" + p.raft,
+		"--gossip-addr=" + p.gossip, "--gossip-local", "--shards=1"}, flags...)
+	pc.procs["n1"] = p
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(p.log)
+			if len(b) > 8000 {
+				b = b[len(b)-8000:]
+			}
+			t.Logf("--- tail of %s ---\n%s", p.log, b)
+		}
+	})
+	p.start()
+	pc.waitReady(90 * time.Second)
+	return pc, p
 }
