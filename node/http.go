@@ -37,6 +37,7 @@ func (n *Node) Handler(gatherer prometheus.Gatherer) http.Handler {
 	handle("GET /v1/kv/{key...}", "/v1/kv/{key}", n.handleGet)
 	handle("DELETE /v1/kv/{key...}", "/v1/kv/{key}", n.handleDelete)
 	handle("GET /v1/kv", "/v1/kv", n.handleScan)
+	handle("POST /v1/batch", "/v1/batch", n.handleBatch)
 	handle("POST /v1/txn", "/v1/txn", n.handleTxn)
 	handle("GET /v1/txn/intents", "/v1/txn/intents", n.handleIntents)
 	handle("POST /v1/txn/{id}/resolve", "/v1/txn/{id}/resolve", n.handleForceResolve)
@@ -125,29 +126,32 @@ func writeError(w http.ResponseWriter, status int, code, msg, requestID string) 
 
 // writeErr maps an error to the API's status codes.
 func writeErr(w http.ResponseWriter, err error, requestID string) {
-	var status int
-	var code string
+	status, code := errorStatus(err)
+	writeError(w, status, code, err.Error(), requestID)
+}
+
+// errorStatus returns the HTTP status and API code of err.
+func errorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, fsm.ErrTooLarge):
-		status, code = http.StatusRequestEntityTooLarge, "too_large"
+		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, fsm.ErrInvalid):
-		status, code = http.StatusBadRequest, "bad_request"
+		return http.StatusBadRequest, "bad_request"
 	case errors.Is(err, fsm.ErrNotFound):
-		status, code = http.StatusNotFound, "not_found"
+		return http.StatusNotFound, "not_found"
 	case errors.Is(err, fsm.ErrVersionMismatch):
-		status, code = http.StatusPreconditionFailed, "version_mismatch"
+		return http.StatusPreconditionFailed, "version_mismatch"
 	case errors.Is(err, fsm.ErrConflict), errors.Is(err, fsm.ErrLocked), errors.Is(err, txn.ErrConflict):
-		status, code = http.StatusConflict, "conflict"
+		return http.StatusConflict, "conflict"
 	case errors.Is(err, shard.ErrOutcomeUnknown):
-		status, code = http.StatusGatewayTimeout, "outcome_unknown"
+		return http.StatusGatewayTimeout, "outcome_unknown"
 	case errors.Is(err, ErrDiskFull):
-		status, code = http.StatusInsufficientStorage, "disk_full"
+		return http.StatusInsufficientStorage, "disk_full"
 	default:
 		// Not leader, no quorum, too stale, not hosted, closed, a deadline
 		// before proposing: nothing was proposed, so retrying is safe.
-		status, code = http.StatusServiceUnavailable, "unavailable"
+		return http.StatusServiceUnavailable, "unavailable"
 	}
-	writeError(w, status, code, err.Error(), requestID)
 }
 
 func badRequest(w http.ResponseWriter, msg string) {
