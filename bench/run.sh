@@ -15,6 +15,7 @@ SHARDS=${SHARDS:-4}                 # Cairn data shards (kvnode demo's default)
 KVNODE_FLAGS=${KVNODE_FLAGS:-}      # more kvnode flags, split on spaces (e.g. "--value-threshold 128B")
 SPREAD=${SPREAD:-all}               # all: clients over the 3 nodes of each system; one: Cairn n1 / etcd's leader only
 ROUTING=${ROUTING:-0}               # 1: Cairn clients send each key to its shard's leader (client.WithRouting)
+BATCH=${BATCH:-0}                   # >0: each Cairn client keeps at most this many get requests in flight per node, the gets beyond them going together in one POST /v1/batch (client.WithBatching)
 ETCD_CONNS=${ETCD_CONNS:-0}         # gRPC connections in all (0: two per endpoint used)
 RATE=${RATE:-0}                     # open loop: ops/s in total (0: closed loop)
 PRELOAD_CLIENTS=${PRELOAD_CLIENTS:-64}
@@ -183,6 +184,7 @@ bench_cluster() {
 	fi
 	local common=(--system "$sys" --addrs "$load_addrs" --etcd-conns "$ETCD_CONNS" --value-size "$VALUE_SIZE")
 	if [[ $ROUTING == 1 ]]; then common+=(--cairn-routing); fi
+	if [[ $BATCH != 0 ]]; then common+=(--cairn-batch "$BATCH"); fi
 	local pids dirs
 	pids=$(IFS=,; echo "${SERVER_PIDS[*]}")
 	dirs=$(IFS=,; echo "${DATA_DIRS[*]}")
@@ -324,7 +326,7 @@ main() {
 		echo "started $(date -u +%FT%TZ) on $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
 		echo "cairn $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (modified)'), $(go version | cut -d' ' -f3)"
 		if [[ $SYSTEMS == *etcd* ]]; then etcd --version | sed -n 1p; fi
-		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS KVNODE_FLAGS='$KVNODE_FLAGS' SPREAD=$SPREAD ROUTING=$ROUTING ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE SERVER_CPU=$SERVER_CPU SERVER_MEM=$SERVER_MEM"
+		echo "CLIENTS='$CLIENTS' DURATION=$DURATION RUNS=$RUNS WORKLOADS='$WORKLOADS' SYSTEMS='$SYSTEMS' KEYS=$KEYS VALUE_SIZE=$VALUE_SIZE SHARDS=$SHARDS KVNODE_FLAGS='$KVNODE_FLAGS' SPREAD=$SPREAD ROUTING=$ROUTING BATCH=$BATCH ETCD_CONNS=$ETCD_CONNS RATE=$RATE PRELOAD_CLIENTS=$PRELOAD_CLIENTS LOAD_KEYS=$LOAD_KEYS SETTLE=$SETTLE SERVER_CPU=$SERVER_CPU SERVER_MEM=$SERVER_MEM"
 	} >"$OUT/env.txt"
 	for run in $(seq 1 "$RUNS"); do
 		for wl in $WORKLOADS; do

@@ -75,7 +75,8 @@ type Client struct {
 	hc      *http.Client
 	retries int
 	backoff time.Duration
-	routing *router // nil unless WithRouting
+	routing *router  // nil unless WithRouting
+	batch   *batcher // nil unless WithBatching
 }
 
 // Option configures New.
@@ -187,8 +188,26 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) ([]byt
 	for _, f := range opts {
 		f(q)
 	}
+	base := c.baseFor(key)
+	if c.batch != nil {
+		op := newBatchOp("get", key)
+		op.Consistency, op.MaxStaleness = q.Get("consistency"), q.Get("max_staleness")
+		r, answered, release, err := c.batchedGet(ctx, base, op)
+		if answered {
+			if err != nil {
+				return nil, 0, err
+			}
+			if r.Value == nil {
+				r.Value = []byte{} // an empty value, as a request of its own returns it
+			}
+			return r.Value, r.Version, nil
+		}
+		if release != nil {
+			defer release()
+		}
+	}
 	var version uint64
-	b, err := c.sendVia(ctx, c.baseFor(key), http.MethodGet, keyPath(key), q, nil, "", func(h http.Header) {
+	b, err := c.sendVia(ctx, base, http.MethodGet, keyPath(key), q, nil, "", func(h http.Header) {
 		version, _ = strconv.ParseUint(h.Get("Kv-Version"), 10, 64)
 	}, false)
 	return b, version, err

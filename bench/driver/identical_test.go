@@ -273,7 +273,7 @@ func TestDriversSendTheSameOperations(t *testing.T) {
 	for _, w := range load.Workloads {
 		t.Run(string(w), func(t *testing.T) {
 			var cl, el log
-			cd, err := cairn.New([]string{fakeCairn(t, &cl)}, 1, false)
+			cd, err := cairn.New([]string{fakeCairn(t, &cl)}, 1, false, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -368,7 +368,7 @@ func TestCairnDriverSpreadsClientsAndReportsErrors(t *testing.T) {
 		u, _ := url.Parse(srv.URL)
 		addrs = append(addrs, u.Host)
 	}
-	d, err := cairn.New(addrs, 4, false)
+	d, err := cairn.New(addrs, 4, false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

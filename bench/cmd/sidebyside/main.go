@@ -54,6 +54,7 @@ type options struct {
 	addrs     []string
 	etcdConns int
 	routing   bool
+	batch     int
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -63,6 +64,7 @@ func (o *options) register(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.BoolVar(&o.routing, "cairn-routing", false, "cairn: clients send each key to its shard's leader (client.WithRouting)")
+	fs.IntVar(&o.batch, "cairn-batch", 0, "cairn: at most this many get requests in flight per node and client; the gets waiting beyond them go together in one POST /v1/batch (client.WithBatching; 0: off)")
 	fs.IntVar(&o.etcdConns, "etcd-conns", 0, "etcd: gRPC connections in all, connection j to endpoint j mod len(addrs) (0: two per endpoint)")
 }
 
@@ -72,7 +74,7 @@ func (o *options) driver(clients int) (driver, error) {
 	}
 	switch o.system {
 	case "cairn":
-		return cairn.New(o.addrs, clients, o.routing)
+		return cairn.New(o.addrs, clients, o.routing, o.batch)
 	case "etcd":
 		conns := o.etcdConns
 		if conns <= 0 {

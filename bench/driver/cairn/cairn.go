@@ -34,8 +34,10 @@ type Driver struct {
 // New returns a driver for the nodes at addrs (host:port or URLs), sized
 // for the given number of benchmark clients so that no connection is
 // redialled. With routing, each client sends a key's operation straight to
-// the node that leads its shard (client.WithRouting).
-func New(addrs []string, clients int, routing bool) (*Driver, error) {
+// the node that leads its shard (client.WithRouting). With batch > 0, each
+// client keeps at most batch get requests in flight per node and sends the
+// gets that wait beyond them together (client.WithBatching).
+func New(addrs []string, clients int, routing bool, batch int) (*Driver, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("cairn: no node address")
 	}
@@ -49,6 +51,9 @@ func New(addrs []string, clients int, routing bool) (*Driver, error) {
 		opts := []client.Option{client.WithRetries(0, 0), client.WithHTTPClient(&http.Client{Transport: tr})}
 		if routing {
 			opts = append(opts, client.WithRouting())
+		}
+		if batch > 0 {
+			opts = append(opts, client.WithBatching(batch))
 		}
 		d.clients = append(d.clients, client.New(a, opts...))
 	}
