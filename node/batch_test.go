@@ -146,7 +146,10 @@ func TestHTTPBatchRefusedWhole(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d %s mentioning %q", tc.name, st, b, tc.status, tc.code, tc.msg)
 		}
 	}
-	for _, body := range []string{`not json`, `{"ops": {}}`, `[]`} {
+	for _, body := range []string{`not json`, `{"ops": {}}`, `[]`,
+		"{\"ops\":[{\"op\":\"put\",\"key\":\"k\xff\",\"value\":\"eA==\"}]}", // not UTF-8: decoding would rename the key
+		`{"ops":[{"op":"get","key":"k","x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}]}`,
+	} {
 		if st, _, b := do(t, "POST", srv.URL+"/v1/batch", []byte(body), nil); st != 400 || errCode(t, b) != "bad_request" {
 			t.Errorf("body %s: %d %s, want 400 bad_request", body, st, b)
 		}
