@@ -33,6 +33,7 @@ type benchConfig struct {
 	preload     bool
 	jsonOut     bool
 	routing     bool // clients send keys to their shard's leader (client.WithRouting)
+	batch       int  // get requests in flight per node and client beyond which gets are batched (client.WithBatching)
 	// txn: "" (puts and gets), "one-shard" or "cross-shard": every
 	// operation is a transaction putting two keys, on one shard or on two.
 	txn string
@@ -63,6 +64,7 @@ func runBench(args []string, out io.Writer) error {
 	fs.BoolVar(&bc.preload, "preload", false, "write every key once before the timed run (not measured)")
 	fs.BoolVar(&bc.jsonOut, "json", false, "also print the summary as one JSON line")
 	fs.BoolVar(&bc.routing, "routing", false, "keys and documents go straight to the node leading their shard (the client reads the ring and leaders from /v1/cluster)")
+	fs.IntVar(&bc.batch, "batch", 0, "gets: each client keeps at most this many get requests in flight per node and sends the gets waiting beyond them together in one POST /v1/batch (0: every get a request of its own)")
 	fs.StringVar(&bc.txn, "txn", "", "one-shard or cross-shard: every operation is a transaction putting two keys, on one shard or on two (read-ratio is ignored)")
 	fs.StringVar(&bc.docs, "docs", "", "insert or find: every operation inserts a document into the collection bench (indexed by grp and age), or finds the 10 documents of one grp (--preload writes --keys documents first)")
 	fs.StringVar(&bc.hint, "hint", "", "with --docs find: the plan, _scan (a scan of the collection) or an index name (default: chosen)")
@@ -124,8 +126,9 @@ func runBench(args []string, out io.Writer) error {
 	return nil
 }
 
-// benchClients returns one client per address, each with enough idle
-// connections for the clients that use it (so none are redialled).
+// benchClients returns one client per address (one in all when routed and
+// batching), each with enough idle connections for the clients that use
+// it (so none are redialled).
 func benchClients(bc benchConfig) []*client.Client {
 	var out []*client.Client
 	per := bc.clients/len(bc.addrs) + 1
@@ -137,7 +140,16 @@ func benchClients(bc benchConfig) []*client.Client {
 		if bc.routing {
 			opts = append(opts, client.WithRouting())
 		}
+		if bc.batch > 0 {
+			opts = append(opts, client.WithBatching(bc.batch))
+		}
 		out = append(out, client.New(a, opts...))
+	}
+	if bc.routing && bc.batch > 0 {
+		// Routed and batching, all clients share one, as the goroutines
+		// of one program would, so that the gets waiting for a node
+		// gather into one batch rather than one per client.
+		out = out[:1]
 	}
 	return out
 }

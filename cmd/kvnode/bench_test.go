@@ -25,15 +25,22 @@ func TestBenchRunsMixedLoad(t *testing.T) {
 	if err != nil || len(page.Items) != bc.keys {
 		t.Fatalf("after preload: %d keys, %v", len(page.Items), err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), bc.duration)
-	defer cancel()
-	res := bench(ctx, clients, bc, func(int64, int64, time.Duration) {})
-	if res.errors != 0 {
-		t.Fatalf("%d errors, first: %v", res.errors, res.firstError)
+	// Once with every get a request of its own, once with gets batched
+	// (--batch 1: four clients on one node share requests).
+	var res benchResult
+	for _, batch := range []int{0, 1} {
+		bc.batch = batch
+		ctx, cancel := context.WithTimeout(t.Context(), bc.duration)
+		res = bench(ctx, benchClients(bc), bc, func(int64, int64, time.Duration) {})
+		cancel()
+		if res.errors != 0 {
+			t.Fatalf("batch %d: %d errors, first: %v", batch, res.errors, res.firstError)
+		}
+		if len(res.puts) == 0 || len(res.gets) == 0 {
+			t.Fatalf("batch %d: %d puts, %d gets", batch, len(res.puts), len(res.gets))
+		}
 	}
-	if len(res.puts) == 0 || len(res.gets) == 0 {
-		t.Fatalf("%d puts, %d gets", len(res.puts), len(res.gets))
-	}
+	bc.batch = 0
 	page, err = c.Scan(t.Context(), client.ScanRequest{Prefix: "bench/"})
 	if err != nil || len(page.Items) == 0 || len(page.Items) > bc.keys {
 		t.Fatalf("bench keys after the run: %d, %v", len(page.Items), err)

@@ -36,7 +36,8 @@ type Driver struct {
 // redialled. With routing, each client sends a key's operation straight to
 // the node that leads its shard (client.WithRouting). With batch > 0, each
 // client keeps at most batch get requests in flight per node and sends the
-// gets that wait beyond them together (client.WithBatching).
+// gets that wait beyond them together (client.WithBatching); with routing
+// too, all benchmark clients share one client.
 func New(addrs []string, clients int, routing bool, batch int) (*Driver, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("cairn: no node address")
@@ -56,6 +57,13 @@ func New(addrs []string, clients int, routing bool, batch int) (*Driver, error) 
 			opts = append(opts, client.WithBatching(batch))
 		}
 		d.clients = append(d.clients, client.New(a, opts...))
+	}
+	if routing && batch > 0 {
+		// Routed and batching, the benchmark's clients share one client,
+		// as the goroutines of one program would: the gets waiting for a
+		// node then gather into one batch, not one per client (each
+		// client routes every key to its leader anyway).
+		d.clients = d.clients[:1]
 	}
 	return d, nil
 }
