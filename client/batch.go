@@ -131,7 +131,9 @@ func (b *batcher) release(c *Client, base string) {
 	n := min(len(nb.queue), maxBatch)
 	ops := make([]*pendingOp, n)
 	copy(ops, nb.queue)
-	nb.queue = append(nb.queue[:0], nb.queue[n:]...)
+	rest := copy(nb.queue, nb.queue[n:])
+	clear(nb.queue[rest:]) // drop the references of the taken ones
+	nb.queue = nb.queue[:rest]
 	for _, p := range ops {
 		p.taken = true
 	}
@@ -143,11 +145,11 @@ func (b *batcher) release(c *Client, base string) {
 }
 
 // abandon takes p out of its queue if no batch has taken it yet.
-func (b *batcher) abandon(base string, p *pendingOp) bool {
+func (b *batcher) abandon(base string, p *pendingOp) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if p.taken {
-		return false
+		return
 	}
 	nb := b.nodes[base]
 	for i, q := range nb.queue {
@@ -156,7 +158,6 @@ func (b *batcher) abandon(base string, p *pendingOp) bool {
 			break
 		}
 	}
-	return true
 }
 
 // sendBatch sends ops in one request to base and sets each one's answer.
@@ -166,7 +167,7 @@ func (c *Client) sendBatch(base string, ops []*pendingOp) {
 			close(p.done)
 		}
 	}()
-	// The request lasts as long as the longest-waiting caller allows.
+	// The request may last until the latest of its callers' deadlines.
 	ctx := context.Background()
 	var last time.Time
 	for _, p := range ops {
@@ -261,9 +262,9 @@ func (c *Client) batchedGet(ctx context.Context, base string, op batchOp) (res b
 			c.batch.abandon(base, p)
 			return batchResult{}, true, nil, &APIError{Code: "unavailable", Message: ctx.Err().Error()}
 		}
-		if p.err != nil && errors.Is(p.err, context.DeadlineExceeded) {
+		if dl, ok := ctx.Deadline(); ok && p.err != nil && errors.Is(p.err, context.DeadlineExceeded) && !time.Now().Before(dl) {
 			// The batch lasted until the latest of its callers' deadlines,
-			// so this caller's has passed too: answer as its own context
+			// and this caller's has passed too: answer as its own context
 			// does, once its timer has fired.
 			<-ctx.Done()
 			p.err = ctx.Err()

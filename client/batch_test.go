@@ -366,3 +366,66 @@ func TestQueuedGetCancelled(t *testing.T) {
 		t.Fatalf("%d batches sent for a cancelled get", b)
 	}
 }
+
+// A batch that outlasts its callers' deadlines answers each of them with
+// its own context's error; a batch cut short by the HTTP client's own
+// timeout answers callers without a deadline (they do not wait forever).
+func TestBatchDeadlines(t *testing.T) {
+	slow := make(chan struct{})
+	f := &fakeNode{batch: func(w http.ResponseWriter, ops []batchOp) {
+		select {
+		case <-slow:
+		case <-time.After(10 * time.Second):
+		}
+	}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	defer close(slow) // first: frees the handlers srv.Close waits for
+
+	t.Run("callers' deadlines", func(t *testing.T) {
+		g := newGate(http.DefaultTransport)
+		c := New(srv.URL, WithBatching(1), WithRetries(3, time.Millisecond), WithHTTPClient(&http.Client{Transport: g}))
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		first := make(chan error, 1)
+		go func() {
+			_, _, err := c.Get(t.Context(), "first")
+			first <- err
+		}()
+		for g.count("GET") == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		errs := make(chan error, 2)
+		for _, k := range []string{"x", "y"} {
+			go func() {
+				_, _, err := c.Get(ctx, k)
+				errs <- err
+			}()
+		}
+		waitQueued(t, c, c.base, 2)
+		close(g.open)
+		if err := <-first; err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := <-errs; !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "deadline exceeded") {
+				t.Errorf("get past its deadline: %v", err)
+			}
+		}
+		if ctx.Err() == nil {
+			t.Error("answered before the callers' deadline")
+		}
+	})
+	t.Run("client timeout", func(t *testing.T) {
+		g := newGate(http.DefaultTransport)
+		c := New(srv.URL, WithBatching(1), WithRetries(0, time.Millisecond), WithHTTPClient(&http.Client{Transport: g, Timeout: 300 * time.Millisecond}))
+		start := time.Now()
+		got := batchedGets(t, c, g, []string{"first", "x"})
+		if got[0].err != nil || !errors.Is(got[1].err, ErrUnavailable) {
+			t.Fatalf("answers %v / %v, want the first's value and x unavailable", got[0].err, got[1].err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("a get without a deadline waited %v for a batch the client timed out", d)
+		}
+	})
+}
