@@ -465,7 +465,10 @@ func (l *Log) collect() {
 
 // tidy runs in the writer after each commit that released entries or
 // opened a segment: it deletes dead segments and moves the live entries out
-// of the emptiest older segment when they fill less than a quarter of it.
+// of the emptiest older segment when they fill less than a quarter of the
+// space it takes. That space is its reservation (a new segment reserves
+// the segment size) unless it grew past it: a segment closed early by a
+// restart takes a whole reservation on disk however little it holds.
 func (l *Log) tidy() {
 	if !l.tidyDue {
 		return
@@ -475,10 +478,10 @@ func (l *Log) tidy() {
 	var sparse *segment
 	l.mu.RLock()
 	for _, s := range l.segs {
-		if s == l.active || s.liveBytes*4 >= s.size {
+		if s == l.active || s.liveBytes*4 >= l.space(s) {
 			continue
 		}
-		if sparse == nil || s.liveBytes*sparse.size < sparse.liveBytes*s.size {
+		if sparse == nil || s.liveBytes*l.space(sparse) < sparse.liveBytes*l.space(s) {
 			sparse = s
 		}
 	}
@@ -492,6 +495,10 @@ func (l *Log) tidy() {
 	}
 	l.collect()
 }
+
+// space is the disk space seg takes: its reservation, or what it holds
+// past it.
+func (l *Log) space(seg *segment) int64 { return max(seg.size, l.segSize) }
 
 // relocate copies every live entry of seg to the active segment as a move.
 func (l *Log) relocate(seg *segment) error {
