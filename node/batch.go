@@ -3,9 +3,7 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -162,14 +160,9 @@ func (n *Node) runBatchCall(ctx context.Context, c batchCall) batchResult {
 const MaxBatchOps = 1000
 
 func (n *Node) handleBatch(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "body larger than "+strconv.Itoa(maxBodyBytes)+" bytes", "")
-		return
-	}
+	body, err := readRequestBody(w, r)
 	if err != nil {
-		badRequest(w, "read body: "+err.Error())
+		writeErr(w, err, "")
 		return
 	}
 	if err := checkJSONText(body, maxJSONDepth); err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -172,13 +171,9 @@ func (c *shardTagCache) of(r *ring.Ring, id fsm.ShardID) []byte {
 // decodeJSONBody reads a JSON body (bounded by docRoutes) and decodes it
 // (numbers as json.Number). Errors wrap fsm.ErrTooLarge or fsm.ErrInvalid.
 func decodeJSONBody(r *http.Request) (any, error) {
-	body, err := io.ReadAll(r.Body)
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		return nil, fmt.Errorf("%w: body larger than %d bytes", fsm.ErrTooLarge, maxBodyBytes)
-	case err != nil:
-		return nil, fmt.Errorf("%w: read body: %v", fsm.ErrInvalid, err)
+	body, err := readBounded(r.Body)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkJSONText(body, maxJSONDepth); err != nil {
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -152,6 +153,26 @@ func errorStatus(err error) (int, string) {
 		// before proposing: nothing was proposed, so retrying is safe.
 		return http.StatusServiceUnavailable, "unavailable"
 	}
+}
+
+// readRequestBody reads a request's body, at most maxBodyBytes of it.
+// Errors wrap fsm.ErrTooLarge or fsm.ErrInvalid.
+func readRequestBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	return readBounded(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+}
+
+// readBounded reads a body bounded by an http.MaxBytesReader of
+// maxBodyBytes. Errors wrap fsm.ErrTooLarge or fsm.ErrInvalid.
+func readBounded(body io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return nil, fmt.Errorf("%w: body larger than %d bytes", fsm.ErrTooLarge, maxBodyBytes)
+	case err != nil:
+		return nil, fmt.Errorf("%w: read body: %v", fsm.ErrInvalid, err)
+	}
+	return b, nil
 }
 
 func badRequest(w http.ResponseWriter, msg string) {

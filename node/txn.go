@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -516,14 +515,9 @@ func (n *Node) handleTxn(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, err.Error())
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", "body larger than "+strconv.Itoa(maxBodyBytes)+" bytes", "")
-		return
-	}
+	body, err := readRequestBody(w, r)
 	if err != nil {
-		badRequest(w, "read body: "+err.Error())
+		writeErr(w, err, "")
 		return
 	}
 	req, err := parseTxn(body)
