@@ -89,8 +89,9 @@ type pendingOp struct {
 	refused bool  // the batch was refused as a whole: send the get alone
 }
 
-func newBatchOp(op, key string) batchOp {
-	b := batchOp{Op: op}
+// newGetOp returns the batch operation of a get of key.
+func newGetOp(key string) batchOp {
+	b := batchOp{Op: "get"}
 	if utf8.ValidString(key) {
 		b.Key = key
 	} else {
@@ -190,17 +191,15 @@ func (c *Client) sendBatch(base string, ops []*pendingOp) {
 	for i, p := range ops {
 		req.Ops[i] = p.op
 	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		for _, p := range ops {
-			p.err, p.unsent = err, true
-		}
-		return
-	}
 	fail := func(err error, unsent bool) {
 		for _, p := range ops {
 			p.err, p.unsent = err, unsent
 		}
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		fail(err, true)
+		return
 	}
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/batch", bytes.NewReader(body))
 	if err != nil {

@@ -54,6 +54,31 @@ func (g *gate) RoundTrip(r *http.Request) (*http.Response, error) {
 	return g.next.RoundTrip(r)
 }
 
+// waitHeld waits until the first get is held at the gate.
+func (g *gate) waitHeld(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for g.count("GET") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no get reached the gate")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// getHeld starts a get of "first" through c and waits until it is held at
+// g's gate; its error arrives on the channel once the gate opens.
+func getHeld(t *testing.T, c *Client, g *gate) <-chan error {
+	t.Helper()
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := c.Get(context.Background(), "first")
+		first <- err
+	}()
+	g.waitHeld(t)
+	return first
+}
+
 func (g *gate) count(kind string) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -128,10 +153,7 @@ func TestBatchedGetsAnswerAsSingleGets(t *testing.T) {
 		v, ver, err := c.Get(ctx, keys[0])
 		got[0] = getAnswer{v, ver, err}
 	})
-	waitQueued(t, c, c.base, 0)
-	for g.count("GET") == 0 {
-		time.Sleep(time.Millisecond) // the first get is at the gate
-	}
+	g.waitHeld(t)
 	for i := 1; i < len(keys); i++ {
 		wg.Go(func() {
 			var opts []ReadOption
@@ -207,9 +229,7 @@ func batchedGets(t *testing.T, c *Client, g *gate, keys []string) []getAnswer {
 			got[i] = getAnswer{v, ver, err}
 		})
 		if i == 0 {
-			for g.count("GET") == 0 {
-				time.Sleep(time.Millisecond)
-			}
+			g.waitHeld(t)
 		}
 	}
 	waitQueued(t, c, c.base, len(keys)-1)
@@ -338,14 +358,7 @@ func TestQueuedGetCancelled(t *testing.T) {
 	defer srv.Close()
 	g := newGate(http.DefaultTransport)
 	c := New(srv.URL, WithBatching(1), WithHTTPClient(&http.Client{Transport: g}))
-	first := make(chan error, 1)
-	go func() {
-		_, _, err := c.Get(context.Background(), "first")
-		first <- err
-	}()
-	for g.count("GET") == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	first := getHeld(t, c, g)
 	ctx, cancel := context.WithCancel(context.Background())
 	waited := make(chan error, 1)
 	go func() {
@@ -387,14 +400,7 @@ func TestBatchDeadlines(t *testing.T) {
 		c := New(srv.URL, WithBatching(1), WithRetries(3, time.Millisecond), WithHTTPClient(&http.Client{Transport: g}))
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
-		first := make(chan error, 1)
-		go func() {
-			_, _, err := c.Get(t.Context(), "first")
-			first <- err
-		}()
-		for g.count("GET") == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		first := getHeld(t, c, g)
 		errs := make(chan error, 2)
 		for _, k := range []string{"x", "y"} {
 			go func() {

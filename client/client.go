@@ -190,7 +190,7 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) ([]byt
 	}
 	base := c.baseFor(key)
 	if c.batch != nil {
-		op := newBatchOp("get", key)
+		op := newGetOp(key)
 		op.Consistency, op.MaxStaleness = q.Get("consistency"), q.Get("max_staleness")
 		r, answered, release, err := c.batchedGet(ctx, base, op)
 		if answered {

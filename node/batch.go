@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/ring"
 	"github.com/cairndb/cairn/shard"
 )
 
@@ -74,7 +75,7 @@ func (n *Node) checkBatchOp(op batchOp) (batchCall, error) {
 	if len(c.key) == 0 {
 		return c, fmt.Errorf("%w: empty key", fsm.ErrInvalid)
 	}
-	if c.key[0] == 0 {
+	if c.key[0] == ring.RoutedPrefix {
 		return c, fmt.Errorf("%w: %v", fsm.ErrInvalid, errReservedKey)
 	}
 	if l := n.store.Limits().MaxKeySize; len(c.key) > l {
