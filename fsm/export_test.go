@@ -233,3 +233,6 @@ func SetIndexHash(h func(string) uint64) {
 	}
 	indexHash = h
 }
+
+// Store returns the store the replica belongs to.
+func (f *FSM) Store() *Store { return f.store }

@@ -234,7 +234,7 @@ func (f *FSM) recover() error {
 	}
 	if staging != 0 {
 		f.logger.Warn("removing interrupted snapshot restore", "generation", staging)
-		if err := deletePrefix(f.db, genPrefix(f.id, staging), nil); err != nil {
+		if err := f.store.deletePrefix(genPrefix(f.id, staging), nil); err != nil {
 			return err
 		}
 		if err := f.db.Update(func(txn *badger.Txn) error { return txn.Delete(pointerKey(f.id, spaceRestoring)) }); err != nil {
@@ -294,7 +294,7 @@ func (f *FSM) dropOlderGenerations(current uint32) error {
 			return err
 		}
 		f.logger.Info("dropping old generation", "generation", stale)
-		if err := deletePrefix(f.db, genPrefix(f.id, stale), nil); err != nil {
+		if err := f.store.deletePrefix(genPrefix(f.id, stale), nil); err != nil {
 			return err
 		}
 	}

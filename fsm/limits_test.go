@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -98,9 +99,10 @@ func TestOptionsValidate(t *testing.T) {
 	bad.ValueThreshold = 8
 	bad.NumCompactors = 1
 	bad.GCDiscardRatio = 1
+	bad.TableRelease = 100 * time.Millisecond
 	bad.BaseTableSize = 4 << 20 // above the memtable
 	err := bad.Validate()
-	for _, want := range []string{"Dir", "MemTableSize", "NumMemtables", "ValueThreshold", "NumCompactors", "GCDiscardRatio", "BaseTableSize"} {
+	for _, want := range []string{"Dir", "MemTableSize", "NumMemtables", "ValueThreshold", "NumCompactors", "GCDiscardRatio", "BaseTableSize", "TableRelease"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want a problem with %s", err, want)
 		}

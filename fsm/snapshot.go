@@ -41,9 +41,12 @@ type fsmSnapshot struct {
 // Persist writes the snapshot. It first syncs Badger: once the sink is closed
 // raft may drop log entries up to the snapshot index, and the durable state
 // must already cover them, since a restart does not restore the snapshot.
+// Reading the whole shard brings every table page of it into memory; what
+// was not resident before is handed back afterwards (Options.TableRelease).
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	s.f.persisting.RLock()
 	defer s.f.persisting.RUnlock()
+	defer s.f.store.releaseTablePagesSince(s.f.store.mappedTablePages())
 	if err := s.f.db.Sync(); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("fsm: sync before snapshot: %w", err)
@@ -111,7 +114,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	stage := f.gen + 1
 	marker := pointerKey(f.id, spaceRestoring)
-	if err := deletePrefix(f.db, genPrefix(f.id, stage), nil); err != nil {
+	if err := f.store.deletePrefix(genPrefix(f.id, stage), nil); err != nil {
 		return fmt.Errorf("fsm: restore %v: %w", f.id, err)
 	}
 	if err := f.db.Update(func(txn *badger.Txn) error {
@@ -128,7 +131,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if err != nil {
 		// Undo now; Store.Shard would do the same after a crash.
-		_ = deletePrefix(f.db, genPrefix(f.id, stage), nil)
+		_ = f.store.deletePrefix(genPrefix(f.id, stage), nil)
 		_ = f.db.Update(func(txn *badger.Txn) error { return txn.Delete(marker) })
 		return fmt.Errorf("fsm: restore %v: %w", f.id, err)
 	}
@@ -171,7 +174,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.setApplied(meta)
 	f.persisting.Lock() // wait for snapshots still streaming the old state
-	err = deletePrefix(f.db, genPrefix(f.id, old), nil)
+	err = f.store.deletePrefix(genPrefix(f.id, old), nil)
 	f.persisting.Unlock()
 	if err != nil {
 		f.logger.Warn("dropping replaced generation", "generation", old, "error", err)

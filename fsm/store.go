@@ -62,6 +62,13 @@ type Options struct {
 	GCInterval time.Duration
 	// GCDiscardRatio is passed to RunValueLogGC. Default 0.5.
 	GCDiscardRatio float64
+	// TableRelease is how often the store hands the kernel the pages of the
+	// table files Badger wrote since the last time (and of value-log files
+	// Badger stopped appending to), which would otherwise stay resident in
+	// the process: see pages.go. Reads fault back in the pages they need.
+	// 0 keeps written pages resident; otherwise at least 1 s. Linux only.
+	// Default 1 s.
+	TableRelease time.Duration
 }
 
 // DefaultOptions returns options for a small node (2 cores, a few GiB).
@@ -78,6 +85,7 @@ func DefaultOptions(dir string) Options {
 		NumCompactors:    2,
 		GCInterval:       5 * time.Minute,
 		GCDiscardRatio:   0.5,
+		TableRelease:     time.Second,
 	}
 }
 
@@ -102,6 +110,11 @@ func (o Options) Validate() error {
 	if o.NumCompactors < 2 {
 		errs = append(errs, errors.New("fsm: NumCompactors must be at least 2"))
 	}
+	if o.TableRelease < 0 || (o.TableRelease > 0 && o.TableRelease < time.Second) {
+		// Pages released in the first moments after Badger wrote them
+		// leave the process but stay in the page cache.
+		errs = append(errs, fmt.Errorf("fsm: TableRelease %v: want 0 or at least 1s", o.TableRelease))
+	}
 	if o.GCInterval > 0 && (o.GCDiscardRatio <= 0 || o.GCDiscardRatio >= 1) {
 		errs = append(errs, fmt.Errorf("fsm: GCDiscardRatio %v outside (0, 1)", o.GCDiscardRatio))
 	}
@@ -118,9 +131,11 @@ type Store struct {
 	mu     sync.Mutex
 	shards map[ShardID]*FSM
 
-	cancel context.CancelFunc
-	done   chan struct{}
-	close  sync.Once
+	cancel      context.CancelFunc
+	done        chan struct{}
+	releaser    *pageReleaser // nil when pages are not released
+	releaseDone chan struct{}
+	close       sync.Once
 }
 
 // Open opens (or creates) the store and starts value-log GC.
@@ -160,16 +175,39 @@ func Open(opts Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		db:     db,
-		opts:   opts,
-		logger: logger,
-		limits: limitsFor(db, opts),
-		shards: make(map[ShardID]*FSM),
-		cancel: cancel,
-		done:   make(chan struct{}),
+		db:          db,
+		opts:        opts,
+		logger:      logger,
+		limits:      limitsFor(db, opts),
+		shards:      make(map[ShardID]*FSM),
+		cancel:      cancel,
+		done:        make(chan struct{}),
+		releaseDone: make(chan struct{}),
 	}
 	go s.gcLoop(ctx)
+	if opts.TableRelease > 0 && !opts.InMemory && pageReleaseSupported {
+		s.releaser = newPageReleaser(opts.Dir)
+		go s.releaseLoop(ctx, s.releaser, opts.TableRelease)
+	} else {
+		close(s.releaseDone)
+	}
 	return s, nil
+}
+
+// mappedTablePages records which pages of the store's files are mapped, for
+// releaseTablePagesSince; nil when pages are not released.
+func (s *Store) mappedTablePages() pageSet {
+	if s.releaser == nil {
+		return nil
+	}
+	return s.releaser.mapped()
+}
+
+// releaseTablePagesSince hands back the pages brought in since before.
+func (s *Store) releaseTablePagesSince(before pageSet) {
+	if s.releaser != nil {
+		s.releaser.releaseSince(before)
+	}
 }
 
 // Limits returns the largest command this store can apply in one transaction.
@@ -188,6 +226,7 @@ func (s *Store) Close() error {
 	s.close.Do(func() {
 		s.cancel()
 		<-s.done
+		<-s.releaseDone
 		err = s.db.Close()
 	})
 	return err
@@ -245,10 +284,10 @@ func (s *Store) Drop(id ShardID) error {
 	// Data first, the generation pointers last: a crash midway leaves a
 	// replica whose pointer still names a generation being deleted, which
 	// the next Drop finishes, rather than a pointerless half state.
-	if err := deletePrefix(s.db, shardPrefix(id), genPrefix(id, 1)); err != nil {
+	if err := s.deletePrefix(shardPrefix(id), genPrefix(id, 1)); err != nil {
 		return fmt.Errorf("fsm: drop %v: %w", id, err)
 	}
-	if err := deletePrefix(s.db, genPrefix(id, 0), nil); err != nil {
+	if err := s.deletePrefix(genPrefix(id, 0), nil); err != nil {
 		return fmt.Errorf("fsm: drop %v: %w", id, err)
 	}
 	return nil
@@ -257,8 +296,11 @@ func (s *Store) Drop(id ShardID) error {
 // deletePrefix deletes the keys under prefix (from the key from on, if
 // set) in batches. Badger's DropPrefix is not used because it refuses every
 // write to the database while it runs, and the database is shared: the
-// other shards' applies would fail.
-func deletePrefix(db *badger.DB, prefix, from []byte) error {
+// other shards' applies would fail. The tables it reads to find the keys are
+// handed back afterwards, as after a snapshot (Options.TableRelease).
+func (s *Store) deletePrefix(prefix, from []byte) error {
+	defer s.releaseTablePagesSince(s.mappedTablePages())
+	db := s.db
 	const chunk = 4096
 	seek := from
 	if seek == nil {

@@ -45,6 +45,14 @@ func TestMemoryFlags(t *testing.T) {
 		t.Fatalf("--memory-limit 1GiB --gc-percent 80 --table-size 512KiB --value-threshold 128B --memory-release-interval 0: %v, %d, %d, %d, %d, %v, %v",
 			o.memoryLimitAuto, o.memoryLimit, o.gcPercent, cfg.Store.BaseTableSize, cfg.Store.ValueThreshold, o.memoryRelease, err)
 	}
+	if cfg.Store.TableRelease != time.Second {
+		t.Fatalf("default --table-release-interval %v, want 1s", cfg.Store.TableRelease)
+	}
+	for arg, want := range map[string]time.Duration{"0": 0, "5s": 5 * time.Second} {
+		if cfg, _, err = serverFlags([]string{"--table-release-interval", arg}); err != nil || cfg.Store.TableRelease != want {
+			t.Fatalf("--table-release-interval %s: %v, %v; want %v", arg, cfg.Store.TableRelease, err, want)
+		}
+	}
 	if _, o, err = serverFlags([]string{"--memory-limit", "0"}); err != nil || o.memoryLimitAuto || o.memoryLimit != 0 {
 		t.Fatalf("--memory-limit 0: auto %v, %d, %v", o.memoryLimitAuto, o.memoryLimit, err)
 	}
@@ -52,7 +60,8 @@ func TestMemoryFlags(t *testing.T) {
 		t.Fatalf("--memory-limit auto: auto %v, %v", o.memoryLimitAuto, err)
 	}
 	for _, args := range [][]string{{"--memory-release-interval", "-1s"}, {"--memory-release-interval", "often"}, {"--gc-percent", "0"}, {"--gc-percent", "-1"}, {"--memory-limit", "lots"}, {"--memory-limit", "Auto"}, {"--table-size", "16KiB"}, {"--table-size", "64MiB"}, {"--table-size", "big"},
-		{"--value-threshold", "32B"}, {"--value-threshold", "2MiB"}, {"--value-threshold", "small"}} {
+		{"--value-threshold", "32B"}, {"--value-threshold", "2MiB"}, {"--value-threshold", "small"},
+		{"--table-release-interval", "-1s"}, {"--table-release-interval", "100ms"}} {
 		if _, _, err := serverFlags(args); err == nil {
 			t.Errorf("%q was accepted", args)
 		}

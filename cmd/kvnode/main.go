@@ -112,6 +112,7 @@ func parseServerFlags(out io.Writer, args []string) (node.Config, serverOpts, er
 	tableSize := fs.String("table-size", humanize.IBytes(uint64(cfg.Store.BaseTableSize)), "size of the tables Badger's compactions write below level 0 (smaller: less memory while compacting, slower writes)")
 	valueThreshold := fs.String("value-threshold", humanize.IBytes(uint64(cfg.Store.ValueThreshold)), "values at least this large are written once to Badger's value log instead of its LSM tree (smaller: fewer bytes rewritten by compaction and faster loads of new keys; overwritten values then hold disk until value-log GC)")
 	minFreeDisk := fs.String("min-free-disk", humanize.IBytes(uint64(cfg.MinFreeDisk)), "free space to keep on the data disk: below it, every node refuses writes that add data (507 disk_full) until space is freed; reads and deletes still work (0: no check)")
+	fs.DurationVar(&cfg.Store.TableRelease, "table-release-interval", cfg.Store.TableRelease, "how often the node hands the kernel the pages of the tables Badger wrote since (Badger writes through memory mappings, so they would stay resident; snapshots hand back what they read when they end); reads fault back in what they use (0: keep them resident; else at least 1s)")
 	fs.DurationVar(&o.memoryRelease, "memory-release-interval", 5*time.Second, "how often the node checks whether it has gone quiet with a heap grown by a burst of work, which it then collects and returns to the OS (0: never)")
 	fs.IntVar(&o.gcPercent, "gc-percent", 25, "how far the Go heap may grow past its live size before a collection, in percent (lower: less memory, more collections; $GOGC, when set, takes precedence)")
 	if err := fs.Parse(args); err != nil {
@@ -162,6 +163,9 @@ func parseServerFlags(out io.Writer, args []string) (node.Config, serverOpts, er
 		return cfg, o, fmt.Errorf("--min-free-disk %q: want a size such as 1GiB, or 0", *minFreeDisk)
 	}
 	cfg.MinFreeDisk = int64(mfd)
+	if cfg.Store.TableRelease < 0 || (cfg.Store.TableRelease > 0 && cfg.Store.TableRelease < time.Second) {
+		return cfg, o, fmt.Errorf("--table-release-interval %v: want 0 or at least 1s (pages released sooner after Badger writes them may stay in the page cache)", cfg.Store.TableRelease)
+	}
 	if o.memoryRelease < 0 {
 		return cfg, o, fmt.Errorf("--memory-release-interval %v: want a duration of 0 or more", o.memoryRelease)
 	}
