@@ -112,11 +112,12 @@ func (r *pageReleaser) storeMappings(maps []byte) []mapping {
 
 // due returns the mappings to release now, given the current mappings, and
 // updates what has been seen. A table file is released on the second pass
-// that finds it mapped: Badger maps a new table before it copies the table
+// that finds it mapped (Badger maps a new table before it copies the table
 // in, and a copy takes milliseconds, so by then the file is written and
-// synced. A value-log file is released likewise once a newer one exists (the
-// newest is the one Badger appends to). Each file is released once; files no
-// longer mapped are forgotten.
+// synced) and once more on the fourth, for a table whose copy was held up
+// past the second. A value-log file is released likewise once a newer one
+// exists (the newest is the one Badger appends to). Files no longer mapped
+// are forgotten.
 func (r *pageReleaser) due(ms []mapping) []mapping {
 	newestLog := ""
 	for _, m := range ms {
@@ -230,8 +231,8 @@ func (r *pageReleaser) releaseSince(before pageSet) {
 }
 
 // releaseLoop runs pass every interval until ctx ends. If the kernel refuses
-// the advice (before Linux 5.4, or another system) it logs that once and
-// stops: the store works as before, with written pages resident.
+// the advice (a kernel before Linux 5.4) it logs that once and stops: the
+// store works as before, with written pages resident.
 func (s *Store) releaseLoop(ctx context.Context, r *pageReleaser, interval time.Duration) {
 	defer close(s.releaseDone)
 	t := time.NewTicker(interval)
