@@ -19,7 +19,7 @@ var (
 	releasedFilesDesc = prometheus.NewDesc("cairn_store_page_release_files_total",
 		"Table and value-log files whose pages the node handed back to the kernel after Badger wrote them (--table-release-interval).", nil, nil)
 	releasedBytesDesc = prometheus.NewDesc("cairn_store_page_release_bytes_total",
-		"Mapped bytes of those files (an upper bound on the memory released: only resident pages are).", nil, nil)
+		"Bytes of the mapped ranges handed back: those files, and the pages snapshots and prefix deletes brought in (an upper bound on the memory released: only resident pages are).", nil, nil)
 )
 
 type storeCollector struct{ s *Store }

@@ -31,6 +31,20 @@ func TestStoreMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openStore(t, dir)
+	got := storeMetrics(t, s)
+	lsm, vlog := s.Size()
+	if vlog < 50*8<<10 {
+		t.Fatalf("store reports a value log of %d bytes after 400 KiB of large values", vlog)
+	}
+	if got["cairn_store_lsm_bytes"] != float64(lsm) || got["cairn_store_vlog_bytes"] != float64(vlog) {
+		t.Fatalf("exported %v, store reports lsm %d vlog %d", got, lsm, vlog)
+	}
+}
+
+// storeMetrics gathers the metrics s exports, by name: the value of a gauge
+// or of a counter.
+func storeMetrics(t testing.TB, s *fsm.Store) map[string]float64 {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	if err := s.RegisterMetrics(reg); err != nil {
 		t.Fatal(err)
@@ -41,13 +55,8 @@ func TestStoreMetrics(t *testing.T) {
 	}
 	got := map[string]float64{}
 	for _, mf := range mfs {
-		got[mf.GetName()] = mf.GetMetric()[0].GetGauge().GetValue()
+		m := mf.GetMetric()[0]
+		got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue() // one of them is nil
 	}
-	lsm, vlog := s.Size()
-	if vlog < 50*8<<10 {
-		t.Fatalf("store reports a value log of %d bytes after 400 KiB of large values", vlog)
-	}
-	if got["cairn_store_lsm_bytes"] != float64(lsm) || got["cairn_store_vlog_bytes"] != float64(vlog) {
-		t.Fatalf("exported %v, store reports lsm %d vlog %d", got, lsm, vlog)
-	}
+	return got
 }

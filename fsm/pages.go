@@ -134,12 +134,10 @@ func (r *pageReleaser) due(ms []mapping) []mapping {
 		if m.path == newestLog {
 			continue
 		}
-		n := r.seen[m.path]
-		if n < releasedAgain {
-			n++
-		}
+		prev := r.seen[m.path]
+		n := min(prev+1, releasedAgain)
 		next[m.path] = n
-		if n == firstRelease || (n == releasedAgain && r.seen[m.path] != releasedAgain) {
+		if n != prev && (n == firstRelease || n == releasedAgain) {
 			out = append(out, m)
 		}
 	}
@@ -148,11 +146,11 @@ func (r *pageReleaser) due(ms []mapping) []mapping {
 }
 
 // pass reads the mappings once and releases what is due. It returns the
-// mappings it released and the first error from the kernel, if any.
-func (r *pageReleaser) pass() ([]mapping, error) {
+// first error from the kernel, if any.
+func (r *pageReleaser) pass() error {
 	maps, err := readMappings()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	due := r.due(r.storeMappings(maps))
 	var first error
@@ -174,7 +172,7 @@ func (r *pageReleaser) pass() ([]mapping, error) {
 		_ = dropCached(path)
 	}
 	r.files.Add(uint64(len(files)))
-	return due, first
+	return first
 }
 
 // pageSet records, for each store mapping, which of its pages were mapped in
@@ -238,7 +236,7 @@ func (s *Store) releaseLoop(ctx context.Context, r *pageReleaser, interval time.
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if _, err := r.pass(); err != nil {
+		if err := r.pass(); err != nil {
 			s.logger.Warn("page release stopped: the kernel refused it; tables Badger writes stay resident", "error", err)
 			return
 		}

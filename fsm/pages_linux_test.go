@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/cairndb/cairn/fsm"
 )
 
@@ -145,18 +143,7 @@ func TestTablePagesReleased(t *testing.T) {
 	}
 	t.Logf("with release: %d of %d table bytes resident, %d cached", resident, mapped, cached)
 
-	reg := prometheus.NewRegistry()
-	if err := f.Store().RegisterMetrics(reg); err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		got[mf.GetName()] = mf.GetMetric()[0].GetCounter().GetValue()
-	}
+	got := storeMetrics(t, f.Store())
 	tables, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
 	if got["cairn_store_page_release_files_total"] < float64(len(tables)) || got["cairn_store_page_release_bytes_total"] < float64(mapped) {
 		t.Fatalf("release counters %v, want at least the %d tables and %d bytes now released", got, len(tables), mapped)

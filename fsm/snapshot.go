@@ -46,7 +46,7 @@ type fsmSnapshot struct {
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	s.f.persisting.RLock()
 	defer s.f.persisting.RUnlock()
-	defer s.f.store.releaseTablePagesSince(s.f.store.mappedTablePages())
+	defer s.f.store.handBackPagesAfter()()
 	if err := s.f.db.Sync(); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("fsm: sync before snapshot: %w", err)

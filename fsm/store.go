@@ -194,20 +194,16 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
-// mappedTablePages records which pages of the store's files are mapped, for
-// releaseTablePagesSince; nil when pages are not released.
-func (s *Store) mappedTablePages() pageSet {
-	if s.releaser == nil {
-		return nil
+// handBackPagesAfter records which pages of the store's files are mapped
+// now and returns a function that hands back those mapped since, for work
+// that reads many tables once: defer s.handBackPagesAfter()().
+func (s *Store) handBackPagesAfter() func() {
+	r := s.releaser
+	if r == nil {
+		return func() {}
 	}
-	return s.releaser.mapped()
-}
-
-// releaseTablePagesSince hands back the pages brought in since before.
-func (s *Store) releaseTablePagesSince(before pageSet) {
-	if s.releaser != nil {
-		s.releaser.releaseSince(before)
-	}
+	before := r.mapped()
+	return func() { r.releaseSince(before) }
 }
 
 // Limits returns the largest command this store can apply in one transaction.
@@ -299,7 +295,7 @@ func (s *Store) Drop(id ShardID) error {
 // other shards' applies would fail. The tables it reads to find the keys are
 // handed back afterwards, as after a snapshot (Options.TableRelease).
 func (s *Store) deletePrefix(prefix, from []byte) error {
-	defer s.releaseTablePagesSince(s.mappedTablePages())
+	defer s.handBackPagesAfter()()
 	db := s.db
 	const chunk = 4096
 	seek := from
