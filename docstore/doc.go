@@ -1,7 +1,6 @@
 package docstore
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/jsonx"
 )
 
 // Doc is a JSON object as the store decodes it: numbers are json.Number
@@ -34,14 +34,9 @@ const (
 
 // ParseDoc decodes one JSON object.
 func ParseDoc(b []byte) (Doc, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
 	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: not JSON: %v", fsm.ErrInvalid, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: more than one JSON value", fsm.ErrInvalid)
+	if err := jsonx.Decode(b, &v, jsonx.Options{Numbers: true}); err != nil {
+		return nil, fmt.Errorf("%w: not one JSON value: %v", fsm.ErrInvalid, err)
 	}
 	m, ok := v.(map[string]any)
 	if !ok {

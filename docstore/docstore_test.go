@@ -168,7 +168,7 @@ func TestRejectsBadInput(t *testing.T) {
 	if _, _, err := c.Insert(ctx, docstore.Doc{"big": strings.Repeat("x", 5000)}); !errors.Is(err, fsm.ErrTooLarge) {
 		t.Fatalf("large document: %v", err)
 	}
-	for _, s := range []string{`[1]`, `"x"`, `{"a":1} {}`, `{"a":`} {
+	for _, s := range []string{`[1]`, `"x"`, `{"a":1} {}`, `{"a":`, `{"a":1}]`, `{"a":1}}`} {
 		if _, err := docstore.ParseDoc([]byte(s)); !errors.Is(err, fsm.ErrInvalid) {
 			t.Fatalf("parse %s: %v", s, err)
 		}

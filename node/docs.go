@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/cairndb/cairn/docstore"
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/jsonx"
 	"github.com/cairndb/cairn/internal/par"
 	"github.com/cairndb/cairn/ring"
 	"github.com/cairndb/cairn/shard"
@@ -178,14 +178,9 @@ func decodeJSONBody(r *http.Request) (any, error) {
 	if err := checkJSONText(body, maxJSONDepth); err != nil {
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
 	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, fmt.Errorf("%w: body is not JSON: %v", fsm.ErrInvalid, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: body holds more than one JSON value", fsm.ErrInvalid)
+	if err := jsonx.Decode(body, &v, jsonx.Options{Numbers: true}); err != nil {
+		return nil, fmt.Errorf("%w: body is not one JSON value: %v", fsm.ErrInvalid, err)
 	}
 	return v, nil
 }

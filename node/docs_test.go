@@ -107,6 +107,9 @@ func TestHTTPDocs(t *testing.T) {
 	}{
 		{"POST", "/users", `[1]`, 400, "bad_request"},
 		{"POST", "/users", `{"a":`, 400, "bad_request"},
+		{"POST", "/users", `{"a":1}]`, 400, "bad_request"},
+		{"POST", "/users", `{"a":1}}`, 400, "bad_request"},
+		{"POST", "/users/_find", `{"limit":1}]`, 400, "bad_request"},
 		{"POST", "/users", `{"_id":7}`, 400, "bad_request"},
 		{"POST", "/users", `{"_id":"_x"}`, 400, "bad_request"},
 		{"POST", "/_users", `{}`, 400, "bad_request"},

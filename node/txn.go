@@ -1,9 +1,7 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -14,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cairndb/cairn/fsm"
+	"github.com/cairndb/cairn/internal/jsonx"
 	"github.com/cairndb/cairn/shard"
 	"github.com/cairndb/cairn/txn"
 )
@@ -411,13 +410,8 @@ func parseTxn(body []byte) (TxnRequest, error) {
 		return TxnRequest{}, err
 	}
 	var b txnBody
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
+	if err := jsonx.Decode(body, &b, jsonx.Options{Strict: true}); err != nil {
 		return TxnRequest{}, fmt.Errorf("body is not a transaction: %v", err)
-	}
-	if dec.More() {
-		return TxnRequest{}, errors.New("body holds more than one JSON value")
 	}
 	var req TxnRequest
 	for i, c := range b.If {

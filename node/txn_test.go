@@ -136,6 +136,7 @@ func TestHTTPTxnRejects(t *testing.T) {
 		{"not JSON", `{"then":`, 400, "bad_request"},
 		{"unknown field", `{"then":[{"get":{"key":"a"}}],"when":[]}`, 400, "bad_request"},
 		{"two values", `{"then":[{"get":{"key":"a"}}]} {}`, 400, "bad_request"},
+		{"stray bracket after the body", `{"then":[{"get":{"key":"a"}}]}]`, 400, "bad_request"},
 		{"empty", `{}`, 400, "bad_request"},
 		{"only comparisons", `{"if":[{"key":"a","exists":true}]}`, 400, "bad_request"},
 		{"comparison of two kinds", `{"if":[{"key":"a","exists":true,"version":3}],"then":[{"get":{"key":"a"}}]}`, 400, "bad_request"},

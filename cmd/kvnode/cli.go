@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/jsonx"
 	"github.com/cairndb/cairn/node"
 )
 
@@ -283,9 +283,7 @@ func cmdTxn(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 		}
 	}
 	var t client.Txn
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t); err != nil {
+	if err := jsonx.Decode(body, &t, jsonx.Options{Strict: true}); err != nil {
 		return fmt.Errorf("txn: not a transaction: %w", err)
 	}
 	r, err := c.Txn(o.ctx, t)

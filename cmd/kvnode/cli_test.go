@@ -93,6 +93,9 @@ func TestSubcommands(t *testing.T) {
 	if _, err := run("txn", `{"than":[]}`); err == nil || !strings.Contains(err.Error(), "not a transaction") {
 		t.Fatalf("txn with an unknown field: %v", err)
 	}
+	if _, err := run("txn", `{"then":[{"put":{"key":"k9","value":"eA=="}}]}]`); err == nil || !strings.Contains(err.Error(), "not a transaction") {
+		t.Fatalf("txn with a stray bracket: %v", err)
+	}
 	// No transaction is in flight: nothing listed, nothing to resolve.
 	if out, err := run("txn", "list"); err != nil || !strings.Contains(out, "no transaction holds a lock") {
 		t.Fatalf("txn list: %q %v", out, err)
@@ -117,6 +120,14 @@ func TestDocsSubcommands(t *testing.T) {
 	}
 	if _, err := run("insert", "users", `{"_id":"ann"}`); !errors.Is(err, client.ErrExists) {
 		t.Fatalf("insert of a taken _id: %v", err)
+	}
+	for _, d := range []string{`{"_id":"dee"}]`, `{"_id":"dee"} {}`} {
+		if _, err := run("insert", "users", d); err == nil || !strings.Contains(err.Error(), "not one JSON value") {
+			t.Fatalf("insert %s: %v, want it refused", d, err)
+		}
+	}
+	if _, err := run("get", "users", "dee"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("a refused insert wrote: %v", err)
 	}
 	if out, err := run("patch", "users", "ann", `{"city":"Oslo"}`); err != nil || !strings.Contains(out, `"_id": "ann"`) {
 		t.Fatalf("patch: %q %v", out, err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cairndb/cairn/client"
+	"github.com/cairndb/cairn/internal/jsonx"
 )
 
 const docsUsage = `usage: kvnode docs [--addr A] list
@@ -61,11 +61,9 @@ func cmdDocs(c *client.Client, o cliOpts, args []string, out io.Writer) error {
 				return nil, err
 			}
 		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.UseNumber()
 		var v any
-		if err := dec.Decode(&v); err != nil {
-			return nil, fmt.Errorf("not JSON: %w", err)
+		if err := jsonx.Decode(b, &v, jsonx.Options{Numbers: true}); err != nil {
+			return nil, fmt.Errorf("not one JSON value: %w", err)
 		}
 		return v, nil
 	}
