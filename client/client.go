@@ -261,7 +261,7 @@ func (c *Client) Scan(ctx context.Context, sr ScanRequest, opts ...ReadOption) (
 		f(q)
 	}
 	var page scanAnswer
-	b, err := c.do(ctx, http.MethodGet, "/v1/kv", q, nil, "")
+	b, err := c.sendVia(ctx, c.baseForAny(), http.MethodGet, "/v1/kv", q, nil, "", nil, false)
 	if err == nil {
 		err = unmarshal(b, &page)
 	}
@@ -345,12 +345,6 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 // is outcome_unknown.
 func (c *Client) doHeader(ctx context.Context, method, path string, q url.Values, body []byte, requestID string, onHeader func(http.Header)) ([]byte, error) {
 	return c.send(ctx, method, path, q, body, requestID, onHeader, method != http.MethodGet)
-}
-
-// doRead sends a request that writes nothing whatever its method (a query
-// in a POST body), so that it is retried like a GET.
-func (c *Client) doRead(ctx context.Context, method, path string, body []byte) ([]byte, error) {
-	return c.send(ctx, method, path, nil, body, "", nil, false)
 }
 
 func (c *Client) send(ctx context.Context, method, path string, q url.Values, body []byte, requestID string, onHeader func(http.Header), isWrite bool) ([]byte, error) {

@@ -132,7 +132,7 @@ func (c *Client) FindDocs(ctx context.Context, coll string, q FindRequest) ([]Do
 		return nil, "", err
 	}
 	// A query writes nothing: POST is only its way to carry a body.
-	b, err := c.doRead(ctx, http.MethodPost, docPath(coll, "_find"), body)
+	b, err := c.sendVia(ctx, c.baseForAny(), http.MethodPost, docPath(coll, "_find"), nil, body, "", nil, false)
 	if err != nil {
 		return nil, "", err
 	}
@@ -222,7 +222,7 @@ func (c *Client) Explain(ctx context.Context, coll string, q FindRequest) (json.
 	if err != nil {
 		return nil, err
 	}
-	return c.doRead(ctx, http.MethodPost, docPath(coll, "_explain"), body)
+	return c.sendVia(ctx, c.baseForAny(), http.MethodPost, docPath(coll, "_explain"), nil, body, "", nil, false)
 }
 
 // Analyze refreshes a collection's statistics (documents per shard, and

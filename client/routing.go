@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,10 @@ import (
 // known, for a shard without a known leader, and whenever a routed node
 // cannot be reached, requests go to the node given to New, which routes
 // them as before; answers and retries are the same either way.
+//
+// Reads that no one key places, scans and document finds and explains, go
+// to the layout's nodes in turn, so that the node given to New does not
+// coordinate every one of them (any node answers them alike).
 func WithRouting() Option { return func(c *Client) { c.routing = &router{} } }
 
 // routeTTL is how long a layout is used before it is read again.
@@ -31,12 +36,14 @@ type router struct {
 	c          *Client
 	table      atomic.Pointer[routeTable]
 	refreshing atomic.Bool
+	turn       atomic.Uint64 // the next of the nodes for baseForAny
 }
 
 type routeTable struct {
 	at      time.Time
 	ring    *ring.Ring
 	leaders map[ring.ShardID]string // shard → base URL of its leader's node
+	nodes   []string                // base URLs of the layout's nodes, sorted
 }
 
 // baseFor returns the base URL to send key's request to.
@@ -62,12 +69,31 @@ func (c *Client) baseForDoc(id string) string {
 	return c.baseForKey(ring.AppendRouted([]byte{ring.RoutedPrefix, 'd'}, tag))
 }
 
-func (c *Client) baseForKey(key []byte) string {
-	r := c.routing
+// baseForAny returns the base URL for a read that no one key places: the
+// layout's nodes in turn, or New's node while the layout is not known.
+func (c *Client) baseForAny() string {
+	if c.routing == nil {
+		return c.base
+	}
+	t := c.routing.current()
+	if t == nil || len(t.nodes) == 0 {
+		return c.base
+	}
+	return t.nodes[c.routing.turn.Add(1)%uint64(len(t.nodes))]
+}
+
+// current returns the routes, and has them read again in the background
+// when they are missing or older than routeTTL.
+func (r *router) current() *routeTable {
 	t := r.table.Load()
 	if (t == nil || time.Since(t.at) > routeTTL) && r.refreshing.CompareAndSwap(false, true) {
 		go r.refresh()
 	}
+	return t
+}
+
+func (c *Client) baseForKey(key []byte) string {
+	t := c.routing.current()
 	if t == nil || t.ring == nil {
 		return c.base
 	}
@@ -127,5 +153,9 @@ func (r *router) refresh() {
 			t.leaders[ring.ShardID(s.Shard)] = base
 		}
 	}
+	for _, base := range addrs {
+		t.nodes = append(t.nodes, base)
+	}
+	slices.Sort(t.nodes)
 	r.table.Store(t)
 }

@@ -94,6 +94,30 @@ func TestProcessClientRouting(t *testing.T) {
 		}
 	}
 
+	// Scans and finds, which no one key places, go to the three nodes in
+	// turn: each node coordinates a third of them.
+	for _, name := range pc.names {
+		before["scan "+name] = requests(t, pc, name, "get", "/v1/kv", "200")
+		before["find "+name] = requests(t, pc, name, "post", "/v1/docs/{coll}/_find", "200")
+	}
+	for i := range 30 {
+		page, err := c.Scan(ctx, client.ScanRequest{Prefix: "k0", Limit: 10})
+		if err != nil || len(page.Items) != 10 || string(page.Items[0].Key) != "k000" {
+			t.Fatalf("scan %d: %d items, %v", i, len(page.Items), err)
+		}
+		docs, _, err := c.FindDocs(ctx, "routed", client.FindRequest{Filter: map[string]any{"n": map[string]any{"$lt": 5}}})
+		if err != nil || len(docs) != 5 {
+			t.Fatalf("find %d: %d documents, %v", i, len(docs), err)
+		}
+	}
+	for _, name := range pc.names {
+		scans := requests(t, pc, name, "get", "/v1/kv", "200") - before["scan "+name]
+		finds := requests(t, pc, name, "post", "/v1/docs/{coll}/_find", "200") - before["find "+name]
+		if scans != 10 || finds != 10 {
+			t.Errorf("%s coordinated %d scans and %d finds, want 10 of each of 30", name, scans, finds)
+		}
+	}
+
 	// n2 dies: its shards elect new leaders, and the client, unable to
 	// reach n2, sends those keys to n1 until it has read the new routes.
 	pc.procs["n2"].kill()
