@@ -24,8 +24,9 @@ import (
 // cannot be reached, requests go to the node given to New, which routes
 // them as before; answers and retries are the same either way.
 //
-// Reads that no one key places, scans and document finds and explains, go
-// to the layout's nodes in turn, so that the node given to New does not
+// A transaction goes to the leader of its first key's shard. Reads that no
+// one key places, scans and document finds and explains, go to the
+// layout's nodes in turn, so that the node given to New does not
 // coordinate every one of them (any node answers them alike).
 func WithRouting() Option { return func(c *Client) { c.routing = &router{} } }
 

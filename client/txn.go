@@ -88,6 +88,16 @@ type Txn struct {
 // travel as JSON strings, and encoding one would replace its invalid bytes
 // with U+FFFD, naming another key. Put, Get and Delete carry any bytes.
 func (t Txn) checkKeys() error {
+	for _, k := range t.keys() {
+		if !utf8.ValidString(k) {
+			return fmt.Errorf("%w: transaction key %q is not valid UTF-8 (keys travel as JSON strings); nothing was sent", ErrBadRequest, k)
+		}
+	}
+	return nil
+}
+
+// keys returns the keys of t's comparisons, then of its operations.
+func (t Txn) keys() []string {
 	var keys []string
 	for _, c := range t.If {
 		keys = append(keys, c.Key)
@@ -102,12 +112,7 @@ func (t Txn) checkKeys() error {
 			keys = append(keys, op.Get.Key)
 		}
 	}
-	for _, k := range keys {
-		if !utf8.ValidString(k) {
-			return fmt.Errorf("%w: transaction key %q is not valid UTF-8 (keys travel as JSON strings); nothing was sent", ErrBadRequest, k)
-		}
-	}
-	return nil
+	return keys
 }
 
 // TxnResult is the outcome of one operation of the branch that ran: Version
@@ -145,7 +150,15 @@ func (c *Client) Txn(ctx context.Context, t Txn, opts ...WriteOption) (TxnRespon
 	if err != nil {
 		return TxnResponse{}, err
 	}
-	b, err := c.do(ctx, http.MethodPost, "/v1/txn", nil, body, requestIDOf(o))
+	// With routing, to the leader of the first key's shard: a transaction
+	// on one shard runs there without a forward, and the coordination of
+	// those on several spreads with their keys. A request ID dedupes on
+	// the shard whichever node sends the command.
+	base := c.base
+	if keys := t.keys(); len(keys) > 0 {
+		base = c.baseFor(keys[0])
+	}
+	b, err := c.sendVia(ctx, base, http.MethodPost, "/v1/txn", nil, body, requestIDOf(o), nil, true)
 	if err != nil {
 		return TxnResponse{}, err
 	}

@@ -94,6 +94,25 @@ func TestProcessClientRouting(t *testing.T) {
 		}
 	}
 
+	// A transaction goes to the leader of its first key's shard.
+	for _, name := range pc.names {
+		before["txn "+name] = requests(t, pc, name, "post", "/v1/txn", "200")
+	}
+	wantTxns := map[string]int{}
+	for i := range 60 {
+		key := fmt.Sprintf("t%03d", i)
+		resp, err := c.Txn(ctx, client.Txn{If: []client.Compare{client.Absent(key)}, Then: []client.TxnOp{client.TxnPut(key, []byte(key))}})
+		if err != nil || !resp.Succeeded {
+			t.Fatalf("txn %s: %+v, %v", key, resp, err)
+		}
+		wantTxns[leader[r.Locate([]byte(key))]]++
+	}
+	for _, name := range pc.names {
+		if got := requests(t, pc, name, "post", "/v1/txn", "200") - before["txn "+name]; got != wantTxns[name] {
+			t.Errorf("%s received %d transactions, want the %d of the shards it leads (%v)", name, got, wantTxns[name], wantTxns)
+		}
+	}
+
 	// Scans and finds, which no one key places, go to the three nodes in
 	// turn: each node coordinates a third of them.
 	for _, name := range pc.names {
