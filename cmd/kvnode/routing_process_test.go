@@ -155,8 +155,21 @@ func TestProcessClientRouting(t *testing.T) {
 			}
 		}
 	}
+	// Transactions whose first key n2 led are sent to n1 instead.
+	for i := range 60 {
+		key := fmt.Sprintf("txn-after-%03d", i)
+		for {
+			resp, err := c.Txn(ctx, client.Txn{Then: []client.TxnOp{client.TxnPut(key, []byte(key))}}, client.RequestID("req-"+key))
+			if err == nil && resp.Succeeded {
+				break
+			}
+			if err == nil || !errors.Is(err, client.ErrUnavailable) && !errors.Is(err, client.ErrOutcomeUnknown) || time.Now().After(until) {
+				t.Fatalf("txn %s with n2 down: %+v, %v", key, resp, err)
+			}
+		}
+	}
 	plain := n1.client
-	for _, prefix := range []string{"k%03d", "after-%03d"} {
+	for _, prefix := range []string{"k%03d", "after-%03d", "txn-after-%03d"} {
 		for i := range 60 {
 			key := fmt.Sprintf(prefix, i)
 			for _, cl := range []*client.Client{c, plain} {
