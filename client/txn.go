@@ -87,8 +87,8 @@ type Txn struct {
 // checkKeys refuses keys that are not valid UTF-8: a transaction's keys
 // travel as JSON strings, and encoding one would replace its invalid bytes
 // with U+FFFD, naming another key. Put, Get and Delete carry any bytes.
-func (t Txn) checkKeys() error {
-	for _, k := range t.keys() {
+func checkKeys(keys []string) error {
+	for _, k := range keys {
 		if !utf8.ValidString(k) {
 			return fmt.Errorf("%w: transaction key %q is not valid UTF-8 (keys travel as JSON strings); nothing was sent", ErrBadRequest, k)
 		}
@@ -143,7 +143,8 @@ func (c *Client) Txn(ctx context.Context, t Txn, opts ...WriteOption) (TxnRespon
 	if o.ifVersion != nil {
 		return TxnResponse{}, fmt.Errorf("%w: IfVersion does not apply to a transaction (use a comparison)", ErrBadRequest)
 	}
-	if err := t.checkKeys(); err != nil {
+	keys := t.keys()
+	if err := checkKeys(keys); err != nil {
 		return TxnResponse{}, err
 	}
 	body, err := json.Marshal(t)
@@ -155,7 +156,7 @@ func (c *Client) Txn(ctx context.Context, t Txn, opts ...WriteOption) (TxnRespon
 	// those on several spreads with their keys. A request ID dedupes on
 	// the shard whichever node sends the command.
 	base := c.base
-	if keys := t.keys(); len(keys) > 0 {
+	if len(keys) > 0 {
 		base = c.baseFor(keys[0])
 	}
 	b, err := c.sendVia(ctx, base, http.MethodPost, "/v1/txn", nil, body, requestIDOf(o), nil, true)

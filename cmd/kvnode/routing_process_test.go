@@ -18,9 +18,11 @@ import (
 
 // A client with routing sends each key to the node that leads its shard:
 // with leaderships spread over three nodes, each node's HTTP API receives
-// exactly the puts of the shards it leads, so no put is forwarded. When a
-// routed node is killed, requests fall back to the client's own node, and
-// every put is acknowledged and reads back.
+// exactly the puts, document inserts and transactions (by their first key)
+// of the shards it leads, so none is forwarded, and scans and finds go to
+// the nodes in turn. When a routed node is killed, requests fall back to
+// the client's own node, and every put and transaction is acknowledged and
+// reads back.
 func TestProcessClientRouting(t *testing.T) {
 	pc := startProcCluster(t, 3, 4)
 	ctx := t.Context()
