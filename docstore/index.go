@@ -62,6 +62,7 @@ type schema struct {
 	key     []byte
 	version uint64 // 0: no record
 	indexes []IndexSpec
+	raw     []byte // the record as stored, which indexes was decoded from
 }
 
 // compare holds while the schema record is as read.
@@ -165,12 +166,26 @@ func (db *DB) readSchema(ctx context.Context, key []byte, cached bool) (schema, 
 		return schema{}, err
 	}
 	s := schema{key: key}
-	if found {
-		s.version = it.Version
-		if err := json.Unmarshal(it.Value, &s.indexes); err != nil {
-			return schema{}, fmt.Errorf("docstore: schema record: %w", err)
-		}
+	if !found {
+		db.schemas.mu.Lock()
+		db.schemas.m[string(key)] = s
+		db.schemas.mu.Unlock()
+		return s, nil
 	}
+	s.version = it.Version
+	// Every query reads the schema record of each shard afresh; the record
+	// rarely changes, so the one decoded last time is taken again when the
+	// stored bytes are the same (the indexes are never changed in place).
+	db.schemas.mu.Lock()
+	prev, ok := db.schemas.m[string(key)]
+	db.schemas.mu.Unlock()
+	if ok && prev.version == s.version && prev.raw != nil && bytes.Equal(prev.raw, it.Value) {
+		return prev, nil
+	}
+	if err := json.Unmarshal(it.Value, &s.indexes); err != nil {
+		return schema{}, fmt.Errorf("docstore: schema record: %w", err)
+	}
+	s.raw = bytes.Clone(it.Value)
 	db.schemas.mu.Lock()
 	db.schemas.m[string(key)] = s
 	db.schemas.mu.Unlock()

@@ -498,3 +498,71 @@ func TestIndexDropResumes(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexesSeenByAnotherNode: a node that read a collection's schema
+// (and keeps it decoded) sees every change another node makes to it on
+// its next query, and stops using an index the moment it is dropping.
+func TestIndexesSeenByAnotherNode(t *testing.T) {
+	a, kv := newDB(t)
+	b := docstore.New(kv, docstore.Options{})
+	ctx := t.Context()
+	ca, cb := a.Collection("two"), b.Collection("two")
+	for i := range 30 {
+		if _, _, err := ca.Insert(ctx, docstore.Doc{"_id": fmt.Sprintf("d%02d", i), "k": json.Number(fmt.Sprint(i % 3))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states := func(c *docstore.Collection) string {
+		t.Helper()
+		list, err := c.Indexes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s []string
+		for _, x := range list {
+			s = append(s, x.Name+":"+string(x.State))
+		}
+		return strings.Join(s, ",")
+	}
+	for range 3 { // read, and read again from what a keeps
+		if got := states(ca); got != "" {
+			t.Fatalf("before any index: %q", got)
+		}
+	}
+	if err := cb.CreateIndex(ctx, docstore.IndexSpec{Name: "by_k", Fields: []string{"k"}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got := states(ca); got != "by_k:ready" {
+			t.Fatalf("after b created by_k, a sees %q", got)
+		}
+	}
+	docs, _, err := ca.Find(ctx, docstore.Query{Filter: filter(t, `{"k":1}`), Hint: "by_k"})
+	if err != nil || len(docs) != 10 {
+		t.Fatalf("a's find through by_k: %d docs, %v", len(docs), err)
+	}
+	kv.mu.Lock()
+	kv.failScans = 1 // b's drop stops after marking the index dropping
+	kv.mu.Unlock()
+	if err := cb.DropIndex(ctx, "by_k"); !errors.Is(err, errInjected) {
+		t.Fatalf("interrupted drop: %v", err)
+	}
+	if got := states(ca); got != "by_k:dropping" {
+		t.Fatalf("after b began dropping by_k, a sees %q", got)
+	}
+	if _, _, err := ca.Find(ctx, docstore.Query{Filter: filter(t, `{"k":1}`), Hint: "by_k"}); !errors.Is(err, fsm.ErrInvalid) {
+		t.Fatalf("a used a dropping index: %v", err)
+	}
+	if _, err := b.ResumeBuilds(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := states(ca); got != "" {
+		t.Fatalf("after b dropped by_k, a sees %q", got)
+	}
+	if err := cb.CreateIndex(ctx, docstore.IndexSpec{Name: "by_k", Fields: []string{"k"}, Unique: false}); err != nil {
+		t.Fatal(err)
+	}
+	if got := states(ca); got != "by_k:ready" {
+		t.Fatalf("after b created by_k again, a sees %q", got)
+	}
+}
