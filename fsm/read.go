@@ -54,37 +54,68 @@ func (f *FSM) readView(fn func(txn *badger.Txn, ks keyspace, mayHold bool) error
 func (f *FSM) Get(key []byte) (Item, error) {
 	var it Item
 	err := f.readView(func(txn *badger.Txn, ks keyspace, mayHold bool) error {
-		var lockErr error
-		if mayHold {
-			lockErr = f.lockedError(txn, ks, key)
-		}
-		var locked *LockedError
-		if lockErr != nil && !errors.As(lockErr, &locked) {
-			return lockErr
-		}
-		item, err := txn.Get(ks.data(key))
-		if locked != nil {
-			if err == nil {
-				locked.Committed, err = decodeItem(key, item)
-				locked.Found = err == nil
-			} else if errors.Is(err, badger.ErrKeyNotFound) {
-				err = nil
-			}
-			if err != nil {
-				return err
-			}
-			return locked
-		}
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("%w: key %q", ErrNotFound, key)
-		}
-		if err != nil {
-			return err
-		}
-		it, err = decodeItem(key, item)
+		var err error
+		it, err = f.get(txn, ks, mayHold, key)
 		return err
 	})
 	return it, err
+}
+
+// GetMany reads keys from one snapshot (found false for an absent key).
+// A key held by a transaction's intent fails the whole call with its
+// *LockedError, as Get would for that key.
+func (f *FSM) GetMany(keys [][]byte) (items []Item, found []bool, err error) {
+	items = make([]Item, len(keys))
+	found = make([]bool, len(keys))
+	err = f.readView(func(txn *badger.Txn, ks keyspace, mayHold bool) error {
+		for i, key := range keys {
+			it, err := f.get(txn, ks, mayHold, key)
+			switch {
+			case err == nil:
+				items[i], found[i] = it, true
+			case !errors.Is(err, ErrNotFound):
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return items, found, nil
+}
+
+// get reads key in txn: its value, an error wrapping ErrNotFound, or a
+// *LockedError carrying the committed value when an intent holds it.
+func (f *FSM) get(txn *badger.Txn, ks keyspace, mayHold bool, key []byte) (Item, error) {
+	var lockErr error
+	if mayHold {
+		lockErr = f.lockedError(txn, ks, key)
+	}
+	var locked *LockedError
+	if lockErr != nil && !errors.As(lockErr, &locked) {
+		return Item{}, lockErr
+	}
+	item, err := txn.Get(ks.data(key))
+	if locked != nil {
+		if err == nil {
+			locked.Committed, err = decodeItem(key, item)
+			locked.Found = err == nil
+		} else if errors.Is(err, badger.ErrKeyNotFound) {
+			err = nil
+		}
+		if err != nil {
+			return Item{}, err
+		}
+		return Item{}, locked
+	}
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Item{}, fmt.Errorf("%w: key %q", ErrNotFound, key)
+	}
+	if err != nil {
+		return Item{}, err
+	}
+	return decodeItem(key, item)
 }
 
 func decodeItem(key []byte, item *badger.Item) (Item, error) {

@@ -259,3 +259,53 @@ func TestShardOpenedOnce(t *testing.T) {
 		t.Fatalf("fresh replica: id %v applied %d", f.ID(), f.Applied())
 	}
 }
+
+// GetMany answers each key as Get does (absent keys not found, other
+// shards' keys of the same store invisible), and a key held by an intent
+// fails the whole call with that key's LockedError, as Get fails.
+func TestGetMany(t *testing.T) {
+	s := openStore(t, "")
+	f1, f2 := openShard(t, s, 1), openShard(t, s, 2)
+	apply1(t, f1, kv("a", "1:a"), kv("b", "1:b"), kv("d", "1:d"))
+	apply1(t, f2, kv("c", "2:c"), kv("a", "2:a"))
+	keys := [][]byte{[]byte("d"), []byte("c"), []byte("a"), []byte("zz"), []byte("b"), []byte("a")}
+	items, found, err := f1.GetMany(keys)
+	if err != nil || len(items) != len(keys) || len(found) != len(keys) {
+		t.Fatalf("GetMany: %d items, %d flags, %v", len(items), len(found), err)
+	}
+	for i, k := range keys {
+		want, err := f1.Get(k)
+		switch {
+		case errors.Is(err, fsm.ErrNotFound):
+			if found[i] {
+				t.Fatalf("%s: found %q, want absent", k, items[i].Value)
+			}
+		case err != nil:
+			t.Fatal(err)
+		case !found[i] || !bytes.Equal(items[i].Key, k) || !bytes.Equal(items[i].Value, want.Value) || items[i].Version != want.Version:
+			t.Fatalf("%s: %q=%q@%d found %t, want %q@%d", k, items[i].Key, items[i].Value, items[i].Version, found[i], want.Value, want.Version)
+		}
+	}
+	if got := fmt.Sprint(found); got != "[true false true false true true]" {
+		t.Fatalf("found %s", got)
+	}
+	if items, found, err := f1.GetMany(nil); err != nil || len(items) != 0 || len(found) != 0 {
+		t.Fatalf("no keys: %v %v %v", items, found, err)
+	}
+
+	apply(t, f1, prepare("t1", nil, kv("b", "new")))
+	_, _, err = f1.GetMany([][]byte{[]byte("a"), []byte("b"), []byte("d")})
+	wantLocked(t, err, "b", "t1")
+	var le *fsm.LockedError
+	if errors.As(err, &le); !le.Found || string(le.Committed.Value) != "1:b" {
+		t.Fatalf("locked b: committed %q found %t, want 1:b", le.Committed.Value, le.Found)
+	}
+	if _, _, err := f1.GetMany([][]byte{[]byte("a"), []byte("d")}); err != nil {
+		t.Fatalf("keys the intent does not hold: %v", err)
+	}
+	apply(t, f1, resolve("t1", true, "b"))
+	items, found, err = f1.GetMany([][]byte{[]byte("b")})
+	if err != nil || !found[0] || string(items[0].Value) != "new" {
+		t.Fatalf("after the commit: %q %v %v", items[0].Value, found, err)
+	}
+}

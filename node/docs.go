@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,24 +63,42 @@ type docsKV struct{ n *Node }
 // per shard (readSession).
 func (d docsKV) ReadSession(ctx context.Context) context.Context { return withReadSession(ctx) }
 
-// GetMany reads keys (found false for an absent one). A key whose shard
-// the query's read session has already proved fresh on a replica here is
-// a local lookup, cheaper than a goroutine to make it in: those are read
-// one after the other, while the rest are read in parallel (32 at most at
-// once).
+// GetMany reads keys (found false for an absent one). The keys of a shard
+// whose replica here the query's read session has already proved fresh
+// are read together from that replica, at once and in one snapshot, one
+// shard after the other; the rest are read in parallel (32 at most at
+// once). A shard's keys that cannot be read together (one is held by a
+// transaction's intent, say) are read one by one, as the rest are.
 func (d docsKV) GetMany(ctx context.Context, keys [][]byte) ([]fsm.Item, []bool, error) {
 	v, err := d.n.routingView(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	rs := readSessionOf(ctx)
-	var near, far []int
+	type nearShard struct {
+		replica *shard.Shard
+		at      uint64
+		idx     []int
+	}
+	var near []nearShard // by first appearance, so the order is the keys'
+	var far []int
 	for i, k := range keys {
-		if id := v.ring.Locate(k); rs != nil && rs.point(id, d.n.localShard(id)) > 0 {
-			near = append(near, i)
-		} else {
-			far = append(far, i)
+		id := v.ring.Locate(k)
+		s := d.n.localShard(id)
+		at := uint64(0)
+		if rs != nil && s != nil && !bugLocalReads {
+			at = rs.point(id, s)
 		}
+		if at == 0 {
+			far = append(far, i)
+			continue
+		}
+		j := slices.IndexFunc(near, func(g nearShard) bool { return g.replica == s })
+		if j < 0 {
+			j = len(near)
+			near = append(near, nearShard{replica: s, at: at})
+		}
+		near[j].idx = append(near[j].idx, i)
 	}
 	items := make([]fsm.Item, len(keys))
 	found := make([]bool, len(keys))
@@ -93,8 +112,24 @@ func (d docsKV) GetMany(ctx context.Context, keys [][]byte) ([]fsm.Item, []bool,
 		wg.Go(func() { farErr = par.ForEach(len(far), 32, func(j int) error { return get(far[j]) }) })
 	}
 	var nearErr error
-	for _, i := range near {
-		if nearErr = get(i); nearErr != nil {
+	for _, g := range near {
+		group := make([][]byte, len(g.idx))
+		for j, i := range g.idx {
+			group[j] = keys[i]
+		}
+		got, ok, _, err := g.replica.GetMany(ctx, group, shard.ReadOptions{After: g.at})
+		if err == nil {
+			for j, i := range g.idx {
+				items[i], found[i] = got[j], ok[j]
+			}
+			continue
+		}
+		for _, i := range g.idx {
+			if nearErr = get(i); nearErr != nil {
+				break
+			}
+		}
+		if nearErr != nil {
 			break
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/cairndb/cairn/docstore"
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // readRounds sums the read rounds (leadership checks and read-index
@@ -165,9 +166,14 @@ func TestReadSessionRetryReadsAfresh(t *testing.T) {
 // what Get returns for each key, absent ones included: without a read
 // session (all read in parallel), in one that proved two shards (some
 // local, some parallel) and in one that proved every shard fresh here,
-// where it reads them all locally without a round.
+// where it reads each shard's keys together, in one read of the replica
+// and without a round. A key held by a transaction's intent makes its
+// shard's keys be read one by one, and reads as Get reads it.
 func TestDocsGetMany(t *testing.T) {
-	n := startReady(t, testNodeConfig(t.TempDir()))
+	cfg := testNodeConfig(t.TempDir())
+	reg := prometheus.NewRegistry()
+	cfg.Registry = reg
+	n := startReady(t, cfg)
 	defer n.Close()
 	ctx := t.Context()
 	var keys [][]byte
@@ -228,9 +234,38 @@ func TestDocsGetMany(t *testing.T) {
 		}
 	}
 	before := readRounds(n)
+	reads := func() float64 { return metricSum(t, reg, "cairn_shard_reads_total", nil) }
+	readsBefore := reads()
 	items, found, err = kv.GetMany(sctx, keys)
 	if r := readRounds(n) - before; r != 0 {
 		t.Fatalf("%d read rounds for keys on shards the session proved fresh, want none", r)
 	}
+	if r, shards := reads()-readsBefore, len(n.Ring().Shards()); r != float64(shards) {
+		t.Fatalf("%v reads of replicas for %d keys on %d shards, want one per shard", r, len(keys), shards)
+	}
 	check("in a session", items, found, err)
+
+	// A transaction's intent on one key: its shard's keys are read one by
+	// one, and the held key reads as Get reads it (the committed value, as
+	// the transaction is still pending).
+	held := keys[0]
+	var other fsm.ShardID
+	for _, id := range n.Ring().Shards() {
+		if id != n.Ring().Locate(held) {
+			other = id
+			break
+		}
+	}
+	prepareTx(t, n, other, n.Ring().Locate(held), held)
+	sctx = withReadSession(ctx)
+	for _, k := range keys[1:] {
+		if _, _, err := kv.Get(sctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	items, found, err = kv.GetMany(sctx, keys)
+	check("in a session, one key held by an intent", items, found, err)
+	if string(items[0].Value) != "v0" {
+		t.Fatalf("held key read as %q, want v0 (the transaction has not committed)", items[0].Value)
+	}
 }

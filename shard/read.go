@@ -73,6 +73,18 @@ func (s *Shard) Get(ctx context.Context, key []byte, o ReadOptions) (fsm.Item, R
 	return it, info, err
 }
 
+// GetMany reads keys at one consistent point (found false for an absent
+// key). A key held by a transaction's intent fails the call with its
+// *fsm.LockedError.
+func (s *Shard) GetMany(ctx context.Context, keys [][]byte, o ReadOptions) ([]fsm.Item, []bool, ReadInfo, error) {
+	info, err := s.ReadBarrier(ctx, o)
+	if err != nil {
+		return nil, nil, info, err
+	}
+	items, found, err := s.fsm.GetMany(keys)
+	return items, found, info, err
+}
+
 // Scan reads a range of keys in order, at one consistent point.
 func (s *Shard) Scan(ctx context.Context, so fsm.ScanOptions, o ReadOptions) (fsm.ScanResult, ReadInfo, error) {
 	info, err := s.ReadBarrier(ctx, o)
