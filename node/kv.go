@@ -132,7 +132,16 @@ func (n *Node) Scan(ctx context.Context, so ScanOptions, o shard.ReadOptions) ([
 		return nil, nil, err
 	}
 	ids := v.ring.Shards()
-	return scanShards(len(ids), limit, so.Reverse, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+	// Shards whose replica here proved fresh in the read session are read
+	// at once (readOnce), with no round to wait for.
+	var here func(i int) bool
+	if rs := readSessionOf(ctx); rs != nil && o.Consistency == shard.Linearizable && !bugLocalReads {
+		here = func(i int) bool {
+			s := n.localShard(ids[i])
+			return s != nil && rs.point(ids[i], s) > 0
+		}
+	}
+	return scanShards(len(ids), limit, so.Reverse, here, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
 		id := ids[i]
 		locate := func(ctx context.Context) (target, error) {
 			cur, err := n.routingView(ctx)
@@ -156,26 +165,46 @@ func (n *Node) Scan(ctx context.Context, so ScanOptions, o shard.ReadOptions) ([
 // after, max) returns shard i's next keys in scan order after key after
 // (nil: from the start of the range), at most max of them, and whether it
 // has more. It returns the page and, when more keys may follow it, the
-// cursor to continue from.
-func scanShards(n, limit int, reverse bool, read func(i int, after []byte, max int) ([]fsm.Item, bool, error)) ([]fsm.Item, []byte, error) {
+// cursor to continue from. Shards are read in parallel, except those for
+// which here(i) holds (here may be nil): reads that need no round, which
+// are made one after the other on the calling goroutine, as is one of the
+// others, sparing the goroutines (and the growth of their stacks).
+func scanShards(n, limit int, reverse bool, here func(i int) bool, read func(i int, after []byte, max int) ([]fsm.Item, bool, error)) ([]fsm.Item, []byte, error) {
 	m := newScanMerge(n, reverse)
 	readEach := func(idx []int, max int) error {
+		if len(idx) == 0 {
+			return nil
+		}
 		errs := make([]error, len(idx))
-		var wg sync.WaitGroup
+		readOne := func(j, i int) {
+			items, more, err := read(i, m.last(i), max)
+			if err == nil && more && len(items) == 0 {
+				// A full page has keys; the merge needs one to go on from.
+				err = fmt.Errorf("%w: a shard's page of a scan had more keys but none in it", shard.ErrUnavailable)
+			}
+			if err == nil {
+				m.add(i, items, more)
+			}
+			errs[j] = err
+		}
+		var inline, apart []int // positions in idx
 		for j, i := range idx {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				items, more, err := read(i, m.last(i), max)
-				if err == nil && more && len(items) == 0 {
-					// A full page has keys; the merge needs one to go on from.
-					err = fmt.Errorf("%w: a shard's page of a scan had more keys but none in it", shard.ErrUnavailable)
-				}
-				if err == nil {
-					m.add(i, items, more)
-				}
-				errs[j] = err
-			}()
+			if here != nil && here(i) {
+				inline = append(inline, j)
+			} else {
+				apart = append(apart, j)
+			}
+		}
+		if len(apart) > 0 {
+			inline = append(inline, apart[len(apart)-1])
+			apart = apart[:len(apart)-1]
+		}
+		var wg sync.WaitGroup
+		for _, j := range apart {
+			wg.Go(func() { readOne(j, idx[j]) })
+		}
+		for _, j := range inline {
+			readOne(j, idx[j])
 		}
 		wg.Wait()
 		for _, err := range errs {

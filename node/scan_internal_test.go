@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cairndb/cairn/fsm"
 	"github.com/cairndb/cairn/shard"
@@ -78,7 +79,8 @@ func place(keys []string, n int, at func(j int) int) [][]string {
 // when keys remain, and no shard read more than twice for one page. Keys
 // lie on the shards at random (as hashing puts them), mostly on one shard,
 // or in runs of consecutive keys per shard, so that pages often need more
-// of a shard than its first read gave.
+// of a shard than its first read gave. Random shards are read on the
+// calling goroutine (scanShards' here).
 func TestScanShardsPages(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	secondReads := 0
@@ -109,6 +111,12 @@ func TestScanShardsPages(t *testing.T) {
 			slices.Reverse(want)
 		}
 		limit := 1 + r.IntN(120)
+		// Some shards read on the calling goroutine, or none: the pages
+		// must not depend on it.
+		var here func(int) bool
+		if mask := r.IntN(1 << n); r.IntN(3) > 0 {
+			here = func(i int) bool { return mask&(1<<i) != 0 }
+		}
 		var cursor []byte
 		var got []string
 		for pages := 0; ; pages++ {
@@ -118,7 +126,7 @@ func TestScanShardsPages(t *testing.T) {
 			f.reads = make([]int, n)
 			// Each page starts from the previous page's cursor, as a
 			// client's next request would.
-			items, next, err := scanShards(n, limit, reverse, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+			items, next, err := scanShards(n, limit, reverse, here, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
 				if after == nil {
 					after = cursor
 				}
@@ -186,7 +194,7 @@ func TestScanShardsReadsAShare(t *testing.T) {
 	for p := 0; p < pages; p++ {
 		f.reads = make([]int, 4)
 		start := []byte(keys[r.IntN(len(keys)-200)])
-		items, _, err := scanShards(4, 100, false, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+		items, _, err := scanShards(4, 100, false, nil, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
 			if after == nil {
 				after = start
 			}
@@ -218,7 +226,7 @@ func TestScanShardsReadsAShare(t *testing.T) {
 // keys (which no shard does, but a reply could be damaged) fails the scan
 // instead of leaving the merge nowhere to continue from.
 func TestScanShardsRefusesAnEmptyFullPage(t *testing.T) {
-	_, _, err := scanShards(2, 10, false, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+	_, _, err := scanShards(2, 10, false, func(i int) bool { return i == 0 }, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
 		if i == 1 {
 			return nil, true, nil
 		}
@@ -310,5 +318,40 @@ func TestScanSecondReadsOnANode(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("reverse %v: scanned %d keys %v..., want %d %v...", reverse, len(got), got[:min(5, len(got))], len(want), want[:5])
 		}
+	}
+}
+
+// TestScanShardsHere: shards that need no round (here) are read one after
+// the other in order on the calling goroutine; the others are read at
+// once, each waiting here until all have started.
+func TestScanShardsHere(t *testing.T) {
+	var mu sync.Mutex
+	var order []int
+	_, _, err := scanShards(4, 10, false, func(int) bool { return true }, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+		mu.Lock()
+		order = append(order, i)
+		mu.Unlock()
+		return []fsm.Item{{Key: fmt.Appendf(nil, "k%d", i)}}, false, nil
+	})
+	if err != nil || fmt.Sprint(order) != "[0 1 2 3]" {
+		t.Fatalf("every shard here: read in order %v, %v; want [0 1 2 3]", order, err)
+	}
+	var started sync.WaitGroup
+	started.Add(3)
+	allStarted := make(chan struct{})
+	go func() { started.Wait(); close(allStarted) }()
+	items, _, err := scanShards(4, 10, false, func(i int) bool { return i == 0 }, func(i int, after []byte, max int) ([]fsm.Item, bool, error) {
+		if i > 0 {
+			started.Done()
+			select {
+			case <-allStarted:
+			case <-time.After(10 * time.Second):
+				return nil, false, fmt.Errorf("shard %d: the other shards needing a round were not read at the same time", i)
+			}
+		}
+		return []fsm.Item{{Key: fmt.Appendf(nil, "k%d", i)}}, false, nil
+	})
+	if err != nil || len(items) != 4 {
+		t.Fatalf("one shard here: %d keys, %v", len(items), err)
 	}
 }
