@@ -82,7 +82,7 @@ func fillTables(t *testing.T, f *fsm.FSM, dir string, n int, minTables int64) ma
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if mapped, _ := tableMemory(t, dir); mapped >= minTables {
-			return want
+			break
 		}
 		if time.Now().After(deadline) {
 			mapped, _ := tableMemory(t, dir)
@@ -90,6 +90,41 @@ func fillTables(t *testing.T, f *fsm.FSM, dir string, n int, minTables int64) ma
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Flushes and compactions that the fill set going write and map new
+	// tables, whose pages the tests would count; on a machine whose disk
+	// is busy they run for seconds. Wait until the tables stay the same.
+	var last string
+	for stable, deadline := 0, time.Now().Add(60*time.Second); stable < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tables still changed after 60 s: %s", last)
+		}
+		time.Sleep(200 * time.Millisecond)
+		now := tableFiles(t, dir)
+		if now == last {
+			stable++
+		} else {
+			last, stable = now, 0
+		}
+	}
+	return want
+}
+
+// tableFiles names dir's tables with their sizes.
+func tableFiles(t *testing.T, dir string) string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			continue // deleted meanwhile: the next look differs
+		}
+		fmt.Fprintf(&b, "%s:%d ", filepath.Base(p), st.Size())
+	}
+	return b.String()
 }
 
 func openReleasing(t *testing.T, dir string, every time.Duration) *fsm.FSM {
