@@ -1,8 +1,6 @@
 package client
 
 import (
-	"bytes"
-
 	fastjson "github.com/segmentio/encoding/json"
 )
 
@@ -25,8 +23,8 @@ func unmarshal(b []byte, v any) error {
 
 // unmarshalNumbers decodes the first JSON value of b into v with numbers
 // as json.Number, so that integers beyond 2^53 in documents stay exact.
+// (Parse, not a Decoder: a Decoder allocates a 32 KiB buffer each.)
 func unmarshalNumbers(b []byte, v any) error {
-	dec := fastjson.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	return dec.Decode(v)
+	_, err := fastjson.Parse(b, v, fastjson.UseNumber)
+	return err
 }
