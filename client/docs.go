@@ -127,6 +127,16 @@ type FindRequest struct {
 // FindDocs returns one page of matching documents and the cursor of the
 // next ("" after the last).
 func (c *Client) FindDocs(ctx context.Context, coll string, q FindRequest) ([]Doc, string, error) {
+	return FindAs[Doc](ctx, c, coll, q)
+}
+
+// FindAs is FindDocs decoding each document into a T: a struct of the
+// caller's (fields by their json tags, as encoding/json fills them;
+// values in `any` fields come as json.Number, as in a Doc), or
+// json.RawMessage to keep each document's bytes as the node sent them
+// and decode them later, or never. Decoding into maps is most of what a
+// find costs the client.
+func FindAs[T any](ctx context.Context, c *Client, coll string, q FindRequest) ([]T, string, error) {
 	body, err := json.Marshal(q)
 	if err != nil {
 		return nil, "", err
@@ -137,7 +147,7 @@ func (c *Client) FindDocs(ctx context.Context, coll string, q FindRequest) ([]Do
 		return nil, "", err
 	}
 	var page struct {
-		Docs   []Doc  `json:"docs"`
+		Docs   []T    `json:"docs"`
 		Cursor string `json:"cursor"`
 	}
 	return page.Docs, page.Cursor, decodeJSON(b, &page)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +55,32 @@ func TestClientDocs(t *testing.T) {
 	docs, _, err = c.FindDocs(ctx, "users", client.FindRequest{Filter: map[string]any{"age": 32}, Hint: "by_age"})
 	if err != nil || len(docs) != 1 || docs[0]["_id"] != "ann" {
 		t.Fatalf("find by index: %v %v", docs, err)
+	}
+	// The same page into the caller's struct, and as raw bytes.
+	type user struct {
+		ID      string `json:"_id"`
+		Version uint64 `json:"_version"`
+		Age     int    `json:"age"`
+		City    string `json:"city"`
+		Extra   any    `json:"extra"`
+	}
+	all := client.FindRequest{Sort: []string{"age"}}
+	users, cursor, err := client.FindAs[user](ctx, c, "users", all)
+	if err != nil || cursor != "" || len(users) != 2 || users[0] != (user{ID: "ann", Version: v2, Age: 32, City: "Oslo"}) || users[1].ID != gen || users[1].Age != 52 {
+		t.Fatalf("find into a struct: %+v %q %v", users, cursor, err)
+	}
+	raw, _, err := client.FindAs[json.RawMessage](ctx, c, "users", all)
+	maps, _, err2 := c.FindDocs(ctx, "users", all)
+	if err != nil || err2 != nil || len(raw) != 2 || len(maps) != 2 {
+		t.Fatalf("find raw: %d docs %v, as maps %d docs %v", len(raw), err, len(maps), err2)
+	}
+	for i := range raw {
+		var d client.Doc
+		dec := json.NewDecoder(strings.NewReader(string(raw[i])))
+		dec.UseNumber()
+		if err := dec.Decode(&d); err != nil || !reflect.DeepEqual(d, maps[i]) {
+			t.Fatalf("raw document %d %s decodes to %v (%v), FindDocs gave %v", i, raw[i], d, err, maps[i])
+		}
 	}
 	if st, err := c.Analyze(ctx, "users"); err != nil || !strings.Contains(string(st), `"docs":2`) {
 		t.Fatalf("analyze: %s %v", st, err)
