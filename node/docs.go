@@ -55,6 +55,9 @@ func (n *Node) indexBuildLoop() {
 	}
 }
 
+// docsAnswer is an answer made of documents (a find's page and cursor).
+type docsAnswer map[string]any
+
 // docsKV gives the document store the node's linearizable reads, scans
 // and transactions.
 type docsKV struct{ n *Node }
@@ -294,6 +297,17 @@ func (n *Node) docRoutes(handle func(pattern, route string, h http.HandlerFunc))
 				writeDocErr(w, err)
 				return
 			}
+			if a, ok := body.(docsAnswer); ok {
+				// Documents: the same bytes as writeJSON's, in a fraction
+				// of its time (docstore.EncodeJSON).
+				b, err := docstore.EncodeJSON(map[string]any(a))
+				if err != nil {
+					writeError(w, http.StatusInternalServerError, "internal", "encode the answer: "+err.Error(), "")
+					return
+				}
+				writeJSONBytes(w, status, b)
+				return
+			}
 			writeJSON(w, status, body)
 		})
 	}
@@ -350,7 +364,7 @@ func (n *Node) docRoutes(handle func(pattern, route string, h http.HandlerFunc))
 			return 0, nil, err
 		}
 		docs, cursor, err := c.Find(ctx, q)
-		out := map[string]any{"docs": append([]docstore.Doc{}, docs...)}
+		out := docsAnswer{"docs": append([]docstore.Doc{}, docs...)}
 		if cursor != "" {
 			out["cursor"] = cursor
 		}

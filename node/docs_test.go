@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,6 +73,21 @@ func TestHTTPDocs(t *testing.T) {
 	page.Cursor = ""
 	if err := json.Unmarshal(b, &page); st != 200 || err != nil || len(page.Docs) != 1 || page.Docs[0]["_id"] != "ann" || page.Cursor != "" {
 		t.Fatalf("find, second page: %d %s", st, b)
+	}
+	// The answer's bytes are encoding/json's (docstore.EncodeJSON), also
+	// with characters it escapes.
+	if st, _, b := do(t, "POST", u+"/users", []byte(`{"_id":"esc","note":"<a href=\"x\">&\u2028</a>","n":12345678901234567890}`), nil); st != 201 {
+		t.Fatalf("insert: %d %s", st, b)
+	}
+	st, _, b = do(t, "POST", u+"/users/_find", []byte(`{}`), nil)
+	var answer any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&answer); st != 200 || err != nil {
+		t.Fatalf("find all: %d %s %v", st, b, err)
+	}
+	if want, _ := json.Marshal(answer); string(b) != string(want)+"\n" || !strings.Contains(string(b), `\u003ca href=\"x\"\u003e\u0026\u2028`) {
+		t.Fatalf("find answer\n%s\nwant encoding/json's\n%s", b, want)
 	}
 
 	// Collections: listed, dropped.

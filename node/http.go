@@ -114,6 +114,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		writeError(w, http.StatusInternalServerError, "internal", "encode the answer: "+err.Error(), "")
 		return
 	}
+	writeJSONBytes(w, status, b)
+}
+
+// writeJSONBytes writes b, one encoded JSON value, as writeJSON writes
+// its encoding. It may append to b.
+func writeJSONBytes(w http.ResponseWriter, status int, b []byte) {
 	b = append(b, '\n')
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
