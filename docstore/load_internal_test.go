@@ -120,18 +120,24 @@ func randomValue(r *rand.Rand, depth int) any {
 	}
 }
 
+// randomDoc returns document i with up to five random fields, encoded.
+func randomDoc(t *testing.T, r *rand.Rand, i int) []byte {
+	t.Helper()
+	doc := map[string]any{"_id": fmt.Sprint("d", i)}
+	for n := r.IntN(6); n > 0; n-- {
+		doc[fmt.Sprint("f", r.IntN(10))] = randomValue(r, 4)
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestLoadDecodesRandomDocumentsAsParseDoc(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range 2000 {
-		doc := map[string]any{"_id": fmt.Sprint("d", i)}
-		for n := r.IntN(6); n > 0; n-- {
-			doc[fmt.Sprint("f", r.IntN(10))] = randomValue(r, 4)
-		}
-		b, err := json.Marshal(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkLoad(t, b, uint64(i))
+		checkLoad(t, randomDoc(t, r, i), uint64(i))
 	}
 }
 
@@ -186,15 +192,7 @@ func TestEncodeJSONMatchesEncodingJSON(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(3, 4))
 	for i := range 2000 {
-		doc := map[string]any{"_id": fmt.Sprint("d", i)}
-		for n := r.IntN(6); n > 0; n-- {
-			doc[fmt.Sprint("f", r.IntN(10))] = randomValue(r, 4)
-		}
-		b, err := json.Marshal(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := load(b, r.Uint64())
+		d, err := load(randomDoc(t, r, i), r.Uint64())
 		if err != nil {
 			t.Fatal(err)
 		}
