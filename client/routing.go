@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -154,9 +155,6 @@ func (r *router) refresh() {
 			t.leaders[ring.ShardID(s.Shard)] = base
 		}
 	}
-	for _, base := range addrs {
-		t.nodes = append(t.nodes, base)
-	}
-	slices.Sort(t.nodes)
+	t.nodes = slices.Sorted(maps.Values(addrs))
 	r.table.Store(t)
 }
