@@ -20,6 +20,12 @@ type Config struct {
 	// LogStore is the raft log format of a replica created now (default
 	// LogStoreWAL). A replica whose Dir already holds a log keeps its format.
 	LogStore LogStore
+	// SyncLeaderLog makes a leading replica sync its raft log before raft
+	// sends the entries to the followers, hashicorp/raft's own order. By
+	// default a raft-wal replica that leads writes its command entries ahead
+	// of their sync and syncs them while the followers do (writeahead.go);
+	// the other formats always sync first.
+	SyncLeaderLog bool
 	// NodeLog is the node's shared raft log, needed by replicas whose
 	// format is LogStoreNode (nil: none may be opened or created).
 	NodeLog *nodelog.Log

@@ -1,11 +1,14 @@
 package shard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairndb/cairn/fsm"
@@ -14,6 +17,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/segment"
+	"github.com/hashicorp/raft-wal/types"
 	"go.etcd.io/bbolt"
 )
 
@@ -169,19 +174,138 @@ func writeMarker(dir string) error {
 // past the end of the log first empties the log. Everything before the gap
 // is covered by the installed snapshot, which is the only way raft appends
 // past its log's end, and raft treats entries it cannot find as compacted.
+//
+// walStore also writes a leader's command entries ahead of their sync (see
+// writeahead.go) when leads says this replica leads.
 type walStore struct {
 	*wal.WAL
+	fs     *writeAheadFS
+	synced *synced
+	logger hclog.Logger
+	// leads reports whether this replica leads its group; nil until raft
+	// runs, and then appends are synced before StoreLogs returns.
+	leads atomic.Pointer[func() bool]
+	kick  chan struct{}
+	done  chan struct{}
+	wg    sync.WaitGroup
+	// beforeSync, when set (tests), runs in the syncer before each sync of
+	// appends written ahead.
+	beforeSync atomic.Pointer[func()]
 }
 
 func openWAL(dir string, logger hclog.Logger) (*walStore, error) {
+	return openWALOn(dir, logger, nil)
+}
+
+// openWALOn opens the log on a file system of the caller's (tests), or on
+// the operating system's when vfs is nil.
+func openWALOn(dir string, logger hclog.Logger, vfs types.VFS) (*walStore, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
-	w, err := wal.Open(dir, wal.WithSegmentSize(walSegmentSize), wal.WithLogger(logger))
+	v := newWriteAheadFS(vfs)
+	w, err := wal.Open(dir, wal.WithSegmentSize(walSegmentSize), wal.WithLogger(logger),
+		wal.WithSegmentFiler(segment.NewFiler(dir, v)), wal.WithMetaStore(newSyncMeta(v)))
 	if err != nil {
 		return nil, err
 	}
-	return &walStore{WAL: w}, nil
+	last, err := w.LastIndex()
+	if err != nil {
+		return nil, errors.Join(err, w.Close())
+	}
+	// What the log holds now may have been written ahead by a process that
+	// crashed before syncing it; syncing the open segment makes it durable.
+	if err := syncTail(dir, last); err != nil {
+		return nil, errors.Join(err, w.Close())
+	}
+	ws := &walStore{WAL: w, fs: v, synced: newSynced(last), logger: logger, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	ws.wg.Add(1)
+	go ws.runSyncer()
+	return ws, nil
+}
+
+// syncTail syncs every segment file of a raft-wal directory: on opening, the
+// files may hold appends of a process that never synced them. (Sealed
+// segments were synced before they were sealed, so only the tail needs
+// it, but syncing the others costs nothing when they are clean.)
+func syncTail(dir string, last uint64) error {
+	if last == 0 {
+		return nil
+	}
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range names {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".wal" {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(dir, e.Name()), os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		if err := errors.Join(f.Sync(), f.Close()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeAhead lets the replica write its appends ahead of their sync while
+// leads reports that it leads.
+func (w *walStore) writeAhead(leads func() bool) { w.leads.Store(&leads) }
+
+// runSyncer syncs appends written ahead, one sync for whatever was written
+// since the last.
+func (w *walStore) runSyncer() {
+	defer w.wg.Done()
+	for {
+		select {
+		case <-w.kick:
+		case <-w.done:
+			return
+		}
+		w.synced.mu.Lock()
+		target, epoch, failed := w.synced.written, w.synced.epoch, w.synced.err != nil
+		w.synced.mu.Unlock()
+		if failed {
+			continue
+		}
+		if hook := w.beforeSync.Load(); hook != nil {
+			(*hook)()
+		}
+		if err := w.fs.flush(); err != nil {
+			w.logger.Error("raft log: sync of appends written ahead failed; this replica stops applying entries", "error", err)
+			w.synced.fail(fmt.Errorf("raft log: sync failed: %w", err))
+			continue
+		}
+		w.synced.mu.Lock()
+		if w.synced.epoch == epoch {
+			w.synced.advanceLocked(target)
+		}
+		w.synced.mu.Unlock()
+	}
+}
+
+// Close stops the syncer once the log, closing its files, has synced them.
+func (w *walStore) Close() error {
+	err := w.WAL.Close()
+	if err == nil {
+		w.synced.mu.Lock()
+		w.synced.advanceLocked(w.synced.written)
+		w.synced.mu.Unlock()
+	}
+	close(w.done)
+	w.wg.Wait()
+	return err
+}
+
+// syncedIndex returns the last index synced to disk (written ahead or not).
+func (w *walStore) syncedIndex() uint64 { return w.synced.Index() }
+
+// waitSynced returns once the log is synced through index.
+func (w *walStore) waitSynced(ctx context.Context, index uint64) error {
+	return w.synced.wait(ctx, index)
 }
 
 // GetLog reads an entry between FirstIndex and LastIndex. raft-wal by
@@ -225,9 +349,58 @@ func (w *walStore) StoreLogs(logs []*raft.Log) error {
 		if err != nil {
 			return err
 		}
-		if err := w.WAL.DeleteRange(first, last); err != nil {
+		if err := w.DeleteRange(first, last); err != nil {
 			return fmt.Errorf("raft log: clear entries %d-%d before appending %d: %w", first, last, logs[0].Index, err)
 		}
 	}
-	return w.WAL.StoreLogs(logs)
+	if err := w.synced.failed(); err != nil {
+		return err
+	}
+	ahead := false
+	if leads := w.leads.Load(); leads != nil && (*leads)() && commandsOnly(logs) {
+		ahead = true
+		w.fs.deferring.Store(true)
+	}
+	err = w.WAL.StoreLogs(logs)
+	if ahead {
+		w.fs.deferring.Store(false)
+	}
+	if err != nil {
+		return err
+	}
+	end := logs[len(logs)-1].Index
+	if ahead {
+		w.synced.mu.Lock()
+		w.synced.written = end
+		w.synced.mu.Unlock()
+		select {
+		case w.kick <- struct{}{}:
+		default:
+		}
+		return nil
+	}
+	// raft-wal synced the open segment; anything written ahead into another
+	// file is synced here, so the whole log is on disk.
+	if err := w.fs.flush(); err != nil {
+		w.synced.fail(fmt.Errorf("raft log: sync failed: %w", err))
+		return err
+	}
+	w.synced.mu.Lock()
+	w.synced.written = end
+	w.synced.advanceLocked(end)
+	w.synced.mu.Unlock()
+	return nil
+}
+
+// DeleteRange removes entries; removing the log's tail lowers the synced
+// index to what is left.
+func (w *walStore) DeleteRange(min, max uint64) error {
+	last, err := w.WAL.LastIndex()
+	if err != nil {
+		return err
+	}
+	if max >= last && min > 0 {
+		w.synced.truncated(min)
+	}
+	return w.WAL.DeleteRange(min, max)
 }

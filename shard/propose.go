@@ -198,6 +198,14 @@ func (s *Shard) propose(batch []*proposal) {
 			}
 			return
 		}
+		if err, failed := f.Response().(error); failed {
+			// The replica's log failed to sync; the entry was not applied
+			// here, and its fate is unknown.
+			for _, p := range batch {
+				s.finish(p, outcome{err: &OutcomeUnknownError{Shard: s.cfg.ID, RequestID: p.cmd.RequestID, Err: err}})
+			}
+			return
+		}
 		results, ok := f.Response().([]fsm.Result)
 		if !ok || len(results) != len(batch) {
 			// Cannot happen for an entry this leader appended: the FSM skips

@@ -54,6 +54,9 @@ type Shard struct {
 	readyMu      sync.Mutex
 	membership   sync.Mutex
 	snapInstalls atomic.Uint64
+	// heldCommits counts appends to followers whose commit index was held
+	// back to what this replica's log had synced (writeahead.go).
+	heldCommits  atomic.Uint64
 	bootRestored bool // Open restored the latest snapshot (state was behind)
 	metrics      shardMetrics
 	// plantedLocalReads is a planted bug for tests: linearizable reads are
@@ -167,9 +170,19 @@ func (s *Shard) open() error {
 	rc.NoLegacyTelemetry = true
 	s.log = cache
 	watched := newSendWatch(snaps, s.resnapshot)
-	s.raft, err = raft.NewRaft(rc, (*fsmAdapter)(s), cache, s.logs, watched, serialTransport{s.trans})
+	trans := serialTransport{NetworkTransport: s.trans}
+	ws, writesAhead := s.logs.(*walStore)
+	writesAhead = writesAhead && !cfg.SyncLeaderLog
+	if writesAhead {
+		trans.synced, trans.held = ws.syncedIndex, &s.heldCommits
+	}
+	s.raft, err = raft.NewRaft(rc, (*fsmAdapter)(s), cache, s.logs, watched, trans)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
+	}
+	if writesAhead {
+		r := s.raft
+		ws.writeAhead(func() bool { return r.State() == raft.Leader })
 	}
 	s.verifier = newVerifier(s.confirmLeadership, &s.leaderRounds)
 	s.readIndexes.fn = func() (uint64, error) {
@@ -369,12 +382,27 @@ func (s *Shard) setReady(term uint64) {
 // FSM.
 type fsmAdapter Shard
 
-func (a *fsmAdapter) Apply(l *raft.Log) any { return a.fsm.Apply(l) }
+func (a *fsmAdapter) Apply(l *raft.Log) any {
+	if err := a.awaitSynced(l.Index); err != nil {
+		return err
+	}
+	return a.fsm.Apply(l)
+}
+
 func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
 	if hold := a.applyHold.Load(); hold != nil {
 		select {
 		case <-*hold:
 		case <-a.ctx.Done():
+		}
+	}
+	if len(logs) > 0 {
+		if err := a.awaitSynced(logs[len(logs)-1].Index); err != nil {
+			resp := make([]any, len(logs))
+			for i := range resp {
+				resp[i] = err
+			}
+			return resp
 		}
 	}
 	start := time.Now()
@@ -383,7 +411,31 @@ func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
 	return resp
 }
 
+// awaitSynced returns once this replica's raft log is synced through index:
+// an entry its leader wrote ahead of the sync is applied only then (see
+// writeahead.go). On a follower, and with other log stores, it is at once.
+// If a sync failed, the replica applies nothing more: it waits for the
+// shard to close and returns the error.
+func (a *fsmAdapter) awaitSynced(index uint64) error {
+	ws, ok := a.logs.(*walStore)
+	if !ok {
+		return nil
+	}
+	if err := ws.waitSynced(context.Background(), index); err != nil {
+		<-a.ctx.Done()
+		return err
+	}
+	return nil
+}
+
 func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
+	if ws, ok := a.logs.(*walStore); ok {
+		// After a failed sync the FSM stops short of raft's applied index,
+		// so a snapshot would claim entries it does not hold.
+		if err := ws.synced.failed(); err != nil {
+			return nil, err
+		}
+	}
 	a.metrics.snapshot("taken")
 	return a.fsm.Snapshot()
 }

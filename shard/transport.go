@@ -1,6 +1,10 @@
 package shard
 
-import "github.com/hashicorp/raft"
+import (
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
 
 // serialTransport is the network transport with raft's heartbeat fast path
 // turned off. raft v1.8.0 handles a heartbeat on the transport's own
@@ -15,7 +19,34 @@ import "github.com/hashicorp/raft"
 // found two replicas at the same applied index with different state).
 // Without the fast path every heartbeat waits its turn in raft's main
 // loop, where the term changes only between the leader loop's steps.
-type serialTransport struct{ *raft.NetworkTransport }
+//
+// It also caps the commit index a leader sends at what its own log has
+// synced (synced, when set): see writeahead.go.
+type serialTransport struct {
+	*raft.NetworkTransport
+	synced func() uint64
+	held   *atomic.Uint64 // appends sent with a lower commit index than raft's
+}
+
+// AppendEntries sends an append whose commit index is at most the leader's
+// synced index.
+func (t serialTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if t.synced != nil {
+		if at := t.synced(); args.LeaderCommitIndex > at {
+			args.LeaderCommitIndex = at
+			if t.held != nil {
+				t.held.Add(1)
+			}
+		}
+	}
+	return t.NetworkTransport.AppendEntries(id, target, args, resp)
+}
+
+// AppendEntriesPipeline declines: every append goes through AppendEntries
+// (the shard's transport does not pipeline anyway; see Shard.open).
+func (serialTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
 
 // SetHeartbeatHandler keeps heartbeats on the consumer channel.
 func (serialTransport) SetHeartbeatHandler(func(raft.RPC)) {}

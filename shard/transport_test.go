@@ -20,7 +20,7 @@ func TestHeartbeatsTakeTheMainLoop(t *testing.T) {
 		t.Cleanup(func() { inner.Close() })
 		var server raft.Transport = inner
 		if wrapped {
-			server = serialTransport{inner}
+			server = serialTransport{NetworkTransport: inner}
 		}
 		fast := make(chan struct{}, 1)
 		server.SetHeartbeatHandler(func(rpc raft.RPC) {

@@ -107,6 +107,7 @@ func parseServerFlags(out io.Writer, args []string) (node.Config, serverOpts, er
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", cfg.RequestTimeout, "how long a request may wait for a shard leader and quorum before it fails (503, or 504 for a write already proposed)")
 	fs.DurationVar(&cfg.LeaderBalanceInterval, "leader-balance-interval", cfg.LeaderBalanceInterval, "hand a shard's leadership to a node that leads at least two data shards fewer, once the leader counts have held still this long (at most one move per node per interval; 0: never)")
 	fs.BoolVar(&cfg.GossipLocal, "gossip-local", false, "gossip timings for one machine (fast failure detection; demos and tests)")
+	syncLeader := fs.Bool("raft-leader-sync", cfg.Shard.SyncLeaderLog, "a leader syncs its raft log before sending new entries to the followers (hashicorp/raft's order); by default a leader's wal log writes commands ahead and syncs them while the followers do, and nothing acts on an entry before the leader's copy is synced")
 	logStore := fs.String("raft-log-store", string(cfg.Shard.LogStore), "raft log format of replicas created from now on: wal (hashicorp/raft-wal, one log per replica), bolt (raft-boltdb) or node (one log for all of the node's replicas, whose appends share syncs); existing replicas keep theirs")
 	memLimit := fs.String("memory-limit", "auto", "soft limit on the Go heap (GC works harder near it): a size, 0 for none, or auto: 80% of the memory limit of the node's cgroup (a container's limit) when it has one, else 256MiB; $GOMEMLIMIT, when set, takes precedence")
 	tableSize := fs.String("table-size", humanize.IBytes(uint64(cfg.Store.BaseTableSize)), "size of the tables Badger's compactions write below level 0 (smaller: less memory while compacting, slower writes)")
@@ -139,6 +140,7 @@ func parseServerFlags(out io.Writer, args []string) (node.Config, serverOpts, er
 		return cfg, o, fmt.Errorf("--raft-log-store: %w", err)
 	}
 	cfg.Shard.LogStore = ls
+	cfg.Shard.SyncLeaderLog = *syncLeader
 	if *memLimit == "auto" {
 		o.memoryLimitAuto = true
 	} else {
