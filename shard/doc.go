@@ -19,7 +19,10 @@
 // whatever is queued into one log entry (group commit), bounded by what one
 // Badger transaction can apply, with at most MaxInflight entries outstanding;
 // raft's BatchApplyCh batches those entries again into one disk write and one
-// AppendEntries round. The caller learns exactly one of: the result (applied),
+// AppendEntries round. A leader whose log is raft-wal writes its command
+// entries ahead of their sync and syncs them while the followers sync
+// theirs; nothing applies or answers an entry before that sync
+// (writeahead.go). The caller learns exactly one of: the result (applied),
 // a rejection that proves nothing was proposed (ErrNotLeader, ErrUnavailable,
 // bad input), or ErrOutcomeUnknown when the entry may have been appended but
 // its fate is unknown (leadership lost, shutdown, the caller's deadline).

@@ -182,8 +182,9 @@ type walStore struct {
 	fs     *writeAheadFS
 	synced *synced
 	logger hclog.Logger
-	// leads reports whether this replica leads its group; nil until raft
-	// runs, and then appends are synced before StoreLogs returns.
+	// leads reports whether this replica leads its group. While it is nil
+	// (before raft runs, or with Config.SyncLeaderLog) every append is
+	// synced before StoreLogs returns.
 	leads atomic.Pointer[func() bool]
 	kick  chan struct{}
 	done  chan struct{}
