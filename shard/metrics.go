@@ -26,6 +26,7 @@ type Metrics struct {
 	snapshots      *prometheus.CounterVec
 
 	isLeader, term, commitIndex, appliedIndex, lastContact, readRounds *prometheus.Desc
+	syncedIndex, commitHeld                                            *prometheus.Desc
 }
 
 const metricsNamespace = "cairn"
@@ -70,6 +71,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		commitIndex:  desc("commit_index", "Raft commit index known to this replica."),
 		appliedIndex: desc("applied_index", "Last index whose effects are in the state machine."),
 		lastContact:  desc("last_contact_seconds", "Followers: seconds since the leader was last heard from (0 on the leader)."),
+		syncedIndex:  desc("synced_index", "Last raft log index synced to this replica's disk (raft-wal replicas). On a leader writing ahead of its syncs it trails the commit index until the sync; nothing applies an entry before."),
+		commitHeld:   desc("commit_index_held_total", "Appends this replica sent as leader whose commit index was held back to its synced index, because its own copy of the entries was not yet synced. This replica's count, reset when it restarts."),
 		readRounds: prometheus.NewDesc(prometheus.BuildFQName(metricsNamespace, "shard", "read_rounds_total"),
 			"Rounds linearizable reads waited for, each shared by the reads waiting then: leadership (a quorum check run as leader; also one per lease period while no read asks, which keeps stale reads' staleness known) and read_index (a read index fetched from the leader). This replica's count, reset when it restarts.",
 			[]string{"shard", "kind"}, nil),
@@ -84,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // Describe implements prometheus.Collector for the scrape-time gauges.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.isLeader, m.term, m.commitIndex, m.appliedIndex, m.lastContact, m.readRounds} {
+	for _, d := range []*prometheus.Desc{m.isLeader, m.term, m.commitIndex, m.appliedIndex, m.lastContact, m.readRounds, m.syncedIndex, m.commitHeld} {
 		ch <- d
 	}
 }
@@ -115,6 +118,10 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.commitIndex, float64(s.raft.CommitIndex()))
 		gauge(m.appliedIndex, float64(s.fsm.Applied()))
 		gauge(m.lastContact, contact)
+		if ws, ok := s.logs.(*walStore); ok {
+			gauge(m.syncedIndex, float64(ws.syncedIndex()))
+		}
+		ch <- prometheus.MustNewConstMetric(m.commitHeld, prometheus.CounterValue, float64(s.heldCommits.Load()), id)
 		leadership, fetched := s.ReadRounds()
 		ch <- prometheus.MustNewConstMetric(m.readRounds, prometheus.CounterValue, float64(leadership), id, "leadership")
 		ch <- prometheus.MustNewConstMetric(m.readRounds, prometheus.CounterValue, float64(fetched), id, "read_index")

@@ -91,6 +91,10 @@ func TestMetrics(t *testing.T) {
 		{"cairn_shard_applied_index", shard, float64(r.shard.FSM().Applied())},
 		{"cairn_shard_commit_index", shard, float64(r.shard.Status().CommitIndex)},
 		{"cairn_shard_term", shard, float64(r.shard.Status().Term)},
+		// Idle, the log is synced through its last entry; a lone replica
+		// has no follower to hold a commit index back from.
+		{"cairn_shard_synced_index", shard, float64(r.shard.raft.LastIndex())},
+		{"cairn_shard_commit_index_held_total", shard, 0},
 	} {
 		if got := metricValue(t, reg, tc.name, tc.labels); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)

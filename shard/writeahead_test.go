@@ -347,6 +347,9 @@ func TestWriteAheadNothingActsBeforeLeaderSync(t *testing.T) {
 	// The leader keeps telling the followers its commit index; each such
 	// append is held back to the synced index.
 	held := l.shard.heldCommits.Load()
+	if got := l.shard.logs.(*walStore).syncedIndex(); got >= idx {
+		t.Fatalf("leader's synced index %d while its sync of %d is held", got, idx)
+	}
 	eventually(t, 10*time.Second, "appends with the commit index held back", func() bool {
 		return l.shard.heldCommits.Load() >= held+6
 	})
