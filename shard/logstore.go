@@ -216,7 +216,7 @@ func openWALOn(dir string, logger hclog.Logger, vfs types.VFS) (*walStore, error
 	}
 	// What the log holds now may have been written ahead by a process that
 	// crashed before syncing it; syncing the open segment makes it durable.
-	if err := syncTail(dir, last); err != nil {
+	if err := syncSegments(dir, last); err != nil {
 		return nil, errors.Join(err, w.Close())
 	}
 	ws := &walStore{WAL: w, fs: v, synced: newSynced(last), logger: logger, kick: make(chan struct{}, 1), done: make(chan struct{})}
@@ -225,11 +225,11 @@ func openWALOn(dir string, logger hclog.Logger, vfs types.VFS) (*walStore, error
 	return ws, nil
 }
 
-// syncTail syncs every segment file of a raft-wal directory: on opening, the
-// files may hold appends of a process that never synced them. (Sealed
-// segments were synced before they were sealed, so only the tail needs
-// it, but syncing the others costs nothing when they are clean.)
-func syncTail(dir string, last uint64) error {
+// syncSegments syncs every segment file of a raft-wal directory: on
+// opening, the files may hold appends of a process that never synced them.
+// (Sealed segments were synced before they were sealed, so only the tail
+// needs it, but syncing the others costs nothing when they are clean.)
+func syncSegments(dir string, last uint64) error {
 	if last == 0 {
 		return nil
 	}
@@ -266,10 +266,8 @@ func (w *walStore) runSyncer() {
 		case <-w.done:
 			return
 		}
-		w.synced.mu.Lock()
-		target, epoch, failed := w.synced.written, w.synced.epoch, w.synced.err != nil
-		w.synced.mu.Unlock()
-		if failed {
+		target, epoch, ok := w.synced.pending()
+		if !ok {
 			continue
 		}
 		if hook := w.beforeSync.Load(); hook != nil {
@@ -280,11 +278,7 @@ func (w *walStore) runSyncer() {
 			w.synced.fail(fmt.Errorf("raft log: sync failed: %w", err))
 			continue
 		}
-		w.synced.mu.Lock()
-		if w.synced.epoch == epoch {
-			w.synced.advanceLocked(target)
-		}
-		w.synced.mu.Unlock()
+		w.synced.syncedThrough(target, epoch)
 	}
 }
 
@@ -292,9 +286,7 @@ func (w *walStore) runSyncer() {
 func (w *walStore) Close() error {
 	err := w.WAL.Close()
 	if err == nil {
-		w.synced.mu.Lock()
-		w.synced.advanceLocked(w.synced.written)
-		w.synced.mu.Unlock()
+		w.synced.allSynced()
 	}
 	close(w.done)
 	w.wg.Wait()
@@ -371,9 +363,7 @@ func (w *walStore) StoreLogs(logs []*raft.Log) error {
 	}
 	end := logs[len(logs)-1].Index
 	if ahead {
-		w.synced.mu.Lock()
-		w.synced.written = end
-		w.synced.mu.Unlock()
+		w.synced.wroteAhead(end)
 		select {
 		case w.kick <- struct{}{}:
 		default:
@@ -386,10 +376,7 @@ func (w *walStore) StoreLogs(logs []*raft.Log) error {
 		w.synced.fail(fmt.Errorf("raft log: sync failed: %w", err))
 		return err
 	}
-	w.synced.mu.Lock()
-	w.synced.written = end
-	w.synced.advanceLocked(end)
-	w.synced.mu.Unlock()
+	w.synced.wroteSynced(end)
 	return nil
 }
 

@@ -190,6 +190,46 @@ func (s *synced) advanceLocked(index uint64) {
 	}
 }
 
+// wroteAhead records entries written through index, not yet synced.
+func (s *synced) wroteAhead(index uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.written = index
+}
+
+// wroteSynced records entries written and synced through index.
+func (s *synced) wroteSynced(index uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.written = index
+	s.advanceLocked(index)
+}
+
+// pending returns the last entry written and the tail's epoch, for a sync
+// about to start; ok is false once a sync failed.
+func (s *synced) pending() (written, epoch uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written, s.epoch, s.err == nil
+}
+
+// syncedThrough records a sync that started when pending reported written
+// and epoch; a tail removed since then makes it count for nothing.
+func (s *synced) syncedThrough(written, epoch uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.epoch == epoch {
+		s.advanceLocked(written)
+	}
+}
+
+// allSynced records that everything written is synced (the log closed).
+func (s *synced) allSynced() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advanceLocked(s.written)
+}
+
 // wait returns once the log is synced through index, the context ends, or
 // a sync failed.
 func (s *synced) wait(ctx context.Context, index uint64) error {

@@ -335,9 +335,8 @@ func TestWriteAheadNothingActsBeforeLeaderSync(t *testing.T) {
 		answered <- err
 	}()
 	waitEntered(t, entered)
-	w.synced.mu.Lock()
-	idx, synced := w.synced.written, w.synced.index
-	w.synced.mu.Unlock()
+	idx, _, _ := w.synced.pending()
+	synced := w.syncedIndex()
 	if idx <= synced {
 		t.Fatalf("held sync: written %d, synced %d; want an entry written ahead", idx, synced)
 	}
